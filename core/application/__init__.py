@@ -1,0 +1,1 @@
+"""Application layer: one use case per CLI command, each readable top to bottom."""

@@ -1,0 +1,96 @@
+"""Command line interface ``finetune-studio``: one subcommand per use case.
+
+``--help`` imports no torch: each subcommand imports its use case only when it runs.
+Every subcommand takes ``--config FILE`` and ``key=value`` overrides
+(``finetune-studio train --config examples/configs/smollm2-lora.yaml learning_rate=2e-4``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from loguru import logger
+
+from core.domain.errors import FinetuneStudioError
+from core.logging_setup import configure_logging
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": (
+        "core.application.prepare_data",
+        "Validate and tokenize a dataset into train/validation/test.",
+    ),
+    "train": ("core.application.train", "Train a model (prepares the data first when needed)."),
+    "evaluate": ("core.application.evaluate", "Evaluate a run or a base model on the test split."),
+    "compare": ("core.application.compare", "Compare runs (or train all four techniques) in one report."),
+    "generate": ("core.application.generate", "Generate answers for prompts or a JSONL file."),
+    "chat": ("core.application.chat", "Interactive chat with a run or model in the terminal."),
+    "merge": ("core.application.merge", "Merge an adapter into its base model and verify the result."),
+    "serve": ("core.application.serve", "Serve runs and registered models through an OpenAI-compatible API."),
+    "studio": ("core.application.studio", "Open the Gradio studio."),
+    "registry": ("core.application.registry", "List, register, promote, show and delete registered models."),
+    "validate-config": (
+        "core.application.validate_config",
+        "Validate a configuration without loading models.",
+    ),
+}
+"""Subcommand name -> (module with ``add_arguments`` and ``run``, help text)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the argument parser; subcommand modules contribute their own options.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="finetune-studio",
+        description="Instruction-tune causal LMs with Full, LoRA, QLoRA or Prefix Tuning.",
+        epilog="Overrides: key=value (e.g. learning_rate=2e-4 technique=qlora training.num_epochs=2).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", help="YAML preset (e.g. examples/configs/smollm2-lora.yaml).")
+        sub.add_argument("overrides", nargs="*", default=[], help="key=value settings overrides.")
+        _module_arguments(module_name, sub)
+    return parser
+
+
+def _module_arguments(module_name: str, sub: argparse.ArgumentParser) -> None:
+    """Adds a subcommand's own options; options are declared in a torch-free ``cli_options`` module."""
+    options_module = module_name.rsplit(".", 1)[0] + ".cli_options"
+    options = importlib.import_module(options_module)
+    adder = getattr(options, module_name.rsplit(".", 1)[1], None)
+    if adder is not None:
+        adder(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        Process exit code: 0 on success, 2 for invalid input or configuration, 1 otherwise.
+    """
+    configure_logging()
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[arguments.command][0])
+    try:
+        result = module.run(arguments)
+    except FinetuneStudioError as error:
+        logger.error("{}", error)
+        return 2
+    except KeyboardInterrupt:
+        logger.warning("Interrupted")
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

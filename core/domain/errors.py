@@ -1,0 +1,35 @@
+"""Errors raised by Finetune Studio that carry a message meant for the user."""
+
+
+class FinetuneStudioError(Exception):
+    """Base class for errors whose message is shown to the user as is."""
+
+
+class ConfigError(FinetuneStudioError):
+    """The configuration is invalid; the message names the field and the allowed values."""
+
+
+class DataValidationError(FinetuneStudioError):
+    """Input data is invalid.
+
+    Attributes:
+        problems: Every problem found, each formatted as ``file:line: field: problem``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        shown = "\n".join(self.problems[:50])
+        more = f"\n... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the input data:\n{shown}{more}")
+
+
+class ModelNotAvailableError(FinetuneStudioError):
+    """A model could not be found locally and cannot be downloaded (offline or unknown id)."""
+
+
+class CheckpointError(FinetuneStudioError):
+    """A checkpoint is missing, corrupted, or incompatible with the current configuration."""
+
+
+class UnsupportedOperationError(FinetuneStudioError):
+    """The requested operation is not supported for this technique or model (e.g. merging a prefix)."""

@@ -1,0 +1,1 @@
+"""Infrastructure layer: everything that touches torch, transformers, peft, bitsandbytes or datasets."""

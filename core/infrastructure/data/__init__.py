@@ -1,0 +1,1 @@
+"""Data preparation: readers, format converters, validation, tokenization and the prepared-dataset store."""

@@ -1,0 +1,129 @@
+"""Loading tokenizers and causal LMs with the right device, dtype and attention kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from loguru import logger
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from core.domain.prompts import BUILTIN_TEMPLATES
+
+
+def select_device() -> torch.device:
+    """Returns the best available device: CUDA, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """Returns True when the CPU has native bf16 matmuls (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def select_attn_implementation(requested: str = "auto") -> str:
+    """Chooses the attention kernel: Flash Attention 2 on CUDA when installed, sdpa otherwise.
+
+    Args:
+        requested: ``auto`` or an explicit implementation name.
+
+    Returns:
+        The implementation to pass to ``from_pretrained``.
+    """
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_tokenizer(path: Path | str, chat_template: str | None = None) -> PreTrainedTokenizerBase:
+    """Loads a tokenizer and makes it ready for training and batched generation.
+
+    A missing pad token is set to EOS (labels are built from the loss mask, never from the pad
+    id, so EOS is still trained). A ``chat_template`` argument (a builtin name or Jinja text)
+    replaces the tokenizer's own.
+
+    Args:
+        path: Model directory.
+        chat_template: ``None`` (keep the tokenizer's), ``"alpaca"``, ``"chatml"`` or Jinja text.
+
+    Returns:
+        The tokenizer.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        tokenizer.chat_template = BUILTIN_TEMPLATES.get(chat_template, chat_template)
+    if tokenizer.chat_template is None:
+        logger.info("{} has no chat template; using the Alpaca format", path)
+        tokenizer.chat_template = BUILTIN_TEMPLATES["alpaca"]
+    return tokenizer
+
+
+def load_causal_lm(
+    path: Path | str,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "auto",
+    quantization_config: Any = None,
+    device_map: Any = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Loads a causal LM from a local directory.
+
+    Args:
+        path: Model directory.
+        dtype: Weight dtype.
+        attn_implementation: ``auto`` or an explicit kernel name.
+        quantization_config: bitsandbytes config for QLoRA, or None.
+        device_map: accelerate device map (``"auto"`` enables CPU offload), or None.
+        trust_remote_code: Allow custom modelling code.
+
+    Returns:
+        The model, in eval mode.
+    """
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "attn_implementation": select_attn_implementation(attn_implementation),
+        "trust_remote_code": trust_remote_code,
+    }
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    model.eval()
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """Counts trainable and total parameters (4-bit weights counted as their logical size).
+
+    Args:
+        model: Any module.
+
+    Returns:
+        ``(trainable, total)``.
+    """
+    trainable = total = 0
+    for parameter in model.parameters():
+        count = parameter.numel()
+        if parameter.__class__.__name__ == "Params4bit":
+            count *= 2
+        total += count
+        if parameter.requires_grad:
+            trainable += count
+    return trainable, total

@@ -1,0 +1,84 @@
+"""The one place where logging is configured: loguru to stderr (and a run's log file).
+
+Standard-library loggers (transformers, peft, accelerate, datasets, uvicorn) are routed into
+loguru, so every message ends up in the same sinks with the same format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+_STDERR_SINK_ID: int | None = None
+_FILE_SINKS: dict[Path, int] = {}
+
+LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> <cyan>{name}</cyan> {message}"
+
+
+class _InterceptHandler(logging.Handler):
+    """Forwards standard-library log records to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = logging.currentframe(), 2
+        while frame and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Configures loguru's stderr sink and routes standard-library logging into it.
+
+    Safe to call more than once; the last level wins.
+
+    Args:
+        level: Minimum level shown on stderr.
+    """
+    global _STDERR_SINK_ID
+    if _STDERR_SINK_ID is not None:
+        logger.remove(_STDERR_SINK_ID)
+    else:
+        logger.remove()
+    _STDERR_SINK_ID = logger.add(sys.stderr, level=level, format=LOG_FORMAT, enqueue=False)
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
+    for name in ("transformers", "peft", "accelerate", "datasets", "uvicorn", "uvicorn.error", "trl"):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers = [_InterceptHandler()]
+        library_logger.propagate = False
+        library_logger.setLevel(logging.WARNING)
+
+
+def add_file_sink(path: Path, level: str = "DEBUG") -> int:
+    """Also writes logs to a file (e.g. ``runs/<name>/train.log``).
+
+    Args:
+        path: Log file.
+        level: Minimum level written.
+
+    Returns:
+        The loguru sink id, for :func:`remove_file_sink`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path in _FILE_SINKS:
+        return _FILE_SINKS[path]
+    sink_id = logger.add(path, level=level, format="{time:YYYY-MM-DD HH:mm:ss} {level: <7} {name} {message}")
+    _FILE_SINKS[path] = sink_id
+    return sink_id
+
+
+def remove_file_sink(path: Path) -> None:
+    """Stops writing logs to a file added with :func:`add_file_sink`.
+
+    Args:
+        path: The log file.
+    """
+    sink_id = _FILE_SINKS.pop(Path(path), None)
+    if sink_id is not None:
+        logger.remove(sink_id)

@@ -1,0 +1,102 @@
+"""Domain layer: configuration validation and sources, catalog, technique traits, layering."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.domain.catalog import CATALOG, EMBEDDED_MODEL_NAME, defaults_for_model_type, find_entry
+from core.domain.config import ConfigError, load_settings, parse_overrides
+from core.domain.techniques import TECHNIQUE_TRAITS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_domain_imports_no_torch_or_transformers():
+    code = (
+        "import sys, core.domain.config, core.domain.catalog, core.domain.techniques, core.domain.manifest, "
+        "core.domain.prompts, core.domain.records, core.cli; core.cli.build_parser(); "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets', 'bitsandbytes') if m in sys.modules]; "
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, f"heavy modules imported: {result.stdout} {result.stderr}"
+
+
+def test_cli_overrides_switch_technique_and_set_fields():
+    settings = load_settings(None, ["learning_rate=2e-4", "technique=qlora", "rank=8"], read_environment=False)
+    assert settings.training.learning_rate == pytest.approx(2e-4)
+    assert settings.technique.name == "qlora"
+    assert settings.technique.rank == 8
+    assert settings.technique.quant_type == "nf4"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["learning_rate=-1"], "training.learning_rate: Input should be greater than 0 (got -1)"),
+        (
+            ["technique=dora2"],
+            "technique: unknown technique 'dora2'; allowed values: 'full', 'lora', 'qlora', 'prefix'",
+        ),
+        (
+            ["technique=prefix", "gradient_checkpointing=true"],
+            "training.gradient_checkpointing: technique=prefix",
+        ),
+        (["no_such_key=1"], "no_such_key: unknown setting"),
+        (["rank=0"], "technique.lora.rank"),
+    ],
+)
+def test_invalid_values_name_the_field(overrides, expected):
+    with pytest.raises(ConfigError) as error:
+        load_settings(None, overrides, read_environment=False)
+    assert expected in str(error.value)
+
+
+def test_source_priority_cli_over_env_over_yaml(tmp_path, monkeypatch):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("technique:\n  name: lora\n  rank: 4\ntraining:\n  learning_rate: 0.1\n  num_epochs: 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FINETUNE_TRAINING__LEARNING_RATE", "0.01")
+    assert load_settings(preset).training.learning_rate == pytest.approx(0.01)
+    assert load_settings(preset).training.num_epochs == 3
+    assert load_settings(preset).technique.rank == 4
+    assert load_settings(preset, ["learning_rate=0.001"]).training.learning_rate == pytest.approx(0.001)
+    switched = load_settings(preset, ["technique=prefix"])
+    assert switched.technique.name == "prefix"
+
+
+def test_dotenv_file_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("FINETUNE_TRAINING__SEED=7\n")
+    assert load_settings().training.seed == 7
+
+
+def test_every_preset_in_examples_validates():
+    presets = sorted((REPO_ROOT / "examples" / "configs").glob("*.yaml"))
+    assert presets, "examples/configs must hold YAML presets"
+    for preset in presets:
+        load_settings(preset, read_environment=False)
+
+
+def test_parse_overrides_keeps_identifiers_verbatim():
+    assert parse_overrides(["model.name=1e3"]) == {"model": {"name": "1e3"}}
+
+
+def test_catalog_lookup_and_fallback():
+    assert find_entry("smollm2").name == EMBEDDED_MODEL_NAME
+    assert find_entry("openai-community/gpt2").architecture.fan_in_fan_out is True
+    assert find_entry("unknown/model") is None
+    assert defaults_for_model_type("mistral").family == "mistral"
+    assert defaults_for_model_type("falcon").lora_target_modules == ("all-linear",)
+    assert {"llama-2-7b", "llama-3.2-1b-instruct", "mistral-7b", "phi-2", "gpt2"} <= set(CATALOG)
+
+
+def test_technique_union_traits_and_registry_agree():
+    from typing import get_args
+
+    from core.domain.config import TechniqueSettings
+
+    union_names = {variant.model_fields["name"].default for variant in get_args(get_args(TechniqueSettings)[0])}
+    assert union_names == set(TECHNIQUE_TRAITS)
