@@ -302,8 +302,14 @@ class Settings(BaseSettings):
         validate_assignment=True,
     )
 
-    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    run_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Run directory name under paths.runs_dir (default: <model>-<technique>-<timestamp>).",
+    )
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field(
+        "INFO", description="Minimum level of log messages on stderr."
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     technique: TechniqueSettings = Field(default_factory=LoraTechnique)
     data: DataSettings = Field(default_factory=DataSettings)
@@ -598,7 +604,7 @@ def environment_documentation() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for field_name in ("run_name", "log_level"):
         info = Settings.model_fields[field_name]
-        rows.append((f"FINETUNE_{field_name.upper()}", str(info.default), info.description or ""))
+        rows.append((f"FINETUNE_{field_name.upper()}", _as_env_text(info.default), info.description or ""))
     for section, model in SECTION_MODELS.items():
         for field_name, info in model.model_fields.items():
             default = info.default if info.default_factory is None else info.default_factory()
