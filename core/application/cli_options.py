@@ -9,7 +9,11 @@ import argparse
 def prepare_data(parser: argparse.ArgumentParser) -> None:
     """Options of ``prepare-data``."""
     parser.add_argument("--input", help="Input file, directory, 'demo' or Hub dataset id (default: data.dataset).")
-    parser.add_argument("--format", help="alpaca, dolly, sharegpt, openai, oasst or custom (default: auto-detect).")
+    parser.add_argument(
+        "--format",
+        choices=["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"],
+        help="Input format (default: data.format, auto-detected).",
+    )
     parser.add_argument("--output", help="Output directory (default: data/prepared/<fingerprint>).")
     parser.add_argument("--lenient", action="store_true", help="Skip bad records (reported) instead of stopping.")
 
@@ -35,15 +39,26 @@ def compare(parser: argparse.ArgumentParser) -> None:
 
 def generate(parser: argparse.ArgumentParser) -> None:
     """Options of ``generate``."""
-    parser.add_argument("--run", help="Run name or directory (default: the base model).")
+    parser.add_argument("--run", help="Run name, run/merged directory or registered model (default: the base model).")
     parser.add_argument("--prompt", action="append", default=[], help="A prompt (repeatable).")
     parser.add_argument("--input-file", help="JSONL with 'prompt' or 'messages' per line (batch inference).")
     parser.add_argument("--output-file", help="JSONL output for batch inference (resumable).")
+    parser.add_argument("--system", help="System prompt added before each --prompt.")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="Longest answer in tokens (default: 256).")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default); >0 samples.")
+    parser.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (default: 1.0).")
+    parser.add_argument("--seed", type=int, help="Sampling seed.")
+    parser.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
+    parser.add_argument("--batch-size", type=int, help="Prompts per batch (default: evaluation.batch_size).")
+    parser.add_argument("--stream", action="store_true", help="Stream a single --prompt's answer to stdout.")
 
 
 def chat(parser: argparse.ArgumentParser) -> None:
     """Options of ``chat``."""
-    parser.add_argument("--run", help="Run name or directory (default: the base model).")
+    parser.add_argument("--run", help="Run name, run/merged directory or registered model (default: the base model).")
+    parser.add_argument("--system", help="System prompt for the conversation.")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="Longest answer in tokens (default: 256).")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default); >0 samples.")
 
 
 def merge(parser: argparse.ArgumentParser) -> None:
@@ -66,11 +81,21 @@ def studio(parser: argparse.ArgumentParser) -> None:
 
 
 def registry(parser: argparse.ArgumentParser) -> None:
-    """Options of ``registry``."""
-    parser.add_argument("action", choices=["list", "register", "show", "promote", "delete", "push", "pull"])
-    parser.add_argument("--name", help="Registered model name.")
+    """Options of ``registry``.
+
+    The action (list, register, show, promote, delete, push, pull) is the first word after
+    ``registry``; it is read from the free positional arguments so that ``key=value`` overrides
+    can follow it (a separate positional would swallow them).
+    """
+    parser.usage = (
+        "finetune-studio registry {list,register,show,promote,delete,push,pull} [--name NAME] [--version N] "
+        "[--run RUN] [--stage STAGE] [--repo-id REPO] [--private] [key=value ...]"
+    )
+    parser.set_defaults(action=None)
+    parser.add_argument("--name", help="Registered model name (show/promote/delete/push also take name:VERSION).")
     parser.add_argument("--version", type=int, help="Version number.")
-    parser.add_argument("--run", help="Run name or directory to register.")
-    parser.add_argument("--stage", help="Stage for promote (e.g. staging, production).")
-    parser.add_argument("--repo-id", help="Hub repository for push/pull.")
+    parser.add_argument("--run", help="Run name, run directory or merged/model directory to register.")
+    parser.add_argument("--stage", help="Stage for promote: staging, production, archived or none.")
+    parser.add_argument("--repo-id", help="Hub repository for push/pull (user/repo).")
+    parser.add_argument("--revision", help="Hub revision to pull (branch, tag or commit).")
     parser.add_argument("--private", action="store_true", help="Create a private Hub repository.")

@@ -88,6 +88,8 @@ def save_prepared(
     conversations: dict[str, list[Conversation]],
     tokenized: dict[str, list[dict[str, Any]]],
     info: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    report_markdown: str | None = None,
 ) -> PreparedData:
     """Writes a prepared dataset; ``prepared.json`` is written last, marking it complete.
 
@@ -98,16 +100,22 @@ def save_prepared(
         conversations: Normalized conversations per split.
         tokenized: Rows with ``input_ids`` and ``labels`` per split.
         info: Extra metadata for ``prepared.json``.
+        report: The data report, written as ``report.json``.
+        report_markdown: The report as Markdown, written as ``report.md``.
 
     Returns:
         The prepared dataset.
     """
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
     directory = Path(directory)
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "conversations").mkdir(parents=True)
     (directory / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
     counts = {}
+    progress_was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
     for split in SPLITS:
         _write_jsonl(directory / "conversations" / f"{split}.jsonl", conversations.get(split, []))
         rows = tokenized.get(split, [])
@@ -118,6 +126,12 @@ def save_prepared(
         }
         Dataset.from_dict(columns).save_to_disk(str(directory / "tokenized" / split))
         counts[split] = len(rows)
+    if progress_was_enabled:
+        enable_progress_bar()
+    if report is not None:
+        write_json_atomic(directory / "report.json", report)
+    if report_markdown is not None:
+        (directory / "report.md").write_text(report_markdown, encoding="utf-8")
     meta = {**(info or {}), "fingerprint": fingerprint, "counts": counts}
     write_json_atomic(directory / PREPARED_FILE, meta)
     return PreparedData(directory, fingerprint, chat_template, meta)

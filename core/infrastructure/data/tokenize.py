@@ -64,7 +64,8 @@ def assistant_spans(
     """Renders a conversation and locates each assistant answer as a character span.
 
     A span runs from the end of the generation prompt to the end of the turn's end-of-turn
-    token (EOS) when the template emits one, else to the end of the turn's text.
+    token (EOS) when the template emits one, else to the end of the answer's text (what the
+    template adds after the answer, such as a newline, is not trained).
 
     Args:
         tokenizer: Tokenizer with the chat template.
@@ -87,8 +88,10 @@ def assistant_spans(
         turn_text = _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False)
         if not (turn_text.startswith(prompt_text) and full_text.startswith(turn_text)):
             raise ValueError(f"{source}: the chat template is not prefix-stable; cannot locate the assistant turn")
-        end = len(turn_text)
-        eos_at = turn_text.find(eos_text, len(prompt_text)) if eos_text else -1
+        content = message["content"]
+        found = turn_text.find(content, len(prompt_text)) if content else -1
+        end = found + len(content) if found >= 0 else len(turn_text)
+        eos_at = turn_text.find(eos_text, end if found >= 0 else len(prompt_text)) if eos_text else -1
         if eos_at >= 0:
             end = eos_at + len(eos_text)
         spans.append((len(prompt_text), end))
@@ -114,21 +117,52 @@ def tokenize_conversation(
         conversation: The conversation.
         max_length: Longest sequence kept.
         train_on_prompt: Also train on system and user tokens.
-        truncation: ``truncate`` keeps the start (prompt and the beginning of the answer);
+        truncation: ``truncate`` keeps the end of the prompt and the start of the answer;
             ``drop`` returns None for conversations that do not fit.
 
     Returns:
         The tokenized example, or None when dropped (too long, or nothing left to train).
     """
+    return tokenize_with_reason(tokenizer, conversation, max_length, train_on_prompt, truncation)[0]
+
+
+def tokenize_with_reason(
+    tokenizer: PreTrainedTokenizerBase,
+    conversation: Conversation,
+    max_length: int,
+    train_on_prompt: bool = False,
+    truncation: Literal["truncate", "drop"] = "truncate",
+) -> tuple[TokenizedExample | None, str | None]:
+    """Like :func:`tokenize_conversation`, and says why an example was left out.
+
+    Args:
+        tokenizer: Tokenizer with the chat template to train with.
+        conversation: The conversation.
+        max_length: Longest sequence kept.
+        train_on_prompt: Also train on system and user tokens.
+        truncation: ``truncate`` or ``drop``.
+
+    Returns:
+        ``(example, None)``, or ``(None, "too_long")`` when dropped by the truncation policy, or
+        ``(None, "empty_loss_mask")`` when no token is left to train.
+    """
     messages = [message.model_dump() for message in conversation.messages]
     full_text, spans = assistant_spans(tokenizer, messages, conversation.source)
+    spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
     input_ids, offsets = _encode(tokenizer, full_text)
     labels = [IGNORE_INDEX] * len(input_ids)
+    answer_start: int | None = None
     span_index = 0
-    for position, (start, _end) in enumerate(offsets):
+    for position, (start, end) in enumerate(offsets):
         while span_index < len(spans) and start >= spans[span_index][1]:
             span_index += 1
-        in_answer = span_index < len(spans) and spans[span_index][0] <= start < spans[span_index][1]
+        # a token overlapping the answer is trained, also one that straddles the generation prompt's end
+        # (e.g. " Hello" after a template's "assistant:"), so no answer character goes untrained
+        in_answer = (
+            span_index < len(spans) and start < spans[span_index][1] and max(end, start + 1) > spans[span_index][0]
+        )
+        if in_answer and answer_start is None:
+            answer_start = position
         if in_answer or train_on_prompt:
             labels[position] = input_ids[position]
     eos_id = tokenizer.eos_token_id
@@ -140,9 +174,14 @@ def tokenize_conversation(
     truncated = len(input_ids) > max_length
     if truncated:
         if truncation == "drop":
-            return None
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
+            return None, "too_long"
+        # keep the end of the prompt and the start of the answer (up to half the window for the answer)
+        first = answer_start if answer_start is not None else 0
+        kept_answer = min(len(input_ids) - first, max_length // 2)
+        window_start = max(0, first + kept_answer - max_length)
+        input_ids = input_ids[window_start : window_start + max_length]
+        labels = labels[window_start : window_start + max_length]
     trained = sum(1 for label in labels if label != IGNORE_INDEX)
     if trained == 0:
-        return None
-    return TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated, trained_tokens=trained)
+        return None, "empty_loss_mask"
+    return TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated, trained_tokens=trained), None

@@ -1,0 +1,352 @@
+"""Use case ``prepare-data``: raw instruction data -> validated, tokenized train/validation/test splits.
+
+Steps: resolve the input (``demo``, a local file/directory, or a Hub id), compute the fingerprint
+(input bytes, tokenizer files, chat template, data settings) and reuse an existing prepared
+directory when it matches; otherwise read, choose the format, convert and validate every record
+(strict: stop listing every problem as ``file:line: field: problem``; lenient: skip and report),
+add the system prompt, split, tokenize with loss masks, and write the prepared directory with
+``report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from core.domain.config import Settings, load_settings
+from core.domain.errors import ConfigError, DataValidationError
+from core.domain.records import Conversation, Message
+from core.infrastructure.data.convert import choose_format, convert_records
+from core.infrastructure.data.fingerprint import compute_fingerprint
+from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
+from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
+from core.infrastructure.data.report import build_report, report_markdown
+from core.infrastructure.data.sources import InputSource, resolve_input
+from core.infrastructure.data.splits import assign_splits
+
+PREPARED_SUBDIR = "prepared"
+"""Prepared datasets live in ``paths.data_dir / prepared / <fingerprint>``."""
+
+
+def _template_argument(settings: Settings) -> str | None:
+    """What ``load_tokenizer`` gets as ``chat_template`` for ``data.template``."""
+    template = settings.data.template
+    if template == "model":
+        return None
+    if template == "custom":
+        return settings.data.custom_template
+    return template
+
+
+def _model_dir(settings: Settings) -> Path:
+    from core.infrastructure.models.resolve import resolve_model
+
+    return resolve_model(settings.model.name, settings.paths.model_cache, settings.model.revision).path
+
+
+def _relevant_settings(settings: Settings, data_format: str, lenient: bool) -> dict[str, Any]:
+    data = settings.data.model_dump(mode="json", exclude={"dataset", "format", "lenient"})
+    return {**data, "format": data_format, "lenient": lenient}
+
+
+def _reusable(directory: Path, fingerprint: str) -> PreparedData | None:
+    if not (directory / PREPARED_FILE).is_file() or not (directory / "report.json").is_file():
+        return None
+    try:
+        prepared = load_prepared(directory)
+    except (OSError, ValueError, KeyError):
+        return None
+    return prepared if prepared.fingerprint == fingerprint else None
+
+
+def prepare_data(
+    settings: Settings,
+    input_path: str | Path | None = None,
+    data_format: str | None = None,
+    output_dir: str | Path | None = None,
+    lenient: bool | None = None,
+) -> PreparedData:
+    """Prepares (or reuses) the tokenized dataset for the configured model and template.
+
+    Args:
+        settings: Validated settings (``data``, ``model``, ``paths`` are used).
+        input_path: Input instead of ``data.dataset`` (``demo``, a path or a Hub id).
+        data_format: Format instead of ``data.format`` (``auto`` detects it).
+        output_dir: Output directory instead of ``paths.data_dir/prepared/<fingerprint>``.
+        lenient: Skip bad records instead of stopping (default: ``data.lenient``).
+
+    Returns:
+        The prepared dataset.
+
+    Raises:
+        DataValidationError: In strict mode, listing every problem as ``file:line: field: problem``;
+            in both modes when no usable record is left.
+        ConfigError: For an unknown input, format or field mapping, or an ambiguous format.
+    """
+    data = settings.data
+    lenient = data.lenient if lenient is None else lenient
+    requested_format = data_format or data.format
+    source = resolve_input(input_path if input_path is not None else data.dataset, data.split)
+    model_dir = _model_dir(settings)
+    fingerprint = compute_fingerprint(source, model_dir, _relevant_settings(settings, requested_format, lenient))
+    directory = Path(output_dir) if output_dir else Path(settings.paths.data_dir) / PREPARED_SUBDIR / fingerprint
+
+    cached = _reusable(directory, fingerprint)
+    if cached is not None:
+        logger.info("Reusing prepared data {} (input, tokenizer and data settings unchanged)", directory)
+        return cached
+
+    if directory.exists() and any(directory.iterdir()) and not (directory / PREPARED_FILE).is_file():
+        raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
+    records = source.read()
+    chosen_format, reason = choose_format(records, source.name, requested_format, data.field_mapping, source.hub_id)
+    logger.info("Format of {}: {}", source.name, reason)
+    outcomes = convert_records(records, chosen_format, data.field_mapping, data.oasst_language)
+    problems = [problem for outcome in outcomes for problem in outcome.problems]
+    if problems and not lenient:
+        raise DataValidationError([str(problem) for problem in problems])
+    for outcome in outcomes:
+        if outcome.problems:
+            logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
+
+    valid = [outcome for outcome in outcomes if outcome.conversation is not None]
+    valid, left_out = _limit_samples(valid, data.max_samples, data.seed)
+    conversations = [_with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
+    splits = assign_splits(
+        conversations, [outcome.split for outcome in valid], data.validation_fraction, data.test_fraction, data.seed
+    )
+
+    tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
+    kept_splits, tokenized, dropped = _tokenize_splits(tokenizer, splits, settings)
+    left_out += dropped
+    kept = sum(len(rows) for rows in tokenized.values())
+    if kept == 0:
+        raise DataValidationError(
+            [f"{source.name}: record: no usable records ({len(outcomes)} read, all skipped; see the problems above)"]
+        )
+
+    report = build_report(
+        input_name=source.name,
+        data_format=chosen_format,
+        format_reason=reason,
+        lenient=lenient,
+        outcomes=outcomes,
+        left_out=left_out,
+        splits=kept_splits,
+        tokenized=tokenized,
+        truncation=data.truncation,
+        max_length=data.max_seq_length,
+    )
+    report["fingerprint"] = fingerprint
+    report["template"] = data.template
+    info = {
+        "input": source.name,
+        "format": chosen_format,
+        "format_reason": reason,
+        "template": data.template,
+        "tokenizer": str(model_dir),
+        "settings": _relevant_settings(settings, requested_format, lenient),
+    }
+    prepared = save_prepared(
+        directory,
+        fingerprint,
+        tokenizer.chat_template,
+        kept_splits,
+        {
+            split: [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in rows]
+            for split, rows in tokenized.items()
+        },
+        info=info,
+        report=report,
+        report_markdown=report_markdown(report),
+    )
+    counts = report["counts"]
+    logger.info(
+        "Prepared {}: read {}, kept {} (train {}, validation {}, test {}), skipped {} {}",
+        directory,
+        counts["read"],
+        counts["kept"],
+        counts["splits"]["train"],
+        counts["splits"]["validation"],
+        counts["splits"]["test"],
+        counts["skipped_total"],
+        counts["skipped"] or "",
+    )
+    return prepared
+
+
+def _load_tokenizer(model_dir: Path, template: str | None) -> Any:
+    from core.infrastructure.models.loading import load_tokenizer
+
+    return load_tokenizer(model_dir, template)
+
+
+def _limit_samples(valid: list[Outcome], max_samples: int | None, seed: int) -> tuple[list[Outcome], list[Outcome]]:
+    """Keeps at most ``max_samples`` records chosen by a seeded shuffle; the rest are skipped."""
+    if max_samples is None or len(valid) <= max_samples:
+        return valid, []
+    order = list(range(len(valid)))
+    random.Random(seed).shuffle(order)
+    keep = set(order[:max_samples])
+    left_out = [Outcome(outcome.source, reason=MAX_SAMPLES) for index, outcome in enumerate(valid) if index not in keep]
+    return [outcome for index, outcome in enumerate(valid) if index in keep], left_out
+
+
+def _with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
+    if not system_prompt or conversation.messages[0].role == "system":
+        return conversation
+    messages = [Message(role="system", content=system_prompt), *conversation.messages]
+    return conversation.model_copy(update={"messages": messages})
+
+
+def _tokenize_splits(
+    tokenizer: Any, splits: dict[str, list[Conversation]], settings: Settings
+) -> tuple[dict[str, list[Conversation]], dict[str, list[dict[str, Any]]], list[Outcome]]:
+    """Tokenizes every split; conversations dropped by truncation or an empty loss mask are returned as skipped."""
+    from core.infrastructure.data.tokenize import tokenize_with_reason
+
+    data = settings.data
+    kept: dict[str, list[Conversation]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    dropped: list[Outcome] = []
+    for split, conversations in splits.items():
+        kept[split], rows[split] = [], []
+        for conversation in conversations:
+            try:
+                example, reason = tokenize_with_reason(
+                    tokenizer, conversation, data.max_seq_length, data.train_on_prompt, data.truncation
+                )
+            except ValueError as error:  # a template that is not prefix-stable
+                raise ConfigError(f"data.template: {error}") from error
+            if example is None:
+                dropped.append(Outcome(conversation.source, reason=reason))
+                continue
+            kept[split].append(conversation)
+            rows[split].append(
+                {
+                    "input_ids": example.input_ids,
+                    "labels": example.labels,
+                    "trained_tokens": example.trained_tokens,
+                    "truncated": example.truncated,
+                }
+            )
+    return kept, rows, dropped
+
+
+def ensure_prepared(settings: Settings) -> PreparedData:
+    """Returns the prepared dataset for the settings, preparing it only when nothing matches the fingerprint.
+
+    Args:
+        settings: Validated settings.
+
+    Returns:
+        The prepared dataset (from ``paths.data_dir/prepared/<fingerprint>``).
+    """
+    return prepare_data(settings)
+
+
+def detect_format(path: str | Path) -> tuple[str, str]:
+    """Detects the format of an input and explains why.
+
+    Args:
+        path: ``demo``, a local file or directory, or a Hub dataset id.
+
+    Returns:
+        ``(format, reason)``.
+
+    Raises:
+        ConfigError: When the format is ambiguous or unrecognised (name it explicitly then).
+    """
+    source = resolve_input(path)
+    records = [] if _known_hub(source) else source.read()
+    return choose_format(records, source.name, "auto", None, source.hub_id)
+
+
+def _known_hub(source: InputSource) -> bool:
+    from core.infrastructure.data.formats import HUB_FORMATS
+
+    return (source.hub_id or "").lower() in HUB_FORMATS
+
+
+def preview_records(
+    settings: Settings, input_path: str | Path, data_format: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Converts the first records of an input for display, without tokenizing or failing on bad records.
+
+    Args:
+        settings: Settings (``data.format``, ``data.field_mapping``, ``data.oasst_language``, ``data.system_prompt``).
+        input_path: ``demo``, a path or a Hub id.
+        data_format: Format to use (default: ``data.format``, ``auto`` detects).
+        limit: Most records returned.
+
+    Returns:
+        One mapping per record: ``source``, ``format``, ``system``, ``prompt`` (last user turn),
+        ``response`` (last answer), ``turns``, ``messages`` (role/content list), ``problems``
+        (``field: problem`` lines joined by ``; ``, empty when valid).
+
+    Raises:
+        ConfigError: When the format cannot be determined.
+    """
+    data = settings.data
+    source = resolve_input(input_path, data.split)
+    records = source.read()
+    chosen_format, _reason = choose_format(
+        records, source.name, data_format or data.format, data.field_mapping, source.hub_id
+    )
+    if chosen_format != "oasst":
+        records = records[:limit]
+    rows = []
+    for outcome in convert_records(records, chosen_format, data.field_mapping, data.oasst_language)[:limit]:
+        conversation = outcome.conversation
+        if conversation is not None:
+            conversation = _with_system_prompt(conversation, data.system_prompt)
+        messages = [message.model_dump() for message in conversation.messages] if conversation else []
+        rows.append(
+            {
+                "source": outcome.source,
+                "format": chosen_format,
+                "system": next((m["content"] for m in messages if m["role"] == "system"), ""),
+                "prompt": next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""),
+                "response": conversation.reference if conversation else "",
+                "turns": len(messages),
+                "messages": messages,
+                "problems": "; ".join(f"{problem.field}: {problem.message}" for problem in outcome.problems)
+                or (outcome.reason or ""),
+            }
+        )
+    return rows
+
+
+def run(arguments: argparse.Namespace) -> int:
+    """CLI entry: prepares the data and writes the report's counts as JSON to stdout.
+
+    Args:
+        arguments: ``--config``, overrides, ``--input``, ``--format``, ``--output``, ``--lenient``.
+
+    Returns:
+        0 on success (invalid data raises ``DataValidationError``: exit code 2 in the CLI).
+    """
+    settings = load_settings(arguments.config, arguments.overrides)
+    prepared = prepare_data(
+        settings,
+        input_path=getattr(arguments, "input", None),
+        data_format=getattr(arguments, "format", None),
+        output_dir=getattr(arguments, "output", None),
+        lenient=True if getattr(arguments, "lenient", False) else None,
+    )
+    report = prepared.report
+    summary = {
+        "directory": str(prepared.directory),
+        "fingerprint": prepared.fingerprint,
+        "format": report.get("format"),
+        **report.get("counts", {}),
+        "report": str(prepared.directory / "report.md"),
+    }
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0

@@ -1,0 +1,76 @@
+"""From raw records to conversations: choose the format, convert every record, keep every problem."""
+
+from __future__ import annotations
+
+from core.domain.errors import ConfigError
+from core.infrastructure.data.formats import FORMATS, HUB_FORMATS, detect_format_of, record_converter
+from core.infrastructure.data.oasst import convert_oasst
+from core.infrastructure.data.problems import Outcome, RecordProblems
+from core.infrastructure.data.readers import RawRecord, normalize_split
+
+
+def choose_format(
+    records: list[RawRecord],
+    input_name: str,
+    requested: str = "auto",
+    field_mapping: dict[str, str] | None = None,
+    hub_id: str | None = None,
+) -> tuple[str, str]:
+    """Decides the input format and explains the choice.
+
+    Args:
+        records: Raw records.
+        input_name: Input name for messages.
+        requested: ``auto`` or a format name.
+        field_mapping: ``data.field_mapping``; when set, ``auto`` means ``custom``.
+        hub_id: Hub dataset id, when the input comes from the Hub.
+
+    Returns:
+        ``(format, reason)``.
+
+    Raises:
+        ConfigError: For an unknown format name, or when auto-detection is ambiguous or fails.
+    """
+    if requested != "auto":
+        if requested not in FORMATS:
+            raise ConfigError(f"data.format: unknown format {requested!r}; allowed values: auto, {', '.join(FORMATS)}")
+        return requested, f"{requested}: named explicitly"
+    if field_mapping:
+        return "custom", "custom: data.field_mapping is set"
+    if hub_id is not None and hub_id.lower() in HUB_FORMATS:
+        data_format = HUB_FORMATS[hub_id.lower()]
+        return data_format, f"{data_format}: known Hub dataset {hub_id}"
+    return detect_format_of([record.data for record in records], input_name)
+
+
+def convert_records(
+    records: list[RawRecord],
+    data_format: str,
+    field_mapping: dict[str, str] | None = None,
+    oasst_language: str | None = None,
+) -> list[Outcome]:
+    """Converts raw records into conversations, one outcome per record (per tree for oasst).
+
+    Args:
+        records: Raw records (records with read problems become skipped outcomes).
+        data_format: A name from :data:`FORMATS`.
+        field_mapping: Column mapping of the custom format.
+        oasst_language: Language filter of the oasst format.
+
+    Returns:
+        The outcomes; a skipped outcome carries its problems and reason.
+    """
+    if data_format == "oasst":
+        return convert_oasst(records, oasst_language)
+    convert = record_converter(data_format, field_mapping)
+    outcomes = []
+    for record in records:
+        if record.problems:
+            outcomes.append(Outcome(record.source, problems=record.problems, reason=record.problems[0].reason))
+            continue
+        split = normalize_split(record.data.get("split")) or record.split
+        try:
+            outcomes.append(Outcome(record.source, conversation=convert(record.data, record.source), split=split))
+        except RecordProblems as failure:
+            outcomes.append(Outcome(record.source, problems=failure.problems, reason=failure.problems[0].reason))
+    return outcomes

@@ -1,0 +1,59 @@
+"""Fingerprint of a prepared dataset: input bytes, tokenizer files, chat template and data settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from core.infrastructure.data.sources import InputSource
+
+PREPARATION_VERSION = "3"
+"""Bumped whenever preparation changes its output for the same inputs (invalidates caches)."""
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def tokenizer_digest(model_dir: Path | str, hasher: Any) -> None:
+    """Feeds the tokenizer files of a model directory into a hashlib object.
+
+    Args:
+        model_dir: Model directory.
+        hasher: A ``hashlib`` hash object.
+    """
+    model_dir = Path(model_dir)
+    for name in _TOKENIZER_FILES:
+        file = model_dir / name
+        if file.is_file():
+            hasher.update(name.encode())
+            hasher.update(file.read_bytes())
+
+
+def compute_fingerprint(source: InputSource, model_dir: Path | str, settings: dict[str, Any]) -> str:
+    """Hashes everything that determines the prepared output.
+
+    Args:
+        source: The input.
+        model_dir: Directory of the tokenizer.
+        settings: The data settings that affect preparation (format, template, lengths, splits...).
+
+    Returns:
+        A 16-character hex fingerprint.
+    """
+    hasher = hashlib.sha256(f"finetune-studio-data-v{PREPARATION_VERSION}".encode())
+    source.digest(hasher)
+    tokenizer_digest(model_dir, hasher)
+    hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return hasher.hexdigest()[:16]

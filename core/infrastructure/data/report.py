@@ -1,0 +1,237 @@
+"""The data report: counts that add up, duplicates, overlap, token statistics, as JSON and Markdown."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from typing import Any
+
+from core.domain.records import Conversation
+from core.infrastructure.data.problems import Outcome
+
+MAX_LISTED = 2000
+"""Most skipped records / examples listed individually in the report (counts are always complete)."""
+
+HISTOGRAM_BINS = 8
+
+
+def exact_key(conversation: Conversation) -> str:
+    """Identity of a conversation: roles and contents as they are."""
+    return "\x1e".join(f"{message.role}\x1f{message.content}" for message in conversation.messages)
+
+
+def normalize_text(text: str) -> str:
+    """Lower-cases, drops punctuation and collapses whitespace (for near-duplicate detection).
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The normalized text.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def normalized_key(conversation: Conversation) -> str:
+    """Identity of a conversation up to case, punctuation and whitespace."""
+    return "\x1e".join(f"{message.role}\x1f{normalize_text(message.content)}" for message in conversation.messages)
+
+
+def prompt_key(conversation: Conversation) -> str:
+    """Normalized identity of a conversation's prompt (every turn before the last answer)."""
+    return "\x1e".join(
+        f"{message.role}\x1f{normalize_text(message.content)}"
+        for message in conversation.prompt_messages
+        if message.role != "system"
+    )
+
+
+def _duplicates(conversations: list[Conversation]) -> dict[str, Any]:
+    exact_seen: dict[str, str] = {}
+    normalized_seen: dict[str, str] = {}
+    exact = normalized = 0
+    examples = []
+    for conversation in conversations:
+        key = exact_key(conversation)
+        near = normalized_key(conversation)
+        if key in exact_seen:
+            exact += 1
+            if len(examples) < 20:
+                examples.append({"source": conversation.source, "duplicate_of": exact_seen[key], "kind": "exact"})
+        elif near in normalized_seen and len(examples) < 20:
+            examples.append(
+                {"source": conversation.source, "duplicate_of": normalized_seen[near], "kind": "normalized"}
+            )
+        if near in normalized_seen:
+            normalized += 1
+        exact_seen.setdefault(key, conversation.source)
+        normalized_seen.setdefault(near, conversation.source)
+    return {"exact": exact, "normalized": normalized, "examples": examples}
+
+
+def _overlap(splits: dict[str, list[Conversation]]) -> dict[str, Any]:
+    train = {prompt_key(conversation): conversation.source for conversation in splits.get("train", [])}
+    result: dict[str, Any] = {"examples": []}
+    for split in ("validation", "test"):
+        count = 0
+        for conversation in splits.get(split, []):
+            key = prompt_key(conversation)
+            if key in train:
+                count += 1
+                if len(result["examples"]) < 20:
+                    result["examples"].append(
+                        {"split": split, "source": conversation.source, "train_source": train[key]}
+                    )
+        result[split] = count
+    return result
+
+
+def _histogram(lengths: list[int], max_length: int) -> list[dict[str, Any]]:
+    width = max(1, -(-max_length // HISTOGRAM_BINS))
+    counts = Counter(min((length - 1) // width, HISTOGRAM_BINS - 1) for length in lengths if length > 0)
+    return [
+        {"from": index * width + 1, "to": (index + 1) * width, "count": counts.get(index, 0)}
+        for index in range(HISTOGRAM_BINS)
+    ]
+
+
+def build_report(
+    *,
+    input_name: str,
+    data_format: str,
+    format_reason: str,
+    lenient: bool,
+    outcomes: list[Outcome],
+    left_out: list[Outcome],
+    splits: dict[str, list[Conversation]],
+    tokenized: dict[str, list[dict[str, Any]]],
+    truncation: str,
+    max_length: int,
+) -> dict[str, Any]:
+    """Builds the data report.
+
+    Args:
+        input_name: What was read.
+        data_format: Format used.
+        format_reason: Why (auto-detection reason or "named explicitly").
+        lenient: Whether bad records were skipped.
+        outcomes: Conversion outcome of every record read.
+        left_out: Valid records left out later (max_samples, too long, empty loss mask).
+        splits: Kept conversations per split (aligned with ``tokenized``).
+        tokenized: Tokenized rows per split (``input_ids``, ``labels``, ``trained_tokens``, ``truncated``).
+        truncation: ``truncate`` or ``drop``.
+        max_length: ``data.max_seq_length``.
+
+    Returns:
+        The report as JSON-compatible data; ``counts`` satisfies read = kept + sum(skipped).
+    """
+    skipped_outcomes = [outcome for outcome in outcomes if outcome.conversation is None] + left_out
+    skipped = Counter(outcome.reason or "unknown" for outcome in skipped_outcomes)
+    kept = sum(len(rows) for rows in tokenized.values())
+    rows = [row for split_rows in tokenized.values() for row in split_rows]
+    lengths = [len(row["input_ids"]) for row in rows]
+    total_tokens = sum(lengths)
+    trainable = sum(row["trained_tokens"] for row in rows)
+    all_kept = [conversation for split in ("train", "validation", "test") for conversation in splits.get(split, [])]
+    return {
+        "input": input_name,
+        "format": data_format,
+        "format_reason": format_reason,
+        "mode": "lenient" if lenient else "strict",
+        "counts": {
+            "read": len(outcomes),
+            "kept": kept,
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_total": sum(skipped.values()),
+            "splits": {split: len(split_rows) for split, split_rows in tokenized.items()},
+        },
+        "skipped_records": [
+            {
+                "source": outcome.source,
+                "reason": outcome.reason,
+                "problems": [f"{problem.field}: {problem.message}" for problem in outcome.problems],
+            }
+            for outcome in skipped_outcomes[:MAX_LISTED]
+        ],
+        "duplicates": _duplicates(all_kept),
+        "overlap": _overlap(splits),
+        "empty_loss_mask": {
+            "count": skipped.get("empty_loss_mask", 0),
+            "sources": [outcome.source for outcome in left_out if outcome.reason == "empty_loss_mask"][:MAX_LISTED],
+        },
+        "tokens": {
+            "total": total_tokens,
+            "trainable": trainable,
+            "trainable_share": round(trainable / total_tokens, 4) if total_tokens else 0.0,
+            "mean_length": round(total_tokens / len(lengths), 1) if lengths else 0.0,
+            "max_length": max(lengths, default=0),
+            "histogram": _histogram(lengths, max_length),
+        },
+        "truncation": {
+            "policy": truncation,
+            "max_seq_length": max_length,
+            "truncated": sum(1 for row in rows if row.get("truncated")),
+            "dropped": skipped.get("too_long", 0),
+        },
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """Renders the report as Markdown (``report.md``).
+
+    Args:
+        report: The report from :func:`build_report`.
+
+    Returns:
+        Markdown text.
+    """
+    counts = report["counts"]
+    tokens = report["tokens"]
+    lines = [
+        "# Data report",
+        "",
+        f"- Input: `{report['input']}`",
+        f"- Format: **{report['format']}** ({report['format_reason']})",
+        f"- Mode: {report['mode']}",
+        f"- Fingerprint: `{report.get('fingerprint', '')}`",
+        "",
+        "## Counts",
+        "",
+        "| read | kept | skipped | train | validation | test |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {counts['read']} | {counts['kept']} | {counts['skipped_total']} | "
+        + " | ".join(str(counts["splits"].get(split, 0)) for split in ("train", "validation", "test"))
+        + " |",
+        "",
+    ]
+    if counts["skipped"]:
+        lines += ["| skip reason | records |", "|---|---:|"]
+        lines += [f"| {reason} | {count} |" for reason, count in counts["skipped"].items()]
+        lines.append("")
+    lines += [
+        "## Quality",
+        "",
+        f"- Exact duplicates: {report['duplicates']['exact']}; normalized duplicates: {report['duplicates']['normalized']}",
+        f"- Train/eval overlap (same prompt): validation {report['overlap']['validation']}, test {report['overlap']['test']}",
+        f"- Records whose loss mask is empty: {report['empty_loss_mask']['count']}",
+        f"- Truncation ({report['truncation']['policy']}, max {report['truncation']['max_seq_length']} tokens): "
+        f"{report['truncation']['truncated']} truncated, {report['truncation']['dropped']} dropped",
+        "",
+        "## Tokens",
+        "",
+        f"- Total {tokens['total']}, trainable {tokens['trainable']} ({tokens['trainable_share']:.1%}), "
+        f"mean length {tokens['mean_length']}, longest {tokens['max_length']}",
+        "",
+        "| length | examples |",
+        "|---|---:|",
+    ]
+    lines += [f"| {row['from']}-{row['to']} | {row['count']} |" for row in tokens["histogram"]]
+    if report["skipped_records"]:
+        lines += ["", "## Skipped records", "", "| source | reason | problems |", "|---|---|---|"]
+        for record in report["skipped_records"]:
+            problems = "; ".join(record["problems"]).replace("|", "\\|")
+            lines.append(f"| {record['source']} | {record['reason']} | {problems} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,148 @@
+"""prepare_data end to end: the demo dataset, splits, system prompt, templates, caching by fingerprint."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from loguru import logger
+
+from core.application.prepare_data import ensure_prepared, prepare_data
+from core.infrastructure.data.convert import convert_records
+from core.infrastructure.data.demo import DEMO_FILES, SPLIT_SIZES, demo_path, generate_records, write_demo
+from core.infrastructure.data.readers import read_records
+from core.infrastructure.data.splits import assign_splits
+from core.infrastructure.data.tokenize import IGNORE_INDEX
+
+
+def write_rows(path: Path, count: int, **extra) -> Path:
+    rows = [{"instruction": f"Task {index}", "output": f"Result {index}", **extra} for index in range(count)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_demo_files_are_what_the_generator_writes(tmp_path):
+    written = write_demo(tmp_path)
+    for variant, name in DEMO_FILES.items():
+        assert written[variant].read_bytes() == demo_path(variant).read_bytes(), f"regenerate {name}"
+    assert sum(path.stat().st_size for path in written.values()) < 3_000_000
+
+
+def test_demo_records_are_unique_checkable_and_split():
+    records = generate_records()
+    assert Counter(record["split"] for record in records) == SPLIT_SIZES
+    assert len({(record["instruction"], record["input"]) for record in records}) == len(records)
+    assert set(Counter(record["task"] for record in records)) == {
+        "json_extract",
+        "unit_conversion",
+        "date_format",
+        "sort_numbers",
+        "reverse_words",
+    }
+    for record in records:
+        assert {"kind": "exact_match", "value": record["output"]} in record["checks"]
+        assert len(record["output"]) < 60
+    extraction = next(record for record in records if record["task"] == "json_extract")
+    assert set(json.loads(extraction["output"])) == {"name", "age"}
+
+
+def test_demo_variants_convert_to_the_same_conversations():
+    alpaca = convert_records(read_records(demo_path("alpaca"))[:200], "alpaca")
+    sharegpt = convert_records(read_records(demo_path("sharegpt"))[:200], "sharegpt")
+    for left, right in zip(alpaca, sharegpt, strict=True):
+        assert left.conversation.messages == right.conversation.messages
+        assert left.conversation.checks == right.conversation.checks
+        assert left.split == right.split
+
+
+def test_demo_prepares_with_its_splits_checks_and_lengths(make_settings):
+    settings = make_settings(**{"data.max_samples": 300, "data.max_seq_length": 256})
+    prepared = prepare_data(settings)
+    counts = prepared.report["counts"]
+    assert counts["read"] == 3000 and counts["kept"] == 300 and counts["skipped"] == {"max_samples": 2700}
+    train = prepared.tokenized("train")
+    assert set(train.column_names) == {"input_ids", "labels", "length"}
+    assert all(row["length"] == len(row["input_ids"]) == len(row["labels"]) for row in train)
+    assert sum(counts["splits"].values()) == 300 and min(counts["splits"].values()) > 0
+    test_records = prepared.conversations("test")
+    assert all(record.checks and record.metadata["task"] for record in test_records)
+    demo_rows = [json.loads(line) for line in demo_path().open()]
+    demo_splits = {
+        (row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")): row["split"] for row in demo_rows
+    }
+    for split in ("train", "validation", "test"):
+        for conversation in prepared.conversations(split):
+            assert demo_splits[conversation.messages[-2].content] == split
+    assert (
+        prepared.chat_template
+        == (Path(settings.paths.model_cache) / "smollm2-135m-instruct" / "chat_template.jinja").read_text()
+    )
+    assert (prepared.directory / "chat_template.jinja").read_text() == prepared.chat_template
+    assert prepared.directory.parent == Path(settings.paths.data_dir) / "prepared"
+
+
+def test_prepared_data_is_reused_until_input_or_settings_change(tmp_path, make_settings):
+    path = write_rows(tmp_path / "data.jsonl", 20)
+    settings = make_settings(**{"data.dataset": str(path)})
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="INFO")
+    try:
+        first = prepare_data(settings)
+        stamp = (first.directory / "prepared.json").stat().st_mtime_ns
+        again = ensure_prepared(settings)
+        assert again.directory == first.directory and again.fingerprint == first.fingerprint
+        assert (first.directory / "prepared.json").stat().st_mtime_ns == stamp
+        assert any("Reusing prepared data" in message for message in messages)
+
+        chatml = prepare_data(make_settings(**{"data.dataset": str(path), "data.template": "chatml"}))
+        assert chatml.fingerprint != first.fingerprint
+        longer = prepare_data(make_settings(**{"data.dataset": str(path), "data.max_seq_length": 128}))
+        assert longer.fingerprint != first.fingerprint
+        write_rows(path, 21)
+        changed = ensure_prepared(settings)
+        assert changed.fingerprint != first.fingerprint and changed.report["counts"]["read"] == 21
+    finally:
+        logger.remove(sink)
+
+
+def test_system_prompt_is_added_only_where_missing_and_template_applies(tmp_path, make_settings):
+    path = tmp_path / "data.jsonl"
+    rows = [
+        {"instruction": "Hi", "output": "Hello"},
+        {"instruction": "Hi", "output": "Hey", "system": "Own system prompt."},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    settings = make_settings(
+        **{
+            "data.dataset": str(path),
+            "data.system_prompt": "Be kind.",
+            "data.template": "alpaca",
+            "data.validation_fraction": 0,
+            "data.test_fraction": 0,
+        }
+    )
+    prepared = prepare_data(settings)
+    systems = [conversation.messages[0].content for conversation in prepared.conversations("train")]
+    assert systems == ["Be kind.", "Own system prompt."]
+    assert "### Instruction:" in prepared.chat_template
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(settings.paths.model_cache) / "smollm2-135m-instruct"))
+    row = prepared.tokenized("train")[0]
+    assert tokenizer.decode(row["input_ids"]).startswith("Be kind.\n\n### Instruction:\nHi")
+    assert tokenizer.decode([label for label in row["labels"] if label != IGNORE_INDEX]) == "Hello<|im_end|>"
+
+
+def test_random_splits_are_deterministic_and_honour_named_splits():
+    items = list(range(100))
+    first = assign_splits(items, [None] * 100, 0.1, 0.05, seed=1)
+    assert {split: len(values) for split, values in first.items()} == {"train": 85, "validation": 10, "test": 5}
+    assert assign_splits(items, [None] * 100, 0.1, 0.05, seed=1) == first
+    assert assign_splits(items, [None] * 100, 0.1, 0.05, seed=2)["validation"] != first["validation"]
+    assert sorted(first["train"] + first["validation"] + first["test"]) == items
+
+    hints = ["test" if item < 7 else None for item in items]
+    named = assign_splits(items, hints, 0.1, 0.05, seed=1)
+    assert named["test"] == list(range(7))  # the input's test split is kept as is, none is carved
+    assert len(named["validation"]) == 10 and len(named["train"]) == 83
