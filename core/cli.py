@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,44 @@ def _module_arguments(module_name: str, sub: argparse.ArgumentParser) -> None:
         adder(sub)
 
 
+OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``key=value`` overrides from the other arguments, wherever they appear.
+
+    argparse alone cannot take positional overrides both before and after options
+    (``train lr=1 --run-name x technique=qlora``); option values such as ``--prompt "a=b"`` are
+    left alone.
+
+    Args:
+        parser: The full parser (its subcommand parsers say which options take a value).
+        argv: Raw arguments.
+
+    Returns:
+        ``(other_arguments, overrides)``.
+    """
+    arguments, overrides = list(argv), []
+    if not arguments or arguments[0] not in COMMANDS:
+        return arguments, overrides
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    command_parser = subparsers.choices[arguments[0]]
+    kept, expects_value = [arguments[0]], False
+    for token in arguments[1:]:
+        if expects_value:
+            kept.append(token)
+            expects_value = False
+        elif token.startswith("-"):
+            kept.append(token)
+            option = command_parser._option_string_actions.get(token.split("=", 1)[0])
+            expects_value = option is not None and "=" not in token and option.nargs != 0
+        elif OVERRIDE_PATTERN.match(token):
+            overrides.append(token)
+        else:
+            kept.append(token)
+    return kept, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI.
 
@@ -79,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     configure_logging()
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    remaining, overrides = split_overrides(parser, sys.argv[1:] if argv is None else argv)
+    arguments = parser.parse_args(remaining)
+    arguments.overrides = [*arguments.overrides, *overrides]
     module = importlib.import_module(COMMANDS[arguments.command][0])
     try:
         result = module.run(arguments)

@@ -100,3 +100,13 @@ def test_technique_union_traits_and_registry_agree():
 
     union_names = {variant.model_fields["name"].default for variant in get_args(get_args(TechniqueSettings)[0])}
     assert union_names == set(TECHNIQUE_TRAITS)
+
+
+def test_cli_takes_overrides_before_and_after_options():
+    from core.cli import build_parser, split_overrides
+
+    parser = build_parser()
+    kept, overrides = split_overrides(parser, ["train", "lr=1", "--run-name", "y", "technique=qlora"])
+    assert kept == ["train", "--run-name", "y"] and overrides == ["lr=1", "technique=qlora"]
+    kept, overrides = split_overrides(parser, ["generate", "--prompt", "a=b", "k=v"])
+    assert kept == ["generate", "--prompt", "a=b"] and overrides == ["k=v"]

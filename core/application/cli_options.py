@@ -88,8 +88,8 @@ def registry(parser: argparse.ArgumentParser) -> None:
     can follow it (a separate positional would swallow them).
     """
     parser.usage = (
-        "finetune-studio registry {list,register,show,promote,delete,push,pull} [--name NAME] [--version N] "
-        "[--run RUN] [--stage STAGE] [--repo-id REPO] [--private] [key=value ...]"
+        "finetune-studio registry {list,register,show,promote,delete,push,pull} [key=value ...] [--name NAME] "
+        "[--version N] [--run RUN] [--stage STAGE] [--repo-id REPO] [--private]"
     )
     parser.set_defaults(action=None)
     parser.add_argument("--name", help="Registered model name (show/promote/delete/push also take name:VERSION).")

@@ -1,0 +1,1 @@
+"""Inference: loading runs and models for generation, the predictor, batch inference and merging."""

@@ -1,0 +1,451 @@
+"""Generation: batched (left padding) and streaming, greedy by default, stopping at EOS and stop strings.
+
+Prompts are rendered with :func:`core.infrastructure.data.tokenize.render_prompt_ids`, the same
+function training uses for its prompts, so the served token ids equal the trained ones.
+
+Prefix Tuning adapters are generated from directly: the adapter's virtual key/value prefix is
+built as the initial KV cache (``PeftModel.get_prompt``) and the base model continues from it.
+(PEFT's own ``generate`` passes the prefix under the deprecated ``past_key_values`` name, which
+transformers 5 ignores once it has created its own ``cache``, silently dropping the prefix.)
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from core.infrastructure.data.tokenize import render_prompt_ids
+from core.infrastructure.inference.loading import LoadedModel
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to decode.
+
+    Attributes:
+        max_new_tokens: Longest answer in tokens.
+        temperature: 0 (or ``do_sample=False``) decodes greedily; above 0 samples.
+        top_p: Nucleus sampling mass.
+        seed: Seed for sampling (None: leave the random state alone).
+        stop: Strings that end the answer (not included in it).
+        do_sample: Force greedy (False) or sampling (True); None decides from the temperature.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    do_sample: bool | None = None
+
+    @property
+    def sampling(self) -> bool:
+        """True when tokens are sampled rather than picked greedily."""
+        if self.do_sample is not None:
+            return self.do_sample and self.temperature > 0
+        return self.temperature > 0
+
+
+@dataclass
+class Completion:
+    """One generated answer.
+
+    Attributes:
+        text: The answer (without the stop string or EOS).
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens generated (EOS included when it ended the answer).
+        finish_reason: ``stop`` (EOS or a stop string), ``length`` or ``cancelled``.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+class _CancelCriteria(StoppingCriteria):
+    """Stops every sequence once an event is set (request timeout, client gone)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    positions = [text.find(marker) for marker in stop if marker and marker in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True
+
+
+class TextStream:
+    """Iterator over the text chunks of a streamed answer; after it ends it knows how the answer ended.
+
+    Attributes:
+        finish_reason: Set once the stream is exhausted.
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens generated, set once the stream is exhausted.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        prompt_ids: list[int],
+        options: SamplingOptions,
+        cancel_event: threading.Event | None,
+        timeout_s: float | None,
+    ) -> None:
+        self.prompt_tokens = len(prompt_ids)
+        self.completion_tokens = 0
+        self.finish_reason: FinishReason | None = None
+        self._predictor = predictor
+        self._options = options
+        self._cancel = cancel_event or threading.Event()
+        self._streamer = TextIteratorStreamer(
+            predictor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s
+        )
+        self._results: list[Completion] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(prompt_ids,), daemon=True, name="generate-stream")
+        self._iterator = self._chunks()
+        self._thread.start()
+
+    def _run(self, prompt_ids: list[int]) -> None:
+        try:
+            self._results = self._predictor.complete_ids(
+                [prompt_ids], self._options, cancel_event=self._cancel, streamer=self._streamer
+            )
+        except BaseException as error:  # re-raised in the consuming thread
+            self._error = error
+        finally:
+            self._streamer.end()
+
+    def _chunks(self) -> Iterator[str]:
+        stop = [marker for marker in self._options.stop if marker]
+        holdback = max((len(marker) for marker in stop), default=1) - 1
+        pending = ""
+        stopped = exhausted = False
+        try:
+            for piece in self._streamer:
+                if stopped:
+                    continue
+                pending += piece
+                trimmed, found = _trim_at_stop(pending, stop)
+                if found:
+                    stopped = True
+                    self._cancel.set()
+                    if trimmed:
+                        yield trimmed
+                    pending = ""
+                    continue
+                ready = len(pending) - holdback
+                if ready > 0:
+                    yield pending[:ready]
+                    pending = pending[ready:]
+            exhausted = True
+            if pending and not stopped:
+                yield pending
+        finally:
+            if not exhausted:  # the consumer stopped early: end generation instead of running on
+                self._cancel.set()
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        result = self._results[0] if self._results else None
+        self.completion_tokens = result.completion_tokens if result else 0
+        self.finish_reason = "stop" if stopped else (result.finish_reason if result else "cancelled")
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._iterator)
+
+    def cancel(self) -> None:
+        """Stops generation early (the stream then ends with ``finish_reason == "cancelled"``)."""
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits for the generation thread to end.
+
+        Args:
+            timeout: Longest wait in seconds (None: no limit).
+        """
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Cancels generation and waits for its thread."""
+        self._cancel.set()
+        self._iterator.close()
+
+
+@dataclass
+class Predictor:
+    """Generates answers with a loaded model.
+
+    Attributes:
+        loaded: The model, tokenizer and chat template.
+        eos_token_ids: Token ids that end an answer (generation config's EOS plus the tokenizer's).
+    """
+
+    loaded: LoadedModel
+    eos_token_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ids: list[int] = []
+        config_eos = getattr(self._generation_config(), "eos_token_id", None)
+        for value in [config_eos, self.tokenizer.eos_token_id]:
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if item is not None and int(item) not in ids:
+                    ids.append(int(item))
+        self.eos_token_ids = self.eos_token_ids or ids
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (with the run's chat template)."""
+        return self.loaded.tokenizer
+
+    def _generation_config(self) -> Any:
+        model = self.loaded.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return base.generation_config
+
+    def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a chat prompt, rendered with the run's chat template.
+
+        Args:
+            messages: ``[{"role": ..., "content": ...}, ...]`` ending with a user turn.
+
+        Returns:
+            Prompt token ids, assistant header included.
+        """
+        return render_prompt_ids(self.tokenizer, [dict(message) for message in messages])
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a raw text prompt (``/v1/completions``), with the tokenizer's special tokens.
+
+        Args:
+            text: The prompt.
+
+        Returns:
+            Token ids.
+        """
+        return list(self.tokenizer(text)["input_ids"])
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[dict[str, str]]],
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        batch_size: int | None = None,
+        do_sample: bool | None = None,
+    ) -> list[str]:
+        """Answers several conversations, batched with left padding.
+
+        Args:
+            conversations: One message list per prompt.
+            max_new_tokens: Longest answer.
+            temperature: 0 for greedy decoding.
+            top_p: Nucleus sampling mass.
+            seed: Sampling seed.
+            stop: Stop strings.
+            batch_size: Prompts per forward pass (default: all at once).
+            do_sample: Force greedy or sampling.
+
+        Returns:
+            The answers, in input order.
+        """
+        options = SamplingOptions(max_new_tokens, temperature, top_p, seed, tuple(stop), do_sample)
+        prompts = [self.render(messages) for messages in conversations]
+        return [completion.text for completion in self.complete_batches(prompts, options, batch_size)]
+
+    def complete_batches(
+        self, prompts: Sequence[list[int]], options: SamplingOptions, batch_size: int | None = None
+    ) -> list[Completion]:
+        """Generates for many prompts in batches of similar length; results keep the input order.
+
+        Args:
+            prompts: Prompt token ids.
+            options: Decoding options.
+            batch_size: Prompts per batch (default: all at once).
+
+        Returns:
+            One completion per prompt.
+        """
+        size = batch_size or max(1, len(prompts))
+        order = sorted(range(len(prompts)), key=lambda index: -len(prompts[index]))
+        results: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            for index, completion in zip(chunk, self.complete_ids([prompts[i] for i in chunk], options), strict=True):
+                results[index] = completion
+        return [result for result in results if result is not None]
+
+    def complete_ids(
+        self,
+        prompts: Sequence[list[int]],
+        options: SamplingOptions,
+        cancel_event: threading.Event | None = None,
+        streamer: Any = None,
+    ) -> list[Completion]:
+        """Generates for one batch of prompts (left padded), the core of every other method.
+
+        Args:
+            prompts: Prompt token ids (one list per prompt).
+            options: Decoding options.
+            cancel_event: When set, generation stops after the current token.
+            streamer: A transformers streamer (batch of one).
+
+        Returns:
+            One completion per prompt.
+        """
+        if not prompts:
+            return []
+        tokenizer = self.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        longest = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[pad_id] * (longest - len(ids)) + list(ids) for ids in prompts])
+        attention = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts])
+        criteria = StoppingCriteriaList([_CancelCriteria(cancel_event)] if cancel_event is not None else [])
+        with self.loaded.activated() as module:
+            generation_config = self._build_generation_config(options, pad_id)
+            kwargs: dict[str, Any] = {
+                "generation_config": generation_config,
+                "stopping_criteria": criteria,
+                "streamer": streamer,
+            }
+            if options.stop:
+                kwargs["stop_strings"] = [marker for marker in options.stop if marker]
+                kwargs["tokenizer"] = tokenizer
+            if options.sampling and options.seed is not None:
+                torch.manual_seed(options.seed)
+            device = _module_device(module)
+            input_ids, attention = input_ids.to(device), attention.to(device)
+            prefix_length = 0
+            with torch.inference_mode():
+                if self.loaded.prompt_learning:
+                    prefix_length = module.active_peft_config.num_virtual_tokens
+                    kwargs["cache"] = module.get_prompt(batch_size=len(prompts))
+                    input_ids = torch.cat(
+                        [torch.full_like(input_ids[:, :1], pad_id).expand(-1, prefix_length), input_ids], 1
+                    )
+                    attention = torch.cat([torch.ones_like(attention[:, :1]).expand(-1, prefix_length), attention], 1)
+                    module = module.get_base_model()
+                output = module.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        generated = output[:, prefix_length + longest :].tolist()
+        cancelled = cancel_event is not None and cancel_event.is_set()
+        return [
+            self._completion(ids, len(prompt), options, cancelled)
+            for ids, prompt in zip(generated, prompts, strict=True)
+        ]
+
+    def _build_generation_config(self, options: SamplingOptions, pad_id: int) -> Any:
+        config = copy.deepcopy(self._generation_config())
+        config.max_new_tokens = options.max_new_tokens
+        config.max_length = None
+        config.min_new_tokens = None
+        config.min_length = 0
+        config.eos_token_id = list(self.eos_token_ids)
+        config.pad_token_id = pad_id
+        config.use_cache = True
+        config.num_return_sequences = 1
+        config.num_beams = 1
+        config.do_sample = options.sampling
+        if options.sampling:
+            config.temperature = options.temperature
+            config.top_p = options.top_p
+            config.top_k = None
+        else:
+            config.temperature = None
+            config.top_p = None
+            config.top_k = None
+        return config
+
+    def _completion(self, ids: list[int], prompt_tokens: int, options: SamplingOptions, cancelled: bool) -> Completion:
+        pad_id = self.tokenizer.pad_token_id
+        ends = set(self.eos_token_ids)
+        cut = len(ids)
+        ended_by_eos = False
+        for position, token in enumerate(ids):
+            if token in ends:
+                cut, ended_by_eos = position, True
+                break
+            if token == pad_id:
+                cut = position
+                break
+        text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        text, stopped = _trim_at_stop(text, options.stop)
+        if ended_by_eos or stopped or cut < len(ids):
+            reason: FinishReason = "stop"
+        else:
+            reason = "cancelled" if cancelled and cut < options.max_new_tokens else "length"
+        return Completion(text, prompt_tokens, cut + (1 if ended_by_eos else 0), reason)
+
+    def stream(
+        self,
+        messages: Sequence[dict[str, str]],
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        do_sample: bool | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> TextStream:
+        """Streams the answer to one conversation as text chunks (generation runs in a thread).
+
+        Args:
+            messages: The conversation, ending with a user turn.
+            max_new_tokens: Longest answer.
+            temperature: 0 for greedy decoding.
+            top_p: Nucleus sampling mass.
+            seed: Sampling seed.
+            stop: Stop strings (never emitted).
+            do_sample: Force greedy or sampling.
+            cancel_event: When set, generation stops.
+
+        Returns:
+            An iterator of text chunks (a :class:`TextStream`).
+        """
+        options = SamplingOptions(max_new_tokens, temperature, top_p, seed, tuple(stop), do_sample)
+        return self.stream_ids(self.render(messages), options, cancel_event)
+
+    def stream_ids(
+        self,
+        prompt_ids: list[int],
+        options: SamplingOptions,
+        cancel_event: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> TextStream:
+        """Streams the answer to a tokenized prompt.
+
+        Args:
+            prompt_ids: Prompt token ids.
+            options: Decoding options.
+            cancel_event: When set, generation stops.
+            timeout_s: Longest wait for the next chunk (None: no limit).
+
+        Returns:
+            An iterator of text chunks.
+        """
+        return TextStream(self, prompt_ids, options, cancel_event, timeout_s)
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

@@ -1,0 +1,1 @@
+"""Model registry: versioned local store with a SQLite index, and the Hugging Face Hub path."""

@@ -1,0 +1,126 @@
+"""End-to-end: the walking skeleton through the real CLI on the embedded SmolLM2-135M-Instruct.
+
+One module-scoped run goes prepare-data -> train (LoRA) -> evaluate -> generate -> merge ->
+registry, each step a separate ``finetune-studio`` process, exactly as a user's script would run
+them. Budgets are small (a few optimizer steps) so the suite stays within minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESET = REPO_ROOT / "examples" / "configs" / "smollm2-lora.yaml"
+pytestmark = pytest.mark.slow
+
+
+def cli(workdir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``finetune-studio`` in a fresh process with paths inside ``workdir``."""
+    environment = {
+        **os.environ,
+        "FINETUNE_PATHS__RUNS_DIR": str(workdir / "runs"),
+        "FINETUNE_PATHS__DATA_DIR": str(workdir / "data"),
+        "FINETUNE_PATHS__REGISTRY_DIR": str(workdir / "registry"),
+        "FINETUNE_PATHS__MODEL_CACHE": str(REPO_ROOT / ".cache" / "models"),
+        "FINETUNE_MONITORING__TENSORBOARD": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", *arguments],
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert result.returncode == 0, f"{arguments} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+SHORT_RUN = [
+    "training.max_steps=8",
+    "training.per_device_batch_size=4",
+    "training.eval_steps=4",
+    "training.save_steps=4",
+    "training.learning_rate=2e-3",
+    "data.max_seq_length=128",
+    "evaluation.max_samples=8",
+    "evaluation.max_new_tokens=32",
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def trained_run(workdir: Path) -> Path:
+    """A short LoRA run of the preset (the walking skeleton), trained once for the module."""
+    cli(workdir, "train", "--config", str(PRESET), "run_name=e2e-lora", *SHORT_RUN)
+    return workdir / "runs" / "e2e-lora"
+
+
+def test_validate_config_rejects_bad_fields_with_one_line(workdir: Path):
+    bad_rate = cli(workdir, "validate-config", "learning_rate=-1", check=False)
+    assert bad_rate.returncode != 0
+    assert "training.learning_rate: Input should be greater than 0 (got -1)" in bad_rate.stderr
+    bad_technique = cli(workdir, "validate-config", "technique=dora2", check=False)
+    assert bad_technique.returncode != 0
+    assert "technique: unknown technique 'dora2'" in bad_technique.stderr
+    good = cli(workdir, "validate-config", "--config", str(PRESET))
+    assert "Configuration is valid" in good.stderr
+
+
+def test_prepare_data_reports_counts_for_the_demo(workdir: Path):
+    result = cli(workdir, "prepare-data", "--config", str(PRESET), "data.max_seq_length=128")
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["read"] == report["kept"] + sum(report["skipped"].values()) == 3000
+
+
+def test_training_writes_the_run_directory_and_lowers_held_out_loss(trained_run: Path):
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["config"]["technique"]["name"] == "lora"
+    assert manifest["data_fingerprint"] and manifest["chat_template"]
+    assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval_loss" in row]
+    assert evals[0]["step"] == 0, "an evaluation must be logged before the first update"
+    assert evals[-1]["step"] == 8
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], evals
+    assert any("loss" in row and row.get("step", 0) > 0 for row in rows)
+    assert (trained_run / "final" / "adapter_model.safetensors").is_file()
+    assert (trained_run / "final" / "tokenizer.json").is_file()
+    assert any((trained_run / "checkpoints").iterdir())
+    assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_evaluate_writes_metrics_and_reports(workdir: Path, trained_run: Path):
+    cli(workdir, "evaluate", "--config", str(PRESET), "--run", "e2e-lora", *SHORT_RUN)
+    evaluation = json.loads((trained_run / "evaluation.json").read_text())
+    text = json.dumps(evaluation)
+    for key in ("perplexity", "rouge", "bleu", "exact_match"):
+        assert key in text, key
+    assert (trained_run / "report.md").is_file() and (trained_run / "report.html").is_file()
+
+
+def test_generate_and_merge_and_register(workdir: Path, trained_run: Path):
+    generated = cli(
+        workdir, "generate", "--run", "e2e-lora", "--prompt", "Convert 3 km to m.", "--max-new-tokens", "16"
+    )
+    assert generated.stdout.strip(), generated.stderr[-2000:]
+    cli(workdir, "merge", "--run", "e2e-lora")
+    merged = trained_run / "merged"
+    assert (merged / "model.safetensors").is_file() or list(merged.glob("model*.safetensors"))
+    assert (merged / "README.md").is_file()
+    cli(workdir, "registry", "register", "--name", "demo-extractor", "--run", "e2e-lora")
+    listed = cli(workdir, "registry", "list")
+    assert "demo-extractor" in listed.stdout
