@@ -1,0 +1,229 @@
+"""The Data tab's logic: format detection, paged preview, validation report, lengths, the model's view.
+
+Everything here calls the data use case (:mod:`core.application.prepare_data`) and the tokenizer
+the training uses, so what the studio shows is exactly what training will see.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from loguru import logger
+
+from core.domain.config import Settings, settings_from_dict
+from studio.jobs import plain_config
+
+PAGE_SIZE = 10
+PREVIEW_LIMIT = 200
+
+
+def settings_for_dataset(base: Settings, dataset: str, data_format: str = "auto", lenient: bool = False) -> Settings:
+    """The studio's settings with another dataset, format and leniency.
+
+    Args:
+        base: The studio's settings.
+        dataset: ``demo``, a file path or a Hub dataset id.
+        data_format: ``auto`` or a format name.
+        lenient: Skip bad records instead of stopping.
+
+    Returns:
+        Validated settings.
+    """
+    nested = plain_config(base)
+    nested["data"] = {
+        **nested["data"],
+        "dataset": dataset or "demo",
+        "format": data_format or "auto",
+        "lenient": lenient,
+    }
+    return settings_from_dict(nested)
+
+
+def store_upload(upload_path: str, data_dir: Path) -> Path:
+    """Copies an uploaded file into ``<data_dir>/uploads`` so runs can refer to it later.
+
+    Args:
+        upload_path: Temporary path Gradio gave the upload.
+        data_dir: ``paths.data_dir``.
+
+    Returns:
+        The stored file.
+    """
+    source = Path(upload_path)
+    destination = Path(data_dir) / "uploads" / source.name
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)
+    logger.info("Stored upload {} as {}", source.name, destination)
+    return destination
+
+
+def detect(dataset: str) -> tuple[str, str]:
+    """The detected format of a dataset and why.
+
+    Args:
+        dataset: ``demo``, a path or a Hub dataset id.
+
+    Returns:
+        ``(format_name, reason)``.
+    """
+    from core.application.prepare_data import detect_format
+
+    return detect_format(dataset)
+
+
+def preview_frame(settings: Settings, dataset: str, data_format: str | None) -> pd.DataFrame:
+    """Up to :data:`PREVIEW_LIMIT` normalized records as a table.
+
+    Args:
+        settings: Settings (data section).
+        dataset: Dataset to read.
+        data_format: Format or None/``auto`` to detect.
+
+    Returns:
+        One row per record; nested values are shown as text.
+    """
+    from core.application.prepare_data import preview_records
+
+    records = preview_records(
+        settings, dataset, data_format=None if data_format in (None, "", "auto") else data_format, limit=PREVIEW_LIMIT
+    )
+    rows = [{key: _cell(value) for key, value in record.items() if key != "messages"} for record in records]
+    frame = pd.DataFrame(rows)
+    first = [column for column in ("prompt", "response", "system", "turns", "problems") if column in frame.columns]
+    return frame[first + [column for column in frame.columns if column not in first]]
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, dict) and "role" in item for item in value):
+        return "\n".join(f"[{item['role']}] {item.get('content', '')}" for item in value)
+    return str(value)
+
+
+def page_of(frame: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> tuple[pd.DataFrame, str]:
+    """One page of a table and a ``page x of y`` label.
+
+    Args:
+        frame: The whole table.
+        page: One-based page number (clamped).
+        page_size: Rows per page.
+
+    Returns:
+        The rows of the page and the label.
+    """
+    pages = max(1, -(-len(frame) // page_size))
+    page = min(max(1, int(page or 1)), pages)
+    start = (page - 1) * page_size
+    return frame.iloc[start : start + page_size], f"page {page} of {pages} · {len(frame)} records previewed"
+
+
+def prepare(settings: Settings) -> Any:
+    """Validates and tokenizes the dataset of the settings (cached by fingerprint).
+
+    Args:
+        settings: Settings naming the dataset, format and leniency.
+
+    Returns:
+        The ``PreparedData``.
+    """
+    from core.application.prepare_data import prepare_data
+
+    return prepare_data(settings)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The validation report as Markdown: counts, skipped records with file:line and reasons, token figures.
+
+    Args:
+        report: ``PreparedData.report``.
+
+    Returns:
+        Markdown text (the same report ``prepare-data`` writes as ``report.md``).
+    """
+    if not report:
+        return "No report."
+    from core.infrastructure.data.report import report_markdown as render
+
+    try:
+        return render(report).replace("# Data report", "### Validation report", 1).replace("\n## ", "\n#### ")
+    except (KeyError, TypeError) as error:
+        logger.warning("Could not render the data report: {}", error)
+        return "```json\n" + json.dumps(report, indent=2)[:20000] + "\n```"
+
+
+def token_lengths(prepared: Any) -> dict[str, list[int]]:
+    """Token counts per split of a prepared dataset.
+
+    Args:
+        prepared: ``PreparedData``.
+
+    Returns:
+        Split -> lengths.
+    """
+    lengths = {}
+    for split in ("train", "validation", "test"):
+        dataset = prepared.tokenized(split)
+        lengths[split] = list(dataset["length"]) if len(dataset) else []
+    return lengths
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_name: str, model_cache: str, chat_template: str) -> Any:
+    from core.infrastructure.models.loading import load_tokenizer
+    from core.infrastructure.models.resolve import resolve_model
+
+    resolved = resolve_model(model_name, Path(model_cache))
+    return load_tokenizer(resolved.path, chat_template=chat_template)
+
+
+def model_view_html(settings: Settings, prepared: Any, index: int, split: str = "train") -> tuple[str, str]:
+    """One example rendered with the chat template, trained tokens highlighted.
+
+    Args:
+        settings: Settings (model, data).
+        prepared: ``PreparedData``.
+        index: Example index (wraps around).
+        split: Split to read.
+
+    Returns:
+        ``(html, caption)``.
+    """
+    from core.infrastructure.data.tokenize import IGNORE_INDEX, tokenize_conversation
+
+    conversations = prepared.conversations(split)
+    if not conversations:
+        return "<p>No examples in this split.</p>", ""
+    index = int(index or 0) % len(conversations)
+    conversation = conversations[index]
+    tokenizer = _tokenizer(settings.model.name, str(settings.paths.model_cache), prepared.chat_template)
+    example = tokenize_conversation(
+        tokenizer,
+        conversation,
+        max_length=settings.data.max_seq_length,
+        train_on_prompt=settings.data.train_on_prompt,
+        truncation="truncate",
+    )
+    if example is None:
+        return "<p>This example has nothing to train on (dropped).</p>", ""
+    pieces = []
+    for token_id, label in zip(example.input_ids, example.labels, strict=True):
+        text = html.escape(tokenizer.decode([token_id]))
+        css_class = "tok-trained" if label != IGNORE_INDEX else "tok-context"
+        pieces.append(f'<span class="{css_class}">{text}</span>')
+    caption = (
+        f"Example {index + 1} of {len(conversations)} ({split}, {conversation.source}): "
+        f"{len(example.input_ids)} tokens, {example.trained_tokens} trained"
+        + (" · truncated" if example.truncated else "")
+    )
+    legend = (
+        '<div class="tok-legend"><span class="tok-trained">trained (assistant + end of turn)</span> '
+        '<span class="tok-context">context only (no loss)</span></div>'
+    )
+    return f'{legend}<div class="model-view">{"".join(pieces)}</div>', caption

@@ -1,0 +1,1 @@
+"""The studio tabs, one module each."""

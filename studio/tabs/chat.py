@@ -1,0 +1,192 @@
+"""Chat tab: stream answers from a run, a merged model or the base model; N columns for side-by-side answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from studio.chat_engine import chat_targets
+from studio.context import Refresher, StudioContext, plain_errors
+
+MAX_COLUMNS = 4
+
+
+def message_text(content: Any) -> str:
+    """The text of a chatbot message's content (a string or Gradio's list of typed parts).
+
+    Args:
+        content: Message content.
+
+    Returns:
+        The text.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(message_text(part) for part in content)
+    if isinstance(content, dict):
+        if content.get("type") == "text" or "text" in content:
+            return str(content.get("text", ""))
+        return ""
+    return str(content or "")
+
+
+def history_messages(history: list[dict[str, Any]] | None) -> list[dict[str, str]]:
+    """Chatbot history as plain role/content messages for the model.
+
+    Args:
+        history: The Chatbot value.
+
+    Returns:
+        Messages.
+    """
+    return [
+        {"role": item["role"], "content": message_text(item.get("content"))}
+        for item in history or []
+        if item.get("role") in {"user", "assistant", "system"}
+    ]
+
+
+def build_chat_tab(context: StudioContext) -> Refresher:
+    """Builds the Chat tab inside the current Blocks context.
+
+    Args:
+        context: Studio context.
+
+    Returns:
+        The handler refreshing the model lists.
+    """
+    targets = chat_targets(context.settings)
+    base_label = targets[-1]
+    with gr.Tabs():
+        with gr.Tab("Single chat", id="single"), gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=260, elem_classes=["tool-panel"]):
+                target = gr.Dropdown(targets, value=base_label, label="Model", elem_id="chat-target")
+                system_prompt = gr.Textbox(label="System prompt (optional)", lines=2)
+                max_new_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
+                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0: greedy)")
+                seed = gr.Number(42, label="Seed", precision=0)
+                with gr.Accordion("Chat template", open=False):
+                    template = gr.Code(label="Jinja template", language="jinja2", interactive=False)
+                    show_template = gr.Button("Show template", size="sm")
+            with gr.Column(scale=3, elem_classes=["chat-column"]):
+                chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", buttons=["copy"])
+                with gr.Row():
+                    prompt = gr.Textbox(placeholder="Ask something…", show_label=False, scale=6, elem_id="chat-input")
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                    clear = gr.Button("Clear", scale=1)
+        with gr.Tab("N columns", id="columns"):
+            with gr.Row():
+                column_targets = gr.CheckboxGroup(
+                    targets, value=[base_label], label=f"Models (up to {MAX_COLUMNS})", elem_id="column-targets"
+                )
+            with gr.Row():
+                column_prompt = gr.Textbox(
+                    placeholder="One prompt, sent to every model with the same seed",
+                    show_label=False,
+                    scale=6,
+                    elem_id="columns-input",
+                )
+                column_send = gr.Button("Send to all", variant="primary", scale=1, elem_id="columns-send")
+            with gr.Row():
+                columns = [
+                    gr.Chatbot(label=f"Model {index + 1}", height=380, visible=index == 0, elem_classes=["chat-column"])
+                    for index in range(MAX_COLUMNS)
+                ]
+
+    @plain_errors
+    def chat(
+        message: str,
+        history: list[dict[str, Any]] | None,
+        label: str,
+        system: str,
+        tokens: float,
+        heat: float,
+        chosen_seed: float,
+    ) -> Iterator[tuple[list[dict[str, str]], str]]:
+        if not (message or "").strip():
+            raise ValueError("type a message first")
+        if not label:
+            raise ValueError("choose a model to chat with")
+        messages = history_messages(history)
+        conversation = ([{"role": "system", "content": system}] if system and system.strip() else []) + messages
+        conversation.append({"role": "user", "content": message})
+        shown = [*messages, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        yield shown, ""
+        for text in context.chat_models.stream(label, conversation, int(tokens), float(heat), int(chosen_seed or 0)):
+            shown[-1] = {"role": "assistant", "content": text}
+            yield shown, ""
+
+    chat_inputs = [prompt, chatbot, target, system_prompt, max_new_tokens, temperature, seed]
+    send.click(chat, inputs=chat_inputs, outputs=[chatbot, prompt], api_name="chat", concurrency_limit=2)
+    prompt.submit(chat, inputs=chat_inputs, outputs=[chatbot, prompt], api_name="chat_submit", concurrency_limit=2)
+    clear.click(lambda: [], outputs=chatbot, api_name="clear_chat")
+
+    @plain_errors
+    def show(label: str) -> str:
+        return context.chat_models.template(label)
+
+    show_template.click(show, inputs=target, outputs=template, api_name="chat_template")
+
+    def layout(selected: list[str] | None) -> list[Any]:
+        selected = (selected or [])[:MAX_COLUMNS]
+        return [
+            gr.update(visible=index < max(1, len(selected)), label=selected[index] if index < len(selected) else "")
+            for index in range(MAX_COLUMNS)
+        ]
+
+    column_targets.change(layout, inputs=column_targets, outputs=columns, api_name="chat_columns_layout")
+
+    @plain_errors
+    def chat_columns(
+        message: str, selected: list[str] | None, tokens: float, heat: float, chosen_seed: float
+    ) -> Iterator[tuple[Any, ...]]:
+        selected = list(dict.fromkeys(selected or []))
+        if not selected:
+            raise ValueError("select at least one model")
+        if len(selected) > MAX_COLUMNS:
+            gr.Warning(f"Only the first {MAX_COLUMNS} models are used")
+            selected = selected[:MAX_COLUMNS]
+        if not (message or "").strip():
+            raise ValueError("type a prompt first")
+        histories: list[list[dict[str, str]]] = [
+            [{"role": "user", "content": message}, {"role": "assistant", "content": ""}] for _ in selected
+        ]
+
+        def frame() -> tuple[Any, ...]:
+            shown = [histories[index] if index < len(selected) else [] for index in range(MAX_COLUMNS)]
+            return (*shown, "")
+
+        yield frame()
+        streams = {
+            index: context.chat_models.stream(
+                label, [{"role": "user", "content": message}], int(tokens), float(heat), int(chosen_seed or 0)
+            )
+            for index, label in enumerate(selected)
+        }
+        while streams:
+            for index in list(streams):
+                try:
+                    text = next(streams[index])
+                except StopIteration:
+                    del streams[index]
+                    continue
+                histories[index][-1] = {"role": "assistant", "content": text}
+            yield frame()
+
+    column_inputs = [column_prompt, column_targets, max_new_tokens, temperature, seed]
+    column_send.click(chat_columns, inputs=column_inputs, outputs=[*columns, column_prompt], api_name="chat_columns")
+    column_prompt.submit(
+        chat_columns, inputs=column_inputs, outputs=[*columns, column_prompt], api_name="chat_columns_submit"
+    )
+
+    def refresh(current: str | None, selected: list[str] | None) -> tuple[Any, Any]:
+        labels = chat_targets(context.settings)
+        keep = current if current in labels else labels[-1]
+        return gr.update(choices=labels, value=keep), gr.update(
+            choices=labels, value=[label for label in selected or [] if label in labels] or [labels[-1]]
+        )
+
+    return Refresher(refresh, [target, column_targets], [target, column_targets], "refresh_chat")

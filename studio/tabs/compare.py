@@ -1,0 +1,224 @@
+"""Compare tab: live overlay of loss curves, side-by-side figures, config diff, report and the 4-technique sweep."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from studio.charts import overlay_figure
+from studio.context import Refresher, StudioContext, plain_errors
+from studio.runs import METRICS, load_manifest, read_evaluation, run_names, run_status
+from studio.tabs.evaluate import _metric_mapping
+from studio.tabs.train import TrainTab
+from studio.training_form import TECHNIQUES, sweep_settings
+
+SUMMARY_KEYS = (
+    "initial_eval_loss",
+    "final_eval_loss",
+    "best_eval_loss",
+    "train_runtime_s",
+    "tokens_per_second",
+    "peak_memory_mb",
+)
+
+
+def summary_frame(context: StudioContext, names: list[str]) -> pd.DataFrame:
+    """Metrics, memory, time and trainable parameters of runs side by side (one column per run).
+
+    Args:
+        context: Studio context.
+        names: Runs.
+
+    Returns:
+        The table with a ``figure`` column and one column per run.
+    """
+    columns: dict[str, dict[str, Any]] = {}
+    for name in names:
+        run_dir = context.runs_dir / name
+        manifest = load_manifest(run_dir)
+        column: dict[str, Any] = {"status": run_status(context.runs_dir, name, context.supervisor)}
+        if manifest is not None:
+            column["technique"] = (manifest.config.get("technique") or {}).get("name")
+            column["model"] = Path(str((manifest.config.get("model") or {}).get("name", ""))).name
+            column["trainable parameters"] = manifest.trainable_parameters
+            column["total parameters"] = manifest.total_parameters
+            if manifest.trainable_parameters and manifest.total_parameters:
+                column["trainable %"] = round(100 * manifest.trainable_parameters / manifest.total_parameters, 3)
+            for key in SUMMARY_KEYS:
+                value = manifest.metrics.get(key)
+                column[key.replace("_", " ")] = round(value, 4) if isinstance(value, float) else value
+        rows = METRICS.rows(run_dir)
+        steps = [row["step"] for row in rows if row.get("loss") is not None]
+        column["steps"] = max(steps) if steps else 0
+        evaluation = read_evaluation(run_dir)
+        if evaluation:
+            for key, value in _metric_mapping(evaluation).items():
+                column[f"eval: {key}"] = value
+        columns[name] = column
+    figures: list[str] = []
+    for column in columns.values():
+        for key in column:
+            if key not in figures:
+                figures.append(key)
+    table = [{"figure": key, **{name: _text(columns[name].get(key)) for name in columns}} for key in figures]
+    return pd.DataFrame(table)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_diff(context: StudioContext, names: list[str]) -> pd.DataFrame:
+    """Configuration keys whose values differ between the runs.
+
+    Args:
+        context: Studio context.
+        names: Runs.
+
+    Returns:
+        ``setting`` plus one column per run.
+    """
+    configs = {}
+    for name in names:
+        manifest = load_manifest(context.runs_dir / name)
+        configs[name] = _flatten(manifest.config) if manifest is not None else {}
+    keys = sorted({key for config in configs.values() for key in config} - {"run_name"})
+    rows = []
+    for key in keys:
+        values = [repr(configs[name].get(key)) for name in names]
+        if len(set(values)) > 1:
+            rows.append({"setting": key, **{name: str(configs[name].get(key, "-")) for name in names}})
+    return pd.DataFrame(rows, columns=["setting", *names])
+
+
+def latest_report(context: StudioContext) -> str:
+    """The newest comparison report written by the compare use case, as Markdown.
+
+    Args:
+        context: Studio context.
+
+    Returns:
+        Markdown text.
+    """
+    reports = sorted(
+        (context.runs_dir / "comparisons").glob("*/report.md"), key=lambda path: path.stat().st_mtime, reverse=True
+    )
+    if not reports:
+        return "*No comparison report yet: select runs and press **Build comparison report**.*"
+    return f"*{reports[0].parent.name}*\n\n" + reports[0].read_text(encoding="utf-8")
+
+
+def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
+    """Builds the Compare tab inside the current Blocks context.
+
+    Args:
+        context: Studio context.
+        train_tab: The Train tab (its dataset is the sweep's dataset).
+
+    Returns:
+        The handler refreshing the run list.
+    """
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280, elem_classes=["tool-panel"]):
+            gr.Markdown("### Runs", elem_classes=["panel-title"])
+            runs = gr.CheckboxGroup(choices=[], label="Runs to compare", elem_id="compare-runs")
+            axis = gr.Radio(["step", "tokens", "time"], value="step", label="X axis")
+            report_button = gr.Button("Build comparison report", elem_id="report-button")
+            gr.Markdown("### Sweep", elem_classes=["panel-title"])
+            sweep_steps = gr.Number(60, label="Steps per technique", precision=0, minimum=1)
+            sweep_button = gr.Button("Train all four techniques on this data", variant="primary", elem_id="sweep")
+            message = gr.Markdown()
+        with gr.Column(scale=3):
+            overlay = gr.Plot(label="Loss curves", elem_id="compare-plot")
+            summary = gr.Dataframe(label="Side by side", interactive=False, elem_id="compare-table")
+            diff = gr.Dataframe(label="Configuration differences", interactive=False)
+            with gr.Accordion("Comparison report", open=False):
+                report = gr.Markdown(latest_report(context))
+    timer = gr.Timer(3.0)
+    shown = gr.State(None)
+
+    def curves(selected: list[str] | None, chosen_axis: str, last: Any) -> tuple[Any, Any]:
+        selected = selected or []
+        data = {name: METRICS.rows(context.runs_dir / name) for name in selected}
+        signature = (tuple(selected), chosen_axis, tuple(len(rows) for rows in data.values()))
+        if signature == last:
+            return gr.skip(), last
+        return overlay_figure(data, chosen_axis), signature
+
+    timer.tick(
+        curves,
+        inputs=[runs, axis, shown],
+        outputs=[overlay, shown],
+        api_name="compare_curves",
+        show_progress="hidden",
+        queue=False,
+    )
+
+    @plain_errors
+    def compare_selected(selected: list[str] | None, chosen_axis: str) -> tuple[Any, ...]:
+        selected = selected or []
+        data = {name: METRICS.rows(context.runs_dir / name) for name in selected}
+        signature = (tuple(selected), chosen_axis, tuple(len(rows) for rows in data.values()))
+        return (
+            overlay_figure(data, chosen_axis),
+            summary_frame(context, selected),
+            config_diff(context, selected),
+            signature,
+        )
+
+    for trigger, api_name in ((runs.change, "compare_runs"), (axis.change, "compare_axis")):
+        trigger(compare_selected, inputs=[runs, axis], outputs=[overlay, summary, diff, shown], api_name=api_name)
+
+    @plain_errors
+    def build_report(selected: list[str] | None) -> str:
+        if not selected or len(selected) < 2:
+            raise ValueError("select at least two runs to compare")
+        output = context.runs_dir / "comparisons" / datetime.now().strftime("%Y%m%d-%H%M%S")
+        job = context.supervisor.submit(
+            "compare",
+            "comparison",
+            context.settings,
+            arguments=["--runs", *selected, "--output", str(output)],
+            output=str(output),
+        )
+        return f"Queued the comparison report ({job.job_id}); open **Comparison report** when it is done."
+
+    report_button.click(build_report, inputs=runs, outputs=message, api_name="comparison_report")
+
+    @plain_errors
+    def sweep(dataset: str, steps: float) -> str:
+        planned = sweep_settings(context.settings, dataset or "demo", int(steps) if steps else None)
+        names = []
+        for settings in planned:
+            context.supervisor.submit("train", settings.run_name or "", settings)
+            names.append(settings.run_name or "")
+        return f"Queued {len(names)} runs ({', '.join(TECHNIQUES)}): " + ", ".join(f"**{name}**" for name in names)
+
+    sweep_button.click(sweep, inputs=[train_tab.dataset, sweep_steps], outputs=message, api_name="train_all_techniques")
+
+    def refresh(selected: list[str] | None) -> tuple[Any, str]:
+        names = run_names(context.runs_dir)
+        return gr.update(choices=names, value=[name for name in selected or [] if name in names]), latest_report(
+            context
+        )
+
+    return Refresher(refresh, [runs], [runs, report], "refresh_compare")

@@ -1,0 +1,170 @@
+"""Data tab: pick a dataset, see its format and a paged preview, validate it, and see what the model sees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from studio import data_view
+from studio.charts import length_histogram
+from studio.context import StudioContext, plain_errors
+from studio.tabs.train import TrainTab
+
+FORMATS = ["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"]
+
+
+def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
+    """Builds the Data tab inside the current Blocks context.
+
+    Args:
+        context: Studio context.
+        train_tab: The Train tab (its dataset field follows the dataset chosen here).
+    """
+    settings = context.settings
+    default_source = "demo" if settings.data.dataset == "demo" else "path or Hub dataset"
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300, elem_classes=["tool-panel"]):
+            gr.Markdown("### Dataset", elem_classes=["panel-title"])
+            source = gr.Radio(
+                ["demo", "upload", "path or Hub dataset"], value=default_source, label="Source", elem_id="data-source"
+            )
+            upload = gr.File(label="Upload (JSON, JSONL, CSV, Parquet)", file_count="single", visible=False)
+            named = gr.Textbox(
+                value="" if settings.data.dataset == "demo" else settings.data.dataset,
+                label="Local path or Hub dataset id",
+                placeholder="tatsu-lab/alpaca or data/my.jsonl",
+                visible=default_source != "demo",
+            )
+            data_format = gr.Dropdown(FORMATS, value=settings.data.format, label="Format")
+            lenient = gr.Checkbox(settings.data.lenient, label="Lenient (skip bad records, report them)")
+            load_button = gr.Button("Load and preview", variant="primary", elem_id="load-data")
+            prepare_button = gr.Button("Validate and prepare", elem_id="prepare-data")
+            detected = gr.Markdown(elem_id="detected-format")
+        with gr.Column(scale=3):
+            preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=420, elem_id="preview")
+            with gr.Row():
+                previous_page = gr.Button("◀ Previous", size="sm")
+                page = gr.Number(1, label="Page", precision=0, minimum=1, scale=0, min_width=90)
+                next_page = gr.Button("Next ▶", size="sm")
+                page_label = gr.Markdown()
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    report = gr.Markdown(elem_id="data-report")
+                with gr.Column():
+                    histogram = gr.Plot(label="Token lengths")
+            with gr.Accordion("As the model sees it", open=True):
+                with gr.Row():
+                    example_index = gr.Number(0, label="Example", precision=0, minimum=0, scale=0, min_width=90)
+                    show_example = gr.Button("Show", size="sm", scale=0)
+                    caption = gr.Markdown()
+                model_view = gr.HTML(elem_id="model-view")
+    frame_state = gr.State(None)
+
+    def on_source(selected: str) -> tuple[Any, Any]:
+        return gr.update(visible=selected == "upload"), gr.update(visible=selected == "path or Hub dataset")
+
+    source.change(on_source, inputs=source, outputs=[upload, named], api_name="data_source")
+
+    def chosen_dataset(selected: str, uploaded: str | None, name: str) -> str:
+        if selected == "demo":
+            return "demo"
+        if selected == "upload":
+            if not uploaded:
+                raise ValueError("upload a file first (JSON, JSONL, CSV or Parquet)")
+            return str(data_view.store_upload(uploaded, settings.paths.data_dir))
+        if not (name or "").strip():
+            raise ValueError("type a local path or a Hub dataset id")
+        return name.strip()
+
+    @plain_errors
+    def load(selected: str, uploaded: str | None, name: str, chosen_format: str) -> tuple[Any, ...]:
+        dataset = chosen_dataset(selected, uploaded, name)
+        format_name, reason = data_view.detect(dataset)
+        data_settings = data_view.settings_for_dataset(settings, dataset, chosen_format)
+        frame = data_view.preview_frame(data_settings, dataset, chosen_format)
+        rows, label = data_view.page_of(frame, 1)
+        used = chosen_format if chosen_format not in (None, "", "auto") else format_name
+        text = f"**Dataset** `{dataset}`  \n**Detected format** `{format_name}`: {reason}"
+        if used != format_name:
+            text += f"  \n**Using** `{used}` (chosen)"
+        return text, rows, 1, label, frame, dataset
+
+    load_button.click(
+        load,
+        inputs=[source, upload, named, data_format],
+        outputs=[detected, preview, page, page_label, frame_state, train_tab.dataset],
+        api_name="load_data",
+    )
+
+    @plain_errors
+    def go_to(frame: pd.DataFrame | None, number: float, delta: int) -> tuple[Any, float, str]:
+        if frame is None:
+            raise ValueError("load a dataset first")
+        rows, label = data_view.page_of(frame, int(number or 1) + delta)
+        current = int(label.split()[1])
+        return rows, current, label
+
+    previous_page.click(
+        lambda frame, number: go_to(frame, number, -1),
+        inputs=[frame_state, page],
+        outputs=[preview, page, page_label],
+        api_name="previous_page",
+    )
+    next_page.click(
+        lambda frame, number: go_to(frame, number, 1),
+        inputs=[frame_state, page],
+        outputs=[preview, page, page_label],
+        api_name="next_page",
+    )
+    page.submit(
+        lambda frame, number: go_to(frame, number, 0),
+        inputs=[frame_state, page],
+        outputs=[preview, page, page_label],
+        api_name="preview_page",
+    )
+
+    @plain_errors
+    def prepare(dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float) -> tuple[Any, ...]:
+        data_settings = data_view.settings_for_dataset(settings, dataset or "demo", chosen_format, skip_bad)
+        if model_name and model_name != data_settings.model.name:
+            data_settings = data_settings.model_copy(
+                update={"model": data_settings.model.model_copy(update={"name": model_name})}
+            )
+        prepared = data_view.prepare(data_settings)
+        lengths = data_view.token_lengths(prepared)
+        view, view_caption = data_view.model_view_html(data_settings, prepared, int(index or 0))
+        counts = prepared.info.get("counts", {})
+        gr.Info(f"Prepared: {', '.join(f'{split} {count}' for split, count in counts.items())}")
+        return (
+            data_view.report_markdown(prepared.report or prepared.info),
+            length_histogram(lengths, data_settings.data.max_seq_length),
+            view,
+            view_caption,
+        )
+
+    prepare_outputs = [report, histogram, model_view, caption]
+    prepare_button.click(
+        prepare,
+        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index],
+        outputs=prepare_outputs,
+        api_name="prepare_data",
+    )
+
+    @plain_errors
+    def example(dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float) -> tuple[str, str]:
+        data_settings = data_view.settings_for_dataset(settings, dataset or "demo", chosen_format, skip_bad)
+        if model_name and model_name != data_settings.model.name:
+            data_settings = data_settings.model_copy(
+                update={"model": data_settings.model.model_copy(update={"name": model_name})}
+            )
+        prepared = data_view.prepare(data_settings)
+        return data_view.model_view_html(data_settings, prepared, int(index or 0))
+
+    show_example.click(
+        example,
+        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index],
+        outputs=[model_view, caption],
+        api_name="model_view",
+    )

@@ -1,0 +1,556 @@
+"""Train tab: the run form, memory fit, Start/Stop/Resume, and live progress of the selected run."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from loguru import logger
+
+from core.domain.config import Settings, settings_from_dict
+from core.domain.manifest import STOP_REQUEST_FILE
+from studio.charts import loss_figure, rate_figure
+from studio.context import StudioContext, plain_errors
+from studio.jobs import plain_config
+from studio.runs import (
+    METRICS,
+    compute_progress,
+    format_duration,
+    load_manifest,
+    log_tail,
+    run_names,
+    run_status,
+)
+from studio.training_form import (
+    TECHNIQUES,
+    TrainForm,
+    memory_estimates,
+    model_choices,
+    settings_from_form,
+    technique_defaults,
+    technique_description,
+)
+
+POLL_INTERVAL_S = 2.0
+FORM_FIELDS = [field.name for field in fields(TrainForm)]
+
+
+@dataclass
+class TrainTab:
+    """Components other tabs and the app wire to.
+
+    Attributes:
+        run_selector: Dropdown of runs whose progress is shown.
+        dataset: Dataset the next run trains on (set by the Data tab).
+        model_name: Model the next run finetunes.
+        timer: The progress poll timer.
+    """
+
+    run_selector: gr.Dropdown
+    dataset: gr.Textbox
+    model_name: gr.Dropdown
+    timer: gr.Timer
+
+
+def _kpi(label: str, value: str) -> str:
+    return (
+        f'<div class="kpi"><div class="kpi-label">{label}</div><div class="kpi-value">{html.escape(value)}</div></div>'
+    )
+
+
+def _number(value: float | None, pattern: str) -> str:
+    return pattern.format(value) if isinstance(value, int | float) else "-"
+
+
+def status_html(context: StudioContext, run_name: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The status block of a run (status pill, progress bar, key figures) and its metrics rows.
+
+    Args:
+        context: Studio context.
+        run_name: Selected run.
+
+    Returns:
+        ``(html, rows)``.
+    """
+    if not run_name:
+        return "<p>No run selected. Fill the form and press <b>Start</b>.</p>", []
+    run_dir = context.runs_dir / run_name
+    manifest = load_manifest(run_dir)
+    rows = METRICS.rows(run_dir)
+    status = run_status(context.runs_dir, run_name, context.supervisor)
+    progress = compute_progress(rows, manifest)
+    percent = round(progress.fraction * 100)
+    technique = (manifest.config.get("technique", {}) or {}).get("name", "") if manifest else ""
+    model = (manifest.config.get("model", {}) or {}).get("name", "") if manifest else ""
+    steps = f"{progress.step} / {progress.max_steps}" if progress.max_steps else str(progress.step)
+    error = ""
+    if manifest is not None and manifest.error and status in {"failed", "stopped"}:
+        error = f'<p class="fit-no">{html.escape(manifest.error)}</p>'
+    job = context.supervisor.latest_job_for(run_name)
+    if job is not None and job.state == "failed" and not error:
+        error = f'<p class="fit-no">{html.escape(job.message)}</p>'
+    block = (
+        f'<div id="run-status"><b>{html.escape(run_name)}</b> '
+        f'<span class="status-pill status-{status}">{status}</span> '
+        f"<span>{html.escape(technique)} · {html.escape(Path(model).name)}</span>"
+        f'<div class="progress-outer"><div class="progress-inner" style="width:{percent}%"></div></div>'
+        '<div class="kpi-grid">'
+        + _kpi("step", steps)
+        + _kpi("loss", _number(progress.loss, "{:.4f}"))
+        + _kpi("eval loss", _number(progress.eval_loss, "{:.4f}"))
+        + _kpi("learning rate", _number(progress.learning_rate, "{:.2e}"))
+        + _kpi("tokens/s", _number(progress.tokens_per_second, "{:,.0f}"))
+        + _kpi("ETA", format_duration(progress.eta_s) if status in {"training", "starting"} else "-")
+        + "</div>"
+        + error
+        + "</div>"
+    )
+    return block, rows
+
+
+def samples_markdown(rows: list[dict[str, Any]]) -> str:
+    """The latest sample generations as Markdown.
+
+    Args:
+        rows: Metrics rows.
+
+    Returns:
+        Markdown text.
+    """
+    progress = compute_progress(rows, None)
+    if not progress.samples:
+        return "*No sample generations yet (they appear every `sample_every_steps`).*"
+    parts = [f"**Samples at step {progress.sample_step}**"]
+    for sample in progress.samples[:4]:
+        prompt = html.escape(str(sample.get("prompt", "")))[:400]
+        output = html.escape(str(sample.get("output", "")))[:800]
+        parts.append(f"> **Prompt:** {prompt}\n>\n> **Output:** {output}")
+    return "\n\n".join(parts)
+
+
+def queue_frame(context: StudioContext) -> pd.DataFrame:
+    """The running and queued jobs as a table.
+
+    Args:
+        context: Studio context.
+
+    Returns:
+        One row per job (running first).
+    """
+    rows = []
+    current = context.supervisor.current()
+    if current is not None:
+        rows.append({"job": current.kind, "run": current.run_name, "state": "running", "since": current.started_at})
+    for job in context.supervisor.queued():
+        rows.append({"job": job.kind, "run": job.run_name, "state": "queued", "since": job.queued_at})
+    return pd.DataFrame(rows, columns=["job", "run", "state", "since"])
+
+
+def build_train_tab(context: StudioContext) -> TrainTab:
+    """Builds the Train tab inside the current Blocks context.
+
+    Args:
+        context: Studio context.
+
+    Returns:
+        Components other tabs use.
+    """
+    settings = context.settings
+    initial_technique = settings.technique.name if settings.technique.name in TECHNIQUES else "lora"
+    defaults = technique_defaults(initial_technique)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320, elem_classes=["tool-panel"]):
+            gr.Markdown("### New run", elem_classes=["panel-title"])
+            model_name = gr.Dropdown(
+                choices=model_choices(),
+                value=settings.model.name,
+                allow_custom_value=True,
+                label="Model",
+                info="Catalog name, local directory or Hub id",
+            )
+            technique = gr.Radio(list(TECHNIQUES), value=initial_technique, label="Technique")
+            technique_info = gr.Markdown(technique_description(initial_technique))
+            run_name = gr.Textbox(label="Run name", placeholder="generated when empty", elem_id="run-name")
+            dataset = gr.Textbox(value=settings.data.dataset, label="Dataset", info="Set from the Data tab")
+            start_button = gr.Button("Start training", variant="primary", elem_id="start-button")
+            action_message = gr.Markdown(elem_id="train-message")
+            with gr.Accordion("Hyper-parameters", open=True):
+                with gr.Row():
+                    learning_rate = gr.Number(min_width=90, value=defaults["learning_rate"], label="Learning rate")
+                    max_steps = gr.Number(
+                        min_width=90,
+                        value=defaults["max_steps"],
+                        label="Max steps (-1: epochs)",
+                        precision=0,
+                        elem_id="max-steps",
+                    )
+                    num_epochs = gr.Number(min_width=90, value=defaults["num_epochs"], label="Epochs")
+                with gr.Row():
+                    batch_size = gr.Number(
+                        min_width=90,
+                        value=defaults["batch_size"],
+                        label="Batch size",
+                        precision=0,
+                        minimum=1,
+                        elem_id="batch-size",
+                    )
+                    accumulation = gr.Number(
+                        min_width=90,
+                        value=defaults["gradient_accumulation_steps"],
+                        label="Grad. accumulation",
+                        precision=0,
+                        minimum=1,
+                    )
+                    max_seq_length = gr.Number(
+                        min_width=90,
+                        value=defaults["max_seq_length"],
+                        label="Max seq. length",
+                        precision=0,
+                        elem_id="max-seq-length",
+                    )
+                with gr.Row():
+                    eval_steps = gr.Number(
+                        min_width=90,
+                        value=defaults["eval_steps"],
+                        label="Eval every (steps)",
+                        precision=0,
+                        elem_id="eval-steps",
+                    )
+                    save_steps = gr.Number(
+                        min_width=90,
+                        value=defaults["save_steps"],
+                        label="Save every (steps)",
+                        precision=0,
+                        elem_id="save-steps",
+                    )
+                    sample_every = gr.Number(
+                        min_width=90,
+                        value=defaults["sample_every_steps"],
+                        label="Samples every",
+                        precision=0,
+                        elem_id="sample-every",
+                    )
+                with gr.Row(visible=initial_technique in {"lora", "qlora"}) as lora_row:
+                    lora_rank = gr.Number(
+                        min_width=90, value=defaults["lora_rank"], label="LoRA rank", precision=0, minimum=1
+                    )
+                    lora_alpha = gr.Number(min_width=90, value=defaults["lora_alpha"], label="LoRA alpha")
+                    lora_dropout = gr.Number(min_width=90, value=defaults["lora_dropout"], label="LoRA dropout")
+                with gr.Row(visible=initial_technique == "prefix") as prefix_row:
+                    virtual_tokens = gr.Number(
+                        min_width=90, value=defaults["virtual_tokens"], label="Virtual tokens", precision=0
+                    )
+                gradient_checkpointing = gr.Checkbox(
+                    defaults["gradient_checkpointing"], label="Gradient checkpointing (saves memory)"
+                )
+            with gr.Accordion("Memory fit (all techniques)", open=True):
+                memory_table = gr.Dataframe(
+                    value=initial_memory_table(settings),
+                    headers=["technique", "estimated_mb", "available_mb", "device", "fits", "note"],
+                    interactive=False,
+                    label="Estimated peak memory vs this machine",
+                )
+                estimate_button = gr.Button("Estimate memory", size="sm")
+        with gr.Column(scale=2):
+            with gr.Row():
+                run_selector = gr.Dropdown(
+                    choices=run_names(context.runs_dir),
+                    value=None,
+                    label="Run",
+                    allow_custom_value=True,
+                    scale=4,
+                    elem_id="run-selector",
+                )
+                with gr.Column(scale=2, min_width=240), gr.Row():
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", min_width=70)
+                    resume_button = gr.Button("Resume", elem_id="resume-button", min_width=70)
+                    refresh_button = gr.Button("Refresh", min_width=70)
+            status = gr.HTML(elem_id="run-status-block")
+            with gr.Row():
+                loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
+                rate_plot = gr.Plot(label="Learning rate and tokens/s", elem_id="rate-plot")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    logs = gr.Textbox(
+                        label="Log (tail)",
+                        lines=12,
+                        max_lines=12,
+                        interactive=False,
+                        autoscroll=True,
+                        elem_classes=["log-view"],
+                    )
+                with gr.Column(scale=2):
+                    samples = gr.Markdown(label="Sample generations")
+            queue = gr.Dataframe(label="Queue (one training at a time)", interactive=False, elem_id="queue-table")
+    timer = gr.Timer(POLL_INTERVAL_S)
+    poll_state = gr.State(None)
+
+    form_inputs = [
+        model_name,
+        technique,
+        run_name,
+        dataset,
+        learning_rate,
+        max_steps,
+        num_epochs,
+        batch_size,
+        accumulation,
+        max_seq_length,
+        eval_steps,
+        save_steps,
+        sample_every,
+        lora_rank,
+        lora_alpha,
+        lora_dropout,
+        virtual_tokens,
+        gradient_checkpointing,
+    ]
+
+    def form_from(values: tuple[Any, ...]) -> TrainForm:
+        mapping = dict(zip(FORM_FIELDS, values, strict=True))
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_seq_length"):
+            if mapping[key] is None:
+                raise ValueError(f"{key.replace('_', ' ')}: a number is required")
+        for key in ("eval_steps", "save_steps", "sample_every_steps", "lora_rank", "virtual_tokens"):
+            mapping[key] = int(mapping[key] or 0)
+        mapping["run_name"] = mapping["run_name"] or ""
+        mapping["model_name"] = mapping["model_name"] or settings.model.name
+        return TrainForm(**mapping)
+
+    @plain_errors
+    def on_technique(selected: str) -> tuple[Any, ...]:
+        values = technique_defaults(selected)
+        return (
+            technique_description(selected),
+            gr.update(visible=selected in {"lora", "qlora"}),
+            gr.update(visible=selected == "prefix"),
+            values["learning_rate"],
+            values["max_steps"],
+            values["num_epochs"],
+            values["batch_size"],
+            values["gradient_accumulation_steps"],
+            values["max_seq_length"],
+            values["eval_steps"],
+            values["save_steps"],
+            values["sample_every_steps"],
+            values["lora_rank"],
+            values["lora_alpha"],
+            values["lora_dropout"],
+            values["virtual_tokens"],
+            values["gradient_checkpointing"],
+        )
+
+    technique_event = technique.change(
+        on_technique,
+        inputs=technique,
+        outputs=[
+            technique_info,
+            lora_row,
+            prefix_row,
+            learning_rate,
+            max_steps,
+            num_epochs,
+            batch_size,
+            accumulation,
+            max_seq_length,
+            eval_steps,
+            save_steps,
+            sample_every,
+            lora_rank,
+            lora_alpha,
+            lora_dropout,
+            virtual_tokens,
+            gradient_checkpointing,
+        ],
+        api_name="technique_defaults",
+    )
+
+    @plain_errors
+    def estimate(*values: Any) -> pd.DataFrame:
+        form = form_from(values)
+        planned = settings_from_form(settings, form)
+        rows = memory_estimates(planned)
+        return pd.DataFrame(rows, columns=["technique", "estimated_mb", "available_mb", "device", "fits", "note"])
+
+    estimate_button.click(estimate, inputs=form_inputs, outputs=memory_table, api_name="estimate_memory")
+    model_name.change(estimate, inputs=form_inputs, outputs=memory_table, api_name="estimate_memory_for_model")
+    technique_event.then(estimate, inputs=form_inputs, outputs=memory_table, api_name="estimate_memory_for_technique")
+
+    @plain_errors
+    def start(*values: Any) -> tuple[Any, str]:
+        form = form_from(values)
+        planned = settings_from_form(settings, form)
+        name = planned.run_name or ""
+        if (context.runs_dir / name).exists() and load_manifest(context.runs_dir / name) is not None:
+            raise ValueError(f"run {name!r} already exists; pick another name, or select it and press Resume")
+        fits = [row for row in memory_estimates(planned) if row["technique"] == form.technique]
+        if fits and fits[0]["fits"] == "no":
+            gr.Warning(
+                f"{form.technique} is estimated at {fits[0]['estimated_mb']:,} MB, more than the "
+                f"{fits[0]['available_mb']:,} MB available; it may run out of memory."
+            )
+        planned = with_sample_prompts(planned)
+        job = context.supervisor.submit("train", name, planned)
+        position = len(context.supervisor.queued())
+        message = f"Queued **{name}** ({job.job_id})." + (
+            f" {position - 1} job(s) ahead of it." if position > 1 or context.supervisor.current() else ""
+        )
+        return gr.update(choices=run_choices(context, name), value=name), message
+
+    start_button.click(start, inputs=form_inputs, outputs=[run_selector, action_message], api_name="start_training")
+
+    @plain_errors
+    def stop(selected: str | None) -> str:
+        if not selected:
+            raise ValueError("select a run to stop")
+        return context.supervisor.stop(selected)
+
+    stop_button.click(stop, inputs=run_selector, outputs=action_message, api_name="stop_training")
+
+    @plain_errors
+    def resume(selected: str | None) -> tuple[Any, str]:
+        if not selected:
+            raise ValueError("select a run to resume")
+        run_dir = context.runs_dir / selected
+        manifest = load_manifest(run_dir)
+        if manifest is None or not manifest.config:
+            raise ValueError(f"run {selected!r} has no manifest with its configuration; it cannot be resumed")
+        if manifest.status == "completed":
+            raise ValueError(f"run {selected!r} is already completed")
+        if (run_dir / STOP_REQUEST_FILE).exists() and context.active_run() == selected:
+            raise ValueError(f"run {selected!r} is still stopping; resume it once it has stopped")
+        nested = manifest.config
+        nested = {**nested, "run_name": selected, "training": {**nested.get("training", {}), "resume": "auto"}}
+        nested["paths"] = plain_config(settings)["paths"]
+        planned = settings_from_dict(nested)
+        job = context.supervisor.submit("train", selected, planned)
+        logger.info("Resume of {} queued as {}", selected, job.job_id)
+        return gr.update(choices=run_choices(context, selected), value=selected), (
+            f"Resuming **{selected}** from its last checkpoint ({job.job_id})."
+        )
+
+    resume_button.click(resume, inputs=run_selector, outputs=[run_selector, action_message], api_name="resume_training")
+
+    def poll(selected: str | None, last: Any) -> tuple[Any, ...]:
+        try:
+            block, rows = status_html(context, selected)
+            current = run_status(context.runs_dir, selected, context.supervisor) if selected else None
+            signature = (selected, len(rows), current)
+            changed = signature != last
+            return (
+                block,
+                loss_figure(rows) if changed else gr.skip(),
+                rate_figure(rows) if changed else gr.skip(),
+                log_tail(context.runs_dir, selected, context.supervisor, max_lines=8) if selected else "",
+                samples_markdown(rows) if changed else gr.skip(),
+                queue_frame(context),
+                signature,
+            )
+        except Exception as error:  # a poll must never kill the page; log and show it
+            logger.opt(exception=error).error("Progress poll failed")
+            return (f'<p class="fit-no">Could not read the run: {html.escape(str(error))}</p>', *[gr.skip()] * 5, last)
+
+    poll_outputs = [status, loss_plot, rate_plot, logs, samples, queue, poll_state]
+    timer.tick(
+        poll,
+        inputs=[run_selector, poll_state],
+        outputs=poll_outputs,
+        api_name="poll_progress",
+        show_progress="hidden",
+        concurrency_limit=16,
+        queue=False,
+    )
+    run_selector.change(
+        poll,
+        inputs=[run_selector, gr.State(None)],
+        outputs=poll_outputs,
+        api_name="show_run",
+        show_progress="hidden",
+    )
+
+    def refresh(selected: str | None) -> Any:
+        return gr.update(choices=run_choices(context, selected), value=selected)
+
+    refresh_button.click(refresh, inputs=run_selector, outputs=run_selector, api_name="list_runs")
+    return TrainTab(run_selector=run_selector, dataset=dataset, model_name=model_name, timer=timer)
+
+
+def initial_memory_table(settings: Settings) -> pd.DataFrame:
+    """The memory-fit table shown when the page opens (the studio's model and technique defaults).
+
+    Args:
+        settings: Studio settings.
+
+    Returns:
+        One row per technique.
+    """
+    columns = ["technique", "estimated_mb", "available_mb", "device", "fits", "note"]
+    try:
+        return pd.DataFrame(memory_estimates(settings), columns=columns)
+    except Exception as error:  # the page must open even when the estimate cannot be made
+        logger.warning("No memory estimate: {}", error)
+        return pd.DataFrame(columns=columns)
+
+
+def with_sample_prompts(settings: Settings, count: int = 2) -> Settings:
+    """Fills ``training.sample_prompts`` from the dataset's first prompts when samples are on but none are set.
+
+    Args:
+        settings: Planned run settings.
+        count: Prompts to take.
+
+    Returns:
+        The settings (unchanged when samples are off or prompts are set).
+    """
+    training = settings.training
+    if not training.sample_every_steps or training.sample_prompts:
+        return settings
+    try:
+        from core.application.prepare_data import preview_records
+
+        records = preview_records(settings, settings.data.dataset, limit=count * 4)
+        prompts = [record["prompt"] for record in records if record.get("prompt")][:count]
+    except Exception as error:  # samples are a nicety: never block a run for them
+        logger.warning("No sample prompts from {}: {}", settings.data.dataset, error)
+        prompts = []
+    prompts = prompts or ["Explain what finetuning a language model means in one sentence."]
+    return settings.model_copy(update={"training": training.model_copy(update={"sample_prompts": prompts})})
+
+
+def run_choices(context: StudioContext, include: str | None = None) -> list[str]:
+    """Runs for the run selector: run directories plus queued runs, newest first.
+
+    Args:
+        context: Studio context.
+        include: A name that must be present (e.g. a run just queued).
+
+    Returns:
+        Run names.
+    """
+    names = run_names(context.runs_dir)
+    for job in context.supervisor.jobs():
+        if job.kind == "train" and job.state in {"queued", "running"} and job.run_name not in names:
+            names.insert(0, job.run_name)
+    if include and include not in names:
+        names.insert(0, include)
+    return names
+
+
+def initial_run(context: StudioContext) -> str | None:
+    """The run the Train tab shows when a page opens: the active run, else the newest.
+
+    Args:
+        context: Studio context.
+
+    Returns:
+        A run name or None.
+    """
+    active = context.active_run()
+    if active:
+        return active
+    names = run_choices(context)
+    return names[0] if names else None

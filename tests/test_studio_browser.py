@@ -1,0 +1,234 @@
+"""The studio journey in headless Chromium (Debian's ``chromium``), on the embedded 135M model.
+
+Load the demo data and preview it -> start a short LoRA run -> watch the loss curve grow -> reload the
+page mid-run and see it continue -> stop -> compare two runs -> chat with the run (streamed) -> the
+N-column chat. Screenshots of each tab are saved under ``test-artifacts/studio/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "studio"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def studio(tmp_path: Path, tiny_llama_dir: Path, embedded_model_dir: Path, make_settings):
+    from studio.app import close_studio, launch_studio
+
+    settings = make_settings(**{"data.max_samples": 48, "data.max_seq_length": 64})
+    blocks, context = launch_studio(settings, host="127.0.0.1", port=0, block=False)
+    try:
+        yield blocks, context, settings
+    finally:
+        close_studio(blocks, context)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        try:
+            yield tab
+        finally:
+            browser.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    field = page.locator(f"#{elem_id} input")
+    field.fill(value)
+    field.press("Tab")
+
+
+def curve_points(page) -> int:
+    """Points of the train-loss trace in the Train tab's plotly figure (0 before the first step)."""
+    return page.evaluate(
+        """() => {
+            const plot = document.querySelector('#loss-plot .js-plotly-plot');
+            if (!plot || !plot.data) return 0;
+            const train = plot.data.find(trace => trace.name === 'train loss');
+            return train ? train.x.length : 0;
+        }"""
+    )
+
+
+def status_word(page) -> str:
+    pill = page.locator("#run-status .status-pill")
+    return pill.inner_text() if pill.count() else ""
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, message: str = "") -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out: {message}")
+
+
+def choose(page, elem_id: str, option: str, timeout_s: float = 30) -> None:
+    """Picks a dropdown option, retrying while the choices are still being refreshed."""
+    deadline = time.time() + timeout_s
+    while True:
+        page.locator(f"#{elem_id} input").click()
+        item = page.locator(f"#{elem_id} [role=option]", has_text=option)
+        try:
+            item.first.wait_for(timeout=2_000)
+            item.first.click()
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            page.keyboard.press("Escape")
+            time.sleep(0.5)
+
+
+def test_studio_journey(studio, page, tiny_llama_dir: Path) -> None:
+    from gradio_client import Client
+
+    blocks, _context, _settings = studio
+    url = blocks.local_url
+    # a second run to compare with: a tiny model queued by script first (it trains while we explore the data)
+    client = Client(url, verbose=False)
+    client.predict(
+        str(tiny_llama_dir), "prefix", "journey-tiny-prefix", "demo", 1e-2, 3, 1, 2, 1, 64, 0, 3, 0, 4, 8, 0.0, 4,
+        False, api_name="/start_training",
+    )  # fmt: skip
+
+    page.goto(url)
+    page.get_by_text("Finetune Studio").first.wait_for()
+    assert "Active run" in page.locator("#studio-resources").inner_text()
+
+    # Data: demo data, detected format, paged preview, validation report and the model's view
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#load-data").click()
+    page.locator("#detected-format", has_text="alpaca").wait_for()
+    page.get_by_text("page 1 of").wait_for()
+    assert page.locator("#preview [role=row]").count() >= 6  # header + a page of records
+    page.get_by_role("button", name="Next ▶").click()
+    page.get_by_text("page 2 of").wait_for()
+    page.locator("#prepare-data").click()
+    page.locator("#data-report", has_text="Validation report").wait_for(timeout=120_000)
+    page.locator("#model-view .tok-trained").first.wait_for()
+    shot(page, "data")
+
+    # Train: a short LoRA run on the embedded model
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#run-name textarea, #run-name input").first.fill("journey-lora")
+    set_number(page, "max-steps", "3")
+    set_number(page, "batch-size", "1")
+    set_number(page, "max-seq-length", "64")
+    set_number(page, "eval-steps", "0")
+    set_number(page, "save-steps", "3")
+    set_number(page, "sample-every", "0")
+    page.locator("#start-button").click()
+    page.locator("#train-message", has_text="journey-lora").wait_for()
+    page.locator("#queue-table", has_text="journey-lora").wait_for(timeout=30_000)
+    shot(page, "train-queue")
+    wait_until(lambda: curve_points(page) >= 1, 240, message="the loss curve never showed a step")
+    first = curve_points(page)
+    shot(page, "train")
+
+    # reload mid-run: the page selects the active run again and the curve keeps growing
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    wait_until(lambda: status_word(page) == "training", 30, message="after reload the run is not shown training")
+    wait_until(lambda: curve_points(page) > first, 120, message="the curve did not continue after reload")
+    assert page.locator("#run-selector input").input_value() == "journey-lora"
+
+    page.locator("#stop-button").click()
+    wait_until(lambda: status_word(page) == "stopped", 120, message="the run did not stop")
+    shot(page, "train-stopped")
+
+    # Compare the two runs
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-runs label", has_text="journey-lora").click()
+    page.locator("#compare-runs label", has_text="journey-tiny-prefix").click()
+    page.locator("#compare-table", has_text="trainable parameters").wait_for()
+    wait_until(
+        lambda: page.evaluate("() => document.querySelector('#compare-plot .js-plotly-plot')?.data?.length || 0") >= 2,
+        30,
+        message="the overlay does not show both runs",
+    )
+    shot(page, "compare")
+
+    # Chat with the run: the answer streams in
+    page.get_by_role("tab", name="Chat").click()
+    choose(page, "chat-target", "run: journey-lora")
+    page.locator("#chat-input textarea").fill("Write a short story about a robot who learns to paint.")
+    page.locator("#chat-send").click()
+    partial: set[str] = set()
+    bot = page.locator("#chatbot .bot")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(partial) < 3:
+        text = bot.last.inner_text().strip() if bot.count() else ""
+        if text:
+            partial.add(text)
+        time.sleep(0.1)
+    assert len(partial) >= 2, f"the answer did not stream (saw {partial})"
+    shot(page, "chat")
+
+    # N columns: one prompt to the run and the base model with the same seed
+    page.get_by_role("tab", name="N columns").click()
+    page.locator("#column-targets label", has_text="run: journey-lora").click()
+    page.locator("#columns-input textarea").fill("What is 2 + 2?")
+    page.locator("#columns-send").click()
+    columns = page.locator(".chat-column .bot")
+    wait_until(
+        lambda: columns.count() >= 2 and all(columns.nth(i).inner_text().strip() for i in range(columns.count())),
+        120,
+        message="not every column answered",
+    )
+    shot(page, "chat-columns")
+
+
+def test_screenshots_are_small_pngs() -> None:
+    """The README screenshots in assets/screenshots are PNGs of modest size."""
+    folder = Path(__file__).resolve().parents[1] / "assets" / "screenshots"
+    if not folder.exists():
+        pytest.skip("no README screenshots yet")
+    for path in folder.glob("*"):
+        assert path.suffix == ".png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size < 400_000, f"{path.name} is too large for the README"
+
+
+def copy_best_screenshots() -> None:  # used by hand: python -c "from tests.test_studio_browser import ..."
+    target = Path(__file__).resolve().parents[1] / "assets" / "screenshots"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "train", "compare", "chat-columns"):
+        source = ARTIFACTS / f"{name}.png"
+        if source.exists():
+            shutil.copyfile(source, target / f"studio-{name}.png")
