@@ -1,0 +1,316 @@
+"""Peak-memory estimator for finetuning runs (pure arithmetic: no torch, usable before any download).
+
+The estimate adds five parts, each from the model's shape (a :class:`CatalogEntry`):
+
+* weights: fp32 master weights (Full, LoRA, Prefix) or 4/8-bit linear layers plus fp32
+  embeddings and norms (QLoRA, with the double-quantization constants);
+* gradients and optimizer states of the trainable parameters (AdamW: two fp32 moments);
+* activations kept for the backward pass: per layer and token ``~(10 hidden + 4 intermediate)``
+  values (one layer input per layer with gradient checkpointing), plus the logits and their
+  gradient (``tokens x vocabulary``, fp32), in the training precision;
+* transient buffers (a dequantized weight for QLoRA, one layer's recomputation with checkpointing);
+* runtime overhead: the CUDA context or, on CPU, the Python process with torch/transformers loaded.
+
+Checked against measured peaks on the tiny test models and on SmolLM2-135M (CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.domain.catalog import CATALOG, CatalogEntry
+
+BYTES_PER_VALUE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
+OPTIMIZER_BYTES_PER_PARAMETER = {
+    "adamw_torch": 8.0,
+    "adamw_torch_fused": 8.0,
+    "paged_adamw_8bit": 2.0,
+    "sgd": 0.0,
+    "adafactor": 0.5,
+}
+CPU_RUNTIME_OVERHEAD_GB = 1.0
+"""Resident memory of a training process before the model is loaded (Python, torch, transformers)."""
+CUDA_RUNTIME_OVERHEAD_GB = 0.6
+"""CUDA context and allocator slack."""
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peak memory of one training process, by component (bytes).
+
+    Attributes:
+        technique: ``full``, ``lora``, ``qlora`` or ``prefix``.
+        trainable_parameters: Parameters updated by training.
+        weights: Model weights as loaded.
+        gradients: Gradients of trainable parameters (fp32).
+        optimizer_states: Optimizer moments of trainable parameters.
+        activations: Activations saved for backward, including the logits.
+        transient: Temporary buffers (dequantization, recomputation).
+        overhead: Runtime overhead (CUDA context or CPU process baseline).
+    """
+
+    technique: str
+    trainable_parameters: int
+    weights: float
+    gradients: float
+    optimizer_states: float
+    activations: float
+    transient: float
+    overhead: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> float:
+        """Sum of all components."""
+        return self.weights + self.gradients + self.optimizer_states + self.activations + self.transient + self.overhead
+
+    @property
+    def total_gb(self) -> float:
+        """Total in GiB."""
+        return self.total_bytes / GB
+
+    def fits(self, available_gb: float) -> bool:
+        """Returns True when the estimate fits in ``available_gb`` GiB."""
+        return self.total_gb <= available_gb
+
+    def breakdown_gb(self) -> dict[str, float]:
+        """Components in GiB, rounded to 0.01."""
+        parts = {
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer_states": self.optimizer_states,
+            "activations": self.activations,
+            "transient": self.transient,
+            "overhead": self.overhead,
+        }
+        return {name: round(value / GB, 2) for name, value in parts.items()}
+
+
+def _linear_shapes(entry: CatalogEntry) -> dict[str, list[tuple[int, int]]]:
+    """(in, out) shapes of each named linear layer of one transformer block."""
+    hidden, intermediate = entry.hidden_size, entry.intermediate_size
+    kv = hidden * entry.num_key_value_heads // max(entry.num_attention_heads, 1)
+    family = entry.architecture.family
+    if family == "gpt2":
+        return {
+            "c_attn": [(hidden, 3 * hidden)],
+            "c_proj": [(hidden, hidden), (intermediate, hidden)],
+            "c_fc": [(hidden, intermediate)],
+        }
+    if family == "phi":
+        return {
+            "q_proj": [(hidden, hidden)],
+            "k_proj": [(hidden, kv)],
+            "v_proj": [(hidden, kv)],
+            "dense": [(hidden, hidden)],
+            "fc1": [(hidden, intermediate)],
+            "fc2": [(intermediate, hidden)],
+        }
+    return {
+        "q_proj": [(hidden, hidden)],
+        "k_proj": [(hidden, kv)],
+        "v_proj": [(hidden, kv)],
+        "o_proj": [(hidden, hidden)],
+        "gate_proj": [(hidden, intermediate)],
+        "up_proj": [(hidden, intermediate)],
+        "down_proj": [(intermediate, hidden)],
+    }
+
+
+def lora_parameters(entry: CatalogEntry, rank: int, target_modules: tuple[str, ...] | None = None) -> int:
+    """Number of LoRA parameters: ``rank x (in + out)`` per adapted layer.
+
+    Args:
+        entry: Model shape.
+        rank: LoRA rank.
+        target_modules: Adapted module names (default: the family's; ``("all-linear",)`` for all).
+
+    Returns:
+        Trainable parameter count.
+    """
+    shapes = _linear_shapes(entry)
+    targets = target_modules or entry.architecture.lora_target_modules
+    if "all-linear" in targets:
+        targets = tuple(shapes)
+    per_layer = sum(rank * (fan_in + fan_out) for name in targets for fan_in, fan_out in shapes.get(name, []))
+    return per_layer * entry.num_layers
+
+
+def _lora_activation_values(entry: CatalogEntry, target_modules: tuple[str, ...] | None, dropout: bool) -> int:
+    """Extra values per token and layer that LoRA keeps: adapter outputs (and dropped-out inputs)."""
+    shapes = _linear_shapes(entry)
+    targets = target_modules or entry.architecture.lora_target_modules
+    if "all-linear" in targets:
+        targets = tuple(shapes)
+    return sum(fan_out + (fan_in if dropout else 0) for name in targets for fan_in, fan_out in shapes.get(name, []))
+
+
+def _block_linear_parameters(entry: CatalogEntry) -> int:
+    return entry.num_layers * sum(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
+
+
+def estimate_memory(
+    entry: CatalogEntry,
+    technique: str,
+    sequence_length: int,
+    batch_size: int,
+    precision: str = "bf16",
+    gradient_checkpointing: bool = False,
+    lora_rank: int = 16,
+    lora_target_modules: tuple[str, ...] | None = None,
+    lora_dropout: float = 0.05,
+    num_virtual_tokens: int = 20,
+    quantization_bits: int = 4,
+    optimizer: str = "adamw_torch",
+    device: str = "cuda",
+) -> MemoryEstimate:
+    """Predicts the peak memory of training ``entry`` with a technique.
+
+    Args:
+        entry: Model shape (parameters, layers, hidden/intermediate size, heads, vocabulary).
+        technique: ``full``, ``lora``, ``qlora`` or ``prefix``.
+        sequence_length: Tokens per sequence (padded length; packing lowers the real need).
+        batch_size: Sequences per micro-batch on one device.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (activation precision; master weights stay fp32).
+        gradient_checkpointing: Keep only each layer's input and recompute the rest.
+        lora_rank: LoRA/QLoRA rank.
+        lora_target_modules: LoRA targets (default: the family's).
+        lora_dropout: LoRA dropout; above 0 every adapted layer keeps a dropped-out copy of its input.
+        num_virtual_tokens: Prefix-tuning virtual tokens.
+        quantization_bits: 4 (NF4/FP4) or 8 (LLM.int8) for QLoRA.
+        optimizer: ``training.optimizer`` name.
+        device: ``cuda`` or ``cpu`` (selects the runtime overhead).
+
+    Returns:
+        The estimate by component.
+
+    Raises:
+        ValueError: For an unknown technique or precision.
+    """
+    if technique not in ("full", "lora", "qlora", "prefix"):
+        raise ValueError(f"unknown technique {technique!r}")
+    if precision not in BYTES_PER_VALUE:
+        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    notes: list[str] = []
+    parameters = entry.parameters
+    block_linear = min(_block_linear_parameters(entry), parameters)
+    if technique == "qlora":
+        bits_per_weight = quantization_bits + (0.127 if quantization_bits == 4 else 0.0)  # double-quant constants
+        weights = block_linear * bits_per_weight / 8 + (parameters - block_linear) * 4.0
+        notes.append(f"{quantization_bits}-bit linear layers, fp32 embeddings and norms")
+    else:
+        weights = parameters * 4.0
+
+    if technique == "full":
+        trainable = parameters
+    elif technique in ("lora", "qlora"):
+        trainable = lora_parameters(entry, lora_rank, lora_target_modules)
+    else:
+        trainable = num_virtual_tokens * entry.num_layers * 2 * entry.hidden_size
+    gradients = trainable * 4.0
+    optimizer_states = trainable * OPTIMIZER_BYTES_PER_PARAMETER.get(optimizer, 8.0)
+
+    tokens = sequence_length * batch_size
+    extra_tokens = num_virtual_tokens if technique == "prefix" else 0
+    tokens_attended = (sequence_length + extra_tokens) * batch_size
+    value_bytes = BYTES_PER_VALUE[precision]
+    per_token_layer = 10 * entry.hidden_size + 4 * entry.intermediate_size
+    if technique in ("lora", "qlora"):
+        per_token_layer += _lora_activation_values(entry, lora_target_modules, lora_dropout > 0)
+    full_layer = tokens_attended * per_token_layer * value_bytes
+    if gradient_checkpointing:
+        layer_activations = entry.num_layers * tokens * entry.hidden_size * value_bytes + full_layer
+        notes.append("gradient checkpointing: one layer input per layer plus one recomputed layer")
+    else:
+        layer_activations = entry.num_layers * full_layer
+    logits = 2 * tokens * entry.vocab_size * 4.0  # fp32 logits and their gradient
+    activations = layer_activations + logits + 2 * tokens * entry.hidden_size * 4.0
+
+    transient = 0.0
+    if technique == "qlora":
+        largest = max(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
+        transient += 2 * largest * value_bytes  # dequantized weight and its gradient buffer
+    overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
+    return MemoryEstimate(
+        technique=technique,
+        trainable_parameters=int(trainable),
+        weights=weights,
+        gradients=gradients,
+        optimizer_states=optimizer_states,
+        activations=activations,
+        transient=transient,
+        overhead=overhead,
+        notes=notes,
+    )
+
+
+def memory_table(
+    model_names: tuple[str, ...] = ("llama-3.2-1b-instruct", "mistral-7b"),
+    techniques: tuple[str, ...] = ("full", "lora", "qlora", "prefix"),
+    sequence_length: int = 512,
+    batch_size: int = 4,
+    precision: str = "bf16",
+    gradient_checkpointing: bool = True,
+    gpu_sizes_gb: tuple[int, ...] = (16, 24, 40, 80),
+) -> list[dict[str, object]]:
+    """Rows of the hardware table shown by the README and the studio.
+
+    Args:
+        model_names: Catalog names.
+        techniques: Techniques to estimate.
+        sequence_length: Tokens per sequence.
+        batch_size: Sequences per micro-batch.
+        precision: Activation precision.
+        gradient_checkpointing: Assume gradient checkpointing (Prefix never uses it).
+        gpu_sizes_gb: GPU memory sizes to test the estimate against.
+
+    Returns:
+        One mapping per (model, technique): model, technique, trainable parameters,
+        estimated GiB, and the smallest listed GPU it fits.
+    """
+    rows: list[dict[str, object]] = []
+    for name in model_names:
+        entry = CATALOG[name]
+        for technique in techniques:
+            estimate = estimate_memory(
+                entry,
+                technique,
+                sequence_length,
+                batch_size,
+                precision=precision,
+                gradient_checkpointing=gradient_checkpointing and technique != "prefix",
+            )
+            fitting = next((size for size in gpu_sizes_gb if estimate.fits(size)), None)
+            rows.append(
+                {
+                    "model": name,
+                    "technique": technique,
+                    "trainable_parameters": estimate.trainable_parameters,
+                    "estimated_gb": round(estimate.total_gb, 1),
+                    "smallest_gpu_gb": fitting,
+                }
+            )
+    return rows
+
+
+def format_memory_table(rows: list[dict[str, object]]) -> str:
+    """Formats :func:`memory_table` rows as a Markdown table.
+
+    Args:
+        rows: Table rows.
+
+    Returns:
+        Markdown text.
+    """
+    lines = [
+        "| Model | Technique | Trainable parameters | Estimated peak | Fits on |",
+        "|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        fits = f"{row['smallest_gpu_gb']} GB GPU" if row["smallest_gpu_gb"] else "more than listed sizes"
+        lines.append(
+            f"| {row['model']} | {row['technique']} | {row['trainable_parameters']:,} | "
+            f"{row['estimated_gb']} GiB | {fits} |"
+        )
+    return "\n".join(lines)

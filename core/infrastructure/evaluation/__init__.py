@@ -1,0 +1,1 @@
+"""Evaluation: metrics (via evaluate metric modules in this repo), instruction checks, loss, generation and reports."""

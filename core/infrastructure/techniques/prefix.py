@@ -1,0 +1,78 @@
+"""Prefix Tuning: trainable virtual key/value tokens prepended at every attention layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import PrefixTuningConfig, get_peft_model
+from transformers import PreTrainedModel
+
+from core.domain.catalog import ArchitectureDefaults
+from core.domain.errors import UnsupportedOperationError
+from core.domain.techniques import TECHNIQUE_TRAITS
+from core.infrastructure.techniques.base import LoadOptions
+
+
+def prefix_config(technique_settings: Any) -> PrefixTuningConfig:
+    """Builds the PEFT prefix-tuning config.
+
+    Args:
+        technique_settings: The ``prefix`` section.
+
+    Returns:
+        The config (virtual tokens, optional MLP reparameterisation).
+    """
+    options: dict[str, Any] = {
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": technique_settings.num_virtual_tokens,
+        "prefix_projection": technique_settings.prefix_projection,
+    }
+    if technique_settings.encoder_hidden_size is not None:
+        options["encoder_hidden_size"] = technique_settings.encoder_hidden_size
+    return PrefixTuningConfig(**options)
+
+
+class PrefixFinetuning:
+    """Frozen base, trainable per-layer key/value prefixes."""
+
+    traits = TECHNIQUE_TRAITS["prefix"]
+
+    def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
+        """Loads fp32 weights.
+
+        Args:
+            technique_settings: The ``prefix`` section.
+            compute_dtype: Training compute dtype.
+
+        Returns:
+            The load options.
+        """
+        return LoadOptions(dtype=torch.float32)
+
+    def prepare(
+        self,
+        model: PreTrainedModel,
+        technique_settings: Any,
+        architecture: ArchitectureDefaults,
+        gradient_checkpointing: bool,
+    ) -> torch.nn.Module:
+        """Freezes the base and adds the prefix encoder.
+
+        Args:
+            model: The loaded base model.
+            technique_settings: The ``prefix`` section.
+            architecture: Family defaults (unused).
+            gradient_checkpointing: Must be False: the prefix key/values are not recomputed.
+
+        Returns:
+            The PEFT model.
+
+        Raises:
+            UnsupportedOperationError: If gradient checkpointing is requested.
+        """
+        if gradient_checkpointing:
+            raise UnsupportedOperationError("technique=prefix does not support gradient checkpointing")
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return get_peft_model(model, prefix_config(technique_settings))

@@ -1,0 +1,80 @@
+"""QLoRA: LoRA adapters on a base model quantized by bitsandbytes (NF4/FP4 4-bit or LLM.int8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig, PreTrainedModel
+
+from core.domain.catalog import ArchitectureDefaults
+from core.domain.techniques import TECHNIQUE_TRAITS
+from core.infrastructure.techniques.base import LoadOptions
+from core.infrastructure.techniques.lora import lora_config
+
+COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def quantization_config(technique_settings: Any) -> BitsAndBytesConfig:
+    """Builds the bitsandbytes config: 4-bit NF4/FP4 with optional double quantization, or 8-bit.
+
+    Args:
+        technique_settings: The ``qlora`` section.
+
+    Returns:
+        The quantization config passed to ``from_pretrained``.
+    """
+    if technique_settings.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=technique_settings.quant_type,
+        bnb_4bit_use_double_quant=technique_settings.double_quant,
+        bnb_4bit_compute_dtype=COMPUTE_DTYPES[technique_settings.compute_dtype],
+    )
+
+
+class QLoraFinetuning:
+    """Quantized frozen base (bitsandbytes), fp32 LoRA adapters, compute in ``compute_dtype``."""
+
+    traits = TECHNIQUE_TRAITS["qlora"]
+
+    def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
+        """Loads the linear layers quantized; the rest (norms, embeddings) in fp32.
+
+        Args:
+            technique_settings: The ``qlora`` section.
+            compute_dtype: Training compute dtype (the quantized matmuls use ``technique.compute_dtype``).
+
+        Returns:
+            The load options with a ``BitsAndBytesConfig``.
+        """
+        return LoadOptions(dtype=torch.float32, quantization_config=quantization_config(technique_settings))
+
+    def prepare(
+        self,
+        model: PreTrainedModel,
+        technique_settings: Any,
+        architecture: ArchitectureDefaults,
+        gradient_checkpointing: bool,
+    ) -> torch.nn.Module:
+        """Runs PEFT's k-bit preparation (freeze, fp32 norms, input grads) and adds LoRA adapters.
+
+        Args:
+            model: The quantized base model.
+            technique_settings: The ``qlora`` section.
+            architecture: Family defaults.
+            gradient_checkpointing: Enable activation checkpointing.
+
+        Returns:
+            The PEFT model.
+        """
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        if gradient_checkpointing:
+            model.config.use_cache = False
+        return get_peft_model(model, lora_config(technique_settings, architecture))

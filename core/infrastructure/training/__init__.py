@@ -1,0 +1,1 @@
+"""Training engine on transformers' Trainer: precision, collators, checkpoints, callbacks, monitoring."""

@@ -1,0 +1,241 @@
+"""Crash-safe checkpoints: staged in a temporary directory, fsynced, renamed, sealed by a manifest.
+
+A checkpoint directory is complete only when ``checkpoint_manifest.json`` exists and every file
+it lists has the recorded size and sha256. Resume picks the newest complete checkpoint; a
+truncated or corrupted one is skipped with a log line naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from core.domain.errors import CheckpointError
+from core.domain.manifest import write_json_atomic
+
+CHECKPOINT_MANIFEST = "checkpoint_manifest.json"
+TRAINING_CONFIG_FILE = "training_config.json"
+DATA_POSITION_FILE = "data_position.json"
+STAGING_PREFIX = ".staging-"
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+RESUME_IGNORED_KEYS = (
+    "run_name",
+    "log_level",
+    "training.max_steps",
+    "training.num_epochs",
+    "training.resume",
+    "training.eval_steps",
+    "training.save_steps",
+    "training.save_total_limit",
+    "training.logging_steps",
+    "training.early_stopping_patience",
+    "training.early_stopping_threshold",
+    "training.sample_every_steps",
+    "training.sample_prompts",
+    "training.dataloader_num_workers",
+    "training.eval_batch_size",
+    "evaluation.",
+    "monitoring.",
+    "paths.",
+    "serve.",
+    "studio.",
+)
+"""Config keys (or prefixes ending in ``.``) that may change between a run and its resumption."""
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """Returns the step of a ``checkpoint-<step>`` directory, or None for other names."""
+    match = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def sha256_file(path: Path) -> str:
+    """Hashes a file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex sha256 digest.
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def seal_checkpoint(staging: Path, destination: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Fsyncs a staged checkpoint, writes its manifest last and renames it into place.
+
+    Args:
+        staging: Temporary directory holding every checkpoint file.
+        destination: Final ``checkpoint-<step>`` directory (replaced if it exists).
+        extra: Additional manifest fields (step, epoch).
+
+    Returns:
+        The destination directory.
+    """
+    files = {}
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            _fsync_path(path)
+            relative = path.relative_to(staging).as_posix()
+            files[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    write_json_atomic(staging / CHECKPOINT_MANIFEST, {**(extra or {}), "files": files})
+    _fsync_path(staging)
+    if destination.exists():
+        shutil.rmtree(destination)
+    os.replace(staging, destination)
+    _fsync_path(destination.parent)
+    return destination
+
+
+def verify_checkpoint(directory: Path) -> str | None:
+    """Checks that a checkpoint is complete and intact.
+
+    Args:
+        directory: A ``checkpoint-<step>`` directory.
+
+    Returns:
+        None when intact, otherwise a description of the problem.
+    """
+    manifest_path = Path(directory) / CHECKPOINT_MANIFEST
+    if not manifest_path.is_file():
+        return f"no {CHECKPOINT_MANIFEST} (incomplete write)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        return f"unreadable {CHECKPOINT_MANIFEST}: {error}"
+    for relative, expected in files.items():
+        path = Path(directory) / relative
+        if not path.is_file():
+            return f"missing file {relative}"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{relative} is {size} bytes, expected {expected['bytes']} (truncated)"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{relative} has a wrong sha256 (corrupted)"
+    return None
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Lists ``checkpoint-<step>`` directories, newest (highest step) first.
+
+    Args:
+        checkpoints_dir: The run's ``checkpoints/`` directory.
+
+    Returns:
+        Checkpoint directories sorted by step, descending.
+    """
+    if not Path(checkpoints_dir).is_dir():
+        return []
+    found = [path for path in Path(checkpoints_dir).iterdir() if path.is_dir() and checkpoint_step(path) is not None]
+    return sorted(found, key=lambda path: checkpoint_step(path) or 0, reverse=True)
+
+
+def newest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """Finds the newest checkpoint that passes :func:`verify_checkpoint`.
+
+    Corrupted or incomplete checkpoints are skipped with a warning naming the problem.
+
+    Args:
+        checkpoints_dir: The run's ``checkpoints/`` directory.
+
+    Returns:
+        The checkpoint directory, or None when there is none.
+    """
+    for checkpoint in list_checkpoints(checkpoints_dir):
+        problem = verify_checkpoint(checkpoint)
+        if problem is None:
+            return checkpoint
+        logger.warning("Skipping checkpoint {}: {}", checkpoint.name, problem)
+    return None
+
+
+def remove_stale_staging(checkpoints_dir: Path) -> None:
+    """Deletes staging directories left by a crash during a checkpoint write.
+
+    Args:
+        checkpoints_dir: The run's ``checkpoints/`` directory.
+    """
+    if not Path(checkpoints_dir).is_dir():
+        return
+    for path in Path(checkpoints_dir).glob(f"{STAGING_PREFIX}*"):
+        logger.info("Removing unfinished checkpoint write {}", path.name)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Lists the config keys whose values differ, ignoring keys that may change on resume.
+
+    Args:
+        saved: The configuration stored in the checkpoint.
+        current: The configuration of the resuming run.
+
+    Returns:
+        Lines ``key: saved -> current``, sorted by key.
+    """
+    old, new = _flatten(saved), _flatten(current)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if any(
+            key == ignored or (ignored.endswith(".") and key.startswith(ignored)) for ignored in RESUME_IGNORED_KEYS
+        ):
+            continue
+        if old.get(key) != new.get(key):
+            changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changed
+
+
+def check_resumable(checkpoint: Path, current_config: dict[str, Any]) -> None:
+    """Rejects resuming a checkpoint written with a different configuration.
+
+    Args:
+        checkpoint: The checkpoint directory.
+        current_config: ``settings.to_plain_dict()`` of the resuming run.
+
+    Raises:
+        CheckpointError: When the checkpoint is damaged or the configuration changed; the message
+            lists every changed key.
+    """
+    problem = verify_checkpoint(checkpoint)
+    if problem is not None:
+        raise CheckpointError(f"{checkpoint}: cannot resume: {problem}")
+    config_path = checkpoint / TRAINING_CONFIG_FILE
+    saved = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    changed = config_differences(saved, current_config)
+    if changed:
+        raise CheckpointError(
+            f"{checkpoint}: the configuration changed since this checkpoint was written; cannot resume "
+            "exactly. Changed keys:\n  "
+            + "\n  ".join(changed)
+            + "\nRestore these values, or start over with training.resume=never (or a new run_name)."
+        )

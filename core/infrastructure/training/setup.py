@@ -1,0 +1,166 @@
+"""Building blocks of a training run: model loading per technique, training arguments, the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from loguru import logger
+from transformers import EarlyStoppingCallback, PreTrainedModel, TrainingArguments
+
+from core.domain.config import Settings
+from core.domain.manifest import CHECKPOINTS_DIR
+from core.infrastructure.models.loading import load_causal_lm
+from core.infrastructure.models.resolve import ResolvedModel
+from core.infrastructure.techniques import technique_for
+from core.infrastructure.training.precision import Precision
+
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_for_training(
+    settings: Settings, resolved: ResolvedModel, precision: Precision, device: torch.device
+) -> torch.nn.Module:
+    """Loads the base model the way the technique needs and prepares it (freeze / PEFT wrap).
+
+    Args:
+        settings: Run settings.
+        resolved: The resolved base model.
+        precision: Training precision.
+        device: The training device.
+
+    Returns:
+        The model to train, with ``use_cache`` off (required for padding-free packing).
+    """
+    technique = technique_for(settings.technique.name)
+    options = technique.load_options(settings.technique, precision.compute_dtype)
+    dtype = options.dtype if settings.model.dtype == "auto" else MODEL_DTYPES[settings.model.dtype]
+    device_map: Any = None
+    if options.quantization_config is not None:
+        device_map = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    elif settings.model.cpu_offload and device.type == "cuda":
+        device_map = "auto"
+    base: PreTrainedModel = load_causal_lm(
+        resolved.path,
+        dtype=dtype,
+        attn_implementation=settings.model.attn_implementation,
+        quantization_config=options.quantization_config,
+        device_map=device_map,
+        trust_remote_code=settings.model.trust_remote_code,
+    )
+    base.config.use_cache = False
+    model = technique.prepare(base, settings.technique, resolved.architecture, settings.training.gradient_checkpointing)
+    model.config.use_cache = False
+    return model
+
+
+def build_training_arguments(
+    settings: Settings,
+    run_dir: Path,
+    precision: Precision,
+    has_eval: bool,
+    packing: bool,
+    resuming: bool,
+) -> TrainingArguments:
+    """Maps the ``training`` settings onto transformers' ``TrainingArguments``.
+
+    Evaluation runs every ``eval_steps`` (or once per epoch) and once before the first update;
+    checkpoints are written every ``save_steps`` (or at evaluations). The best checkpoint by
+    validation loss is tracked and loaded at the end when the save and eval schedules line up.
+
+    Args:
+        settings: Run settings.
+        run_dir: The run directory (checkpoints go to ``checkpoints/``).
+        precision: Training precision.
+        has_eval: True when a validation split exists.
+        packing: True when training padding-free.
+        resuming: True when continuing from a checkpoint (no second step-0 evaluation).
+
+    Returns:
+        The training arguments.
+    """
+    training = settings.training
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if training.eval_steps else "epoch"
+    save_strategy = "steps" if training.save_steps else (eval_strategy if eval_strategy != "no" else "epoch")
+    save_steps = training.save_steps or training.eval_steps or 500
+    load_best = (
+        has_eval
+        and save_strategy == eval_strategy
+        and (save_strategy != "steps" or save_steps % (training.eval_steps or 1) == 0)
+    )
+    if has_eval and not load_best:
+        logger.info(
+            "Best-checkpoint loading is off: training.save_steps={} is not a multiple of training.eval_steps={}",
+            training.save_steps,
+            training.eval_steps,
+        )
+    sampling = "group_by_length" if (training.group_by_length and not packing) else "random"
+    return TrainingArguments(
+        output_dir=str(Path(run_dir) / CHECKPOINTS_DIR),
+        per_device_train_batch_size=training.per_device_batch_size,
+        per_device_eval_batch_size=training.eval_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        num_train_epochs=training.num_epochs,
+        max_steps=training.max_steps,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler,
+        warmup_steps=training.warmup_ratio,
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        optim=training.optimizer,
+        seed=training.seed,
+        data_seed=training.seed,
+        bf16=precision.name == "bf16",
+        fp16=precision.name == "fp16",
+        logging_strategy="steps",
+        logging_steps=training.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=training.eval_steps if eval_strategy == "steps" else None,
+        eval_on_start=has_eval and not resuming,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=training.save_total_limit,
+        load_best_model_at_end=load_best,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False,
+        train_sampling_strategy=sampling,
+        length_column_name="length",
+        remove_unused_columns=False,
+        report_to="none",
+        dataloader_num_workers=training.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="no",
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        use_cpu=not torch.cuda.is_available(),
+        log_level="warning",
+    )
+
+
+def early_stopping_callbacks(settings: Settings, arguments: TrainingArguments) -> list[EarlyStoppingCallback]:
+    """Early stopping on validation loss with ``training.early_stopping_patience`` (when configured).
+
+    Args:
+        settings: Run settings.
+        arguments: The training arguments (must evaluate and track the best checkpoint).
+
+    Returns:
+        Zero or one callback.
+    """
+    patience = settings.training.early_stopping_patience
+    if patience is None:
+        return []
+    if arguments.eval_strategy == "no" or not arguments.load_best_model_at_end:
+        logger.warning(
+            "training.early_stopping_patience is ignored: it needs a validation split and "
+            "training.save_steps a multiple of training.eval_steps"
+        )
+        return []
+    return [
+        EarlyStoppingCallback(
+            early_stopping_patience=patience, early_stopping_threshold=settings.training.early_stopping_threshold
+        )
+    ]

@@ -1,0 +1,198 @@
+"""``StudioTrainer``: transformers' Trainer with crash-safe checkpoints, NaN policy and token counting."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from loguru import logger
+from transformers import Trainer
+from transformers.trainer_callback import ExportableState, PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import rotate_checkpoints
+
+from core.domain.errors import FinetuneStudioError
+from core.domain.manifest import write_json_atomic
+from core.infrastructure.training.checkpoints import (
+    DATA_POSITION_FILE,
+    STAGING_PREFIX,
+    TRAINING_CONFIG_FILE,
+    seal_checkpoint,
+)
+from core.infrastructure.training.collators import count_tokens
+
+TRAINER_STATE_FILE = "trainer_state.json"
+PICKLED_ARGUMENTS_FILE = "training_args.bin"
+
+
+def remove_pickled_arguments(directory: Path) -> None:
+    """Deletes ``training_args.bin`` (a pickle Trainer writes beside models; nothing here reads it).
+
+    Args:
+        directory: A checkpoint or final model directory.
+    """
+    (Path(directory) / PICKLED_ARGUMENTS_FILE).unlink(missing_ok=True)
+
+
+class TrainingDivergedError(FinetuneStudioError):
+    """The loss or the gradients became NaN/inf and ``training.nan_policy=stop``."""
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped sampler whose order depends only on (seed, epoch).
+
+    A resumed run thus sees the same batches as an uninterrupted one (transformers' own sampler
+    draws from the global RNG at the start of each epoch).
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        """Creates the sampler.
+
+        Args:
+            batch_size: Sequences per optimizer step on this process (batch x accumulation).
+            lengths: Sequence lengths of the dataset.
+            seed: Base seed; epoch ``e`` uses ``seed + e``.
+        """
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose order is produced next (called by accelerate's data loader)."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        """Yields indices grouped by length, shuffled by a generator seeded with ``seed + epoch``."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class StudioTrainer(Trainer):
+    """Trainer that seals checkpoints atomically and never lets a NaN/inf pass silently.
+
+    Everything else (loop, accumulation, clipping, schedulers, mixed precision, evaluation,
+    DDP/FSDP/DeepSpeed through accelerate, resume) is transformers' own.
+
+    Attributes:
+        run_config: The run's configuration, stored in every checkpoint for resume checks.
+        nan_policy: ``skip`` (drop the update and count it) or ``stop`` (raise).
+        skipped_updates: Optimizer steps dropped because of non-finite gradients.
+        tokens_seen: Real tokens processed by this process since the start of this call.
+    """
+
+    def __init__(self, *args: Any, run_config: dict[str, Any], nan_policy: str = "skip", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.remove_callback(PrinterCallback)  # metrics go to loguru and metrics.jsonl, not print()
+        self.run_config = run_config
+        self.nan_policy = nan_policy
+        self.skipped_updates = 0
+        self.tokens_seen = 0
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Uses :class:`SeededLengthGroupedSampler` for length-grouped batching (exact resume)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and "length" in dataset.column_names:
+            return SeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                lengths=list(dataset["length"]),
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """Runs transformers' forward/backward and counts the batch's real tokens.
+
+        Args:
+            model: The (wrapped) model.
+            inputs: The collated batch.
+            num_items_in_batch: Label tokens in the accumulation window.
+
+        Returns:
+            The detached loss.
+        """
+        self.tokens_seen += count_tokens(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        """Returns the gradient norm; a non-finite norm skips the update or stops, per ``nan_policy``."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        value = float(grad_norm.item() if hasattr(grad_norm, "item") else grad_norm)
+        if math.isfinite(value):
+            return grad_norm
+        step = self.state.global_step + 1
+        if self.nan_policy == "stop":
+            raise TrainingDivergedError(
+                f"non-finite loss/gradients (grad norm {value}) at step {step}; training stopped "
+                "(training.nan_policy=stop). Lower training.learning_rate, keep training.max_grad_norm > 0, "
+                "or use training.precision=fp32."
+            )
+        for parameter in model.parameters():
+            parameter.grad = None  # optimizers skip parameters without gradients: no update at all
+        self.skipped_updates += 1
+        logger.warning(
+            "Non-finite loss/gradients at step {}: update skipped ({} skipped so far; training.nan_policy=skip)",
+            step,
+            self.skipped_updates,
+        )
+        return grad_norm
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Writes a checkpoint into a staging directory, then seals and renames it (crash-safe).
+
+        Holds the model or adapter (safetensors), optimizer, scheduler, scaler and RNG states
+        (loaded back with ``weights_only=True`` by transformers), trainer state, data position and
+        the run configuration, plus ``checkpoint_manifest.json`` (sha256 per file) written last.
+        """
+        step = self.state.global_step
+        checkpoints_dir = Path(self._get_output_dir(trial=trial))
+        destination = checkpoints_dir / f"checkpoint-{step}"
+        staging = checkpoints_dir / f"{STAGING_PREFIX}checkpoint-{step}"
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if self.args.should_save:
+            if self.state.best_global_step:
+                best = checkpoints_dir / f"checkpoint-{self.state.best_global_step}"
+                if self.state.best_global_step == step or best.is_dir():
+                    self.state.best_model_checkpoint = str(best)
+            for callback in [*self.callback_handler.callbacks, self.control]:
+                if isinstance(callback, ExportableState):
+                    name = callback.__class__.__name__
+                    if isinstance(self.state.stateful_callbacks.get(name), list):
+                        self.state.stateful_callbacks[name].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[name] = callback.state()
+            self.state.save_to_json(str(staging / TRAINER_STATE_FILE))
+            write_json_atomic(staging / TRAINING_CONFIG_FILE, self.run_config)
+            write_json_atomic(
+                staging / DATA_POSITION_FILE,
+                {
+                    "global_step": step,
+                    "epoch": self.state.epoch,
+                    "micro_batches_seen": step * self.args.gradient_accumulation_steps,
+                    "sequences_seen": step * self.args.gradient_accumulation_steps * self._train_batch_size,
+                    "world_size": self.args.world_size,
+                    "skipped_updates": self.skipped_updates,
+                },
+            )
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            remove_pickled_arguments(staging)
+            seal_checkpoint(staging, destination, {"step": step, "epoch": self.state.epoch})
+            logger.info("Checkpoint saved: {}", destination)
+            rotate_checkpoints(
+                output_dir=str(checkpoints_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,1 @@
+"""Examples: YAML presets, accelerate configs and notebooks."""

@@ -1,0 +1,1 @@
+"""Tutorial notebooks, executed in CI so they never rot."""

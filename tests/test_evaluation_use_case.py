@@ -1,0 +1,144 @@
+"""The evaluate use case on tiny-model run directories: evaluation.json, report.md and report.html."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from evaluation_runs import build_prepared, build_run
+
+from core.application.evaluate import evaluate, settings_for_run
+from core.domain.errors import ModelNotAvailableError
+from core.domain.manifest import EVALUATION_FILE, RunManifest
+
+METRIC_KEYS = {
+    "eval_loss",
+    "perplexity",
+    "loss_tokens",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "rougeLsum",
+    "bleu",
+    "exact_match",
+    "normalized_exact_match",
+    "checks_pass_rate",
+    "checks_all_passed_rate",
+    "checks",
+    "response_length",
+    "generation_seconds",
+}
+
+
+@pytest.fixture
+def lora_setup(make_settings, tiny_llama_dir, tmp_path):
+    prepared = build_prepared(tiny_llama_dir, tmp_path / "data")
+    settings = make_settings(
+        **{
+            "model.name": str(tiny_llama_dir),
+            "data.dataset": str(prepared.directory),
+            "evaluation.max_new_tokens": 6,
+            "evaluation.max_samples": 4,
+            "evaluation.batch_size": 3,
+            "evaluation.checks": [{"kind": "max_words", "value": 50}],
+        }
+    )
+    run_dir = build_run(settings, tiny_llama_dir, prepared, "tiny-lora", "lora")
+    return settings, run_dir, prepared
+
+
+def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
+    settings, run_dir, prepared = lora_setup
+    result = evaluate(settings, run="tiny-lora", show_progress=False)
+
+    stored = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+    assert set(stored["metrics"]) >= METRIC_KEYS
+    assert stored["name"] == "tiny-lora" and stored["technique"] == "lora" and not stored["is_base"]
+    assert stored["data"] == {
+        "directory": str(prepared.directory),
+        "fingerprint": prepared.fingerprint,
+        "split": "test",
+        "loss_sequences": 6,
+        "generated_samples": 4,
+    }
+    assert result["output_dir"] == str(run_dir)
+    samples = stored["samples"]
+    assert len(samples) == 4
+    assert set(samples[0]) >= {"prompt", "output", "reference", "checks", "passed_all_checks", "messages"}
+    assert samples[0]["prompt"].startswith("Sort these numbers")
+    assert samples[0]["reference"] == "0, 3, 7"
+    # the global check plus the record's two checks, in that order
+    assert [check["kind"] for check in samples[0]["checks"]] == ["max_words", "regex", "max_words"]
+    assert stored["metrics"]["checks"]["checks"] == 12
+    assert stored["metrics"]["loss_tokens"] > 0 and stored["metrics"]["perplexity"] > 1
+
+    markdown = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "# Evaluation of tiny-lora" in markdown and "ROUGE-L" in markdown and "Perplexity" in markdown
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert page.count('class="plotly-graph-div"') == 3  # metrics, checks by kind, loss curve
+    assert "Loss during training" in page
+    assert '<script src="http' not in page  # plotly.js is inlined: the report opens offline
+    assert "Plotly.newPlot" in page
+
+
+def test_base_model_evaluation_goes_to_base_directory(lora_setup, tiny_llama_dir):
+    settings, run_dir, _prepared = lora_setup
+    base = evaluate(settings, base=True, show_progress=False)
+    run = evaluate(settings, run=run_dir, show_progress=False)
+    base_dir = settings.paths.runs_dir / f"base-{tiny_llama_dir.name}"
+    assert base["output_dir"] == str(base_dir)
+    assert (base_dir / EVALUATION_FILE).is_file() and (base_dir / "report.html").is_file()
+    assert base["is_base"] and base["trainable_parameters"] == 0
+    # same held-out tokens, different weights: the adapter was really applied
+    assert base["metrics"]["loss_tokens"] == run["metrics"]["loss_tokens"]
+    assert base["metrics"]["eval_loss"] != pytest.approx(run["metrics"]["eval_loss"], rel=1e-4)
+    assert [sample["prompt"] for sample in base["samples"]] == [sample["prompt"] for sample in run["samples"]]
+
+
+def test_requested_metrics_only(make_settings, tiny_llama_dir, tmp_path):
+    prepared = build_prepared(tiny_llama_dir, tmp_path / "data", test_records=2)
+    settings = make_settings(
+        **{
+            "model.name": str(tiny_llama_dir),
+            "data.dataset": str(prepared.directory),
+            "evaluation.max_new_tokens": 2,
+            "evaluation.metrics": ["rouge", "checks"],
+        }
+    )
+    result = evaluate(settings, show_progress=False)
+    assert "rouge1" in result["metrics"] and "checks_pass_rate" in result["metrics"]
+    assert not {"eval_loss", "bleu", "exact_match"} & set(result["metrics"])
+
+
+def test_unknown_run_is_a_clear_error(make_settings):
+    with pytest.raises(ModelNotAvailableError, match="run 'nope' not found"):
+        evaluate(make_settings(), run="nope")
+
+
+def test_run_settings_keep_training_data_and_current_evaluation(lora_setup):
+    settings, run_dir, _prepared = lora_setup
+    manifest = RunManifest.load(run_dir)
+    manifest.config["data"]["max_seq_length"] = 77
+    run_settings = settings_for_run(settings, manifest)
+    assert run_settings.data.max_seq_length == 77
+    assert run_settings.technique.name == "lora"
+    assert run_settings.evaluation == settings.evaluation
+    assert run_settings.paths == settings.paths
+
+
+def test_cli_evaluate(lora_setup, tmp_path):
+    from core.cli import main
+
+    settings, run_dir, _prepared = lora_setup
+    (run_dir / EVALUATION_FILE).unlink(missing_ok=True)
+    overrides = [
+        f"paths.runs_dir={settings.paths.runs_dir}",
+        f"paths.data_dir={settings.paths.data_dir}",
+        f"paths.model_cache={settings.paths.model_cache}",
+        f"model.name={settings.model.name}",
+        "evaluation.max_new_tokens=2",
+        "evaluation.max_samples=2",
+    ]
+    assert main(["evaluate", "--run", "tiny-lora", *overrides]) == 0
+    stored = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+    assert stored["data"]["generated_samples"] == 2

@@ -1,0 +1,197 @@
+"""Technique seam: registry consistency and the technique x family matrix on tiny models."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import torch
+
+from core.domain.config import Settings
+from core.domain.errors import UnsupportedOperationError
+from core.domain.techniques import TECHNIQUE_TRAITS
+from core.infrastructure.models.resolve import resolve_model
+from core.infrastructure.techniques import TECHNIQUES
+from core.infrastructure.techniques.lora import lora_config, target_modules_for
+from core.infrastructure.techniques.qlora import quantization_config
+from core.infrastructure.training.precision import Precision
+from core.infrastructure.training.setup import load_model_for_training
+
+FAMILIES = ("llama", "mistral", "phi", "gpt2")
+FP32 = Precision("fp32", "test")
+
+
+def config_union_names() -> set[str]:
+    annotated = Settings.model_fields["technique"].annotation
+    variants = typing.get_args(annotated)
+    names = set()
+    for variant in variants:
+        names.add(variant.model_fields["name"].default)
+    return names
+
+
+def test_registry_config_union_and_traits_agree():
+    assert set(TECHNIQUES) == set(TECHNIQUE_TRAITS) == config_union_names()
+    for name, technique in TECHNIQUES.items():
+        assert technique.traits is TECHNIQUE_TRAITS[name]
+
+
+def batch_for(model_vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(10, min(model_vocab, 5000), (2, 12), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def expected_lora_parameters(base: torch.nn.Module, targets: list[str], rank: int) -> int:
+    total = 0
+    for name, module in base.named_modules():
+        if name.split(".")[-1] not in targets:
+            continue
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.dim() != 2:
+            continue
+        total += rank * (weight.shape[0] + weight.shape[1])
+    return total
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("technique", ["full", "lora", "qlora", "prefix"])
+def test_technique_matrix_trains_exactly_its_parameters_and_reloads(
+    technique, family, tiny_model_dirs, make_settings, tmp_path
+):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tiny_model_dirs[family]
+    overrides = {"model.name": str(model_dir), "technique": technique}
+    if technique in ("lora", "qlora"):
+        overrides.update({"technique.rank": 4, "technique.alpha": 8, "technique.dropout": 0.0})
+    if technique == "qlora":
+        overrides["technique.compute_dtype"] = "float32"
+    if technique == "prefix":
+        overrides["technique.num_virtual_tokens"] = 3
+    settings = make_settings(**overrides)
+    resolved = resolve_model(str(model_dir), settings.paths.model_cache)
+    torch.manual_seed(0)
+    model = load_model_for_training(settings, resolved, FP32, torch.device("cpu"))
+
+    trainable_names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    total_base = sum(parameter.numel() for parameter in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    if technique == "full":
+        assert trainable == total_base
+    elif technique in ("lora", "qlora"):
+        targets = target_modules_for(settings.technique, resolved.architecture)
+        base = AutoModelForCausalLM.from_pretrained(model_dir)
+        assert trainable == expected_lora_parameters(base, targets, rank=4)
+        assert all("lora_" in name for name in trainable_names)
+        assert trainable / total_base < 0.2
+    else:
+        config = model.peft_config["default"]
+        assert trainable == 3 * config.num_layers * 2 * config.token_dim
+        assert all("prompt_encoder" in name for name in trainable_names)
+
+    before = snapshot(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    model.train()
+    for step in range(2):  # two steps: LoRA's A only moves once B is non-zero
+        loss = model(**batch_for(model.config.vocab_size, seed=step)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = snapshot(model)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == trainable_names
+
+    model.eval()
+    probe = batch_for(model.config.vocab_size, seed=7)
+    probe.pop("labels")
+    with torch.no_grad():
+        expected_logits = model(**probe).logits
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved)
+    if technique == "full":
+        reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
+    else:
+        quantization = quantization_config(settings.technique) if technique == "qlora" else None
+        reloaded_base = AutoModelForCausalLM.from_pretrained(
+            model_dir, quantization_config=quantization, dtype=torch.float32
+        )
+        reloaded = PeftModel.from_pretrained(reloaded_base, saved)
+    reloaded.eval()
+    with torch.no_grad():
+        actual_logits = reloaded(**probe).logits
+    assert torch.equal(expected_logits, actual_logits)
+
+
+def test_lora_options_reach_peft(tiny_model_dirs, make_settings):
+    gpt2 = resolve_model(str(tiny_model_dirs["gpt2"]), make_settings().paths.model_cache)
+    settings = make_settings(**{"technique": "lora", "technique.use_dora": True, "technique.use_rslora": True})
+    config = lora_config(settings.technique, gpt2.architecture)
+    assert config.use_dora and config.use_rslora and config.fan_in_fan_out
+    assert set(config.target_modules) == {"c_attn", "c_proj", "c_fc"}
+    llama = resolve_model(str(tiny_model_dirs["llama"]), make_settings().paths.model_cache)
+    assert not lora_config(settings.technique, llama.architecture).fan_in_fan_out
+    all_linear = make_settings(**{"technique": "lora", "technique.target_modules": "all-linear"})
+    assert lora_config(all_linear.technique, llama.architecture).target_modules == "all-linear"
+    custom = make_settings(**{"technique": "lora", "technique.target_modules": ["q_proj"]})
+    assert set(lora_config(custom.technique, llama.architecture).target_modules) == {"q_proj"}
+
+
+def test_dora_adds_trainable_magnitudes(tiny_llama_dir, make_settings):
+    settings = make_settings(
+        **{"model.name": str(tiny_llama_dir), "technique": "lora", "technique.use_dora": True, "technique.rank": 2}
+    )
+    resolved = resolve_model(str(tiny_llama_dir), settings.paths.model_cache)
+    model = load_model_for_training(settings, resolved, FP32, torch.device("cpu"))
+    names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert any("lora_magnitude_vector" in name for name in names)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"technique.quant_type": "nf4", "technique.double_quant": True}, ("nf4", True, torch.bfloat16, False)),
+        (
+            {"technique.quant_type": "fp4", "technique.double_quant": False, "technique.compute_dtype": "float32"},
+            ("fp4", False, torch.float32, False),
+        ),
+        ({"technique.load_in_8bit": True}, (None, None, None, True)),
+    ],
+)
+def test_qlora_quantization_config(overrides, expected, make_settings):
+    settings = make_settings(technique="qlora", **overrides)
+    config = quantization_config(settings.technique)
+    quant_type, double_quant, compute_dtype, eight_bit = expected
+    assert config.load_in_8bit is eight_bit
+    if not eight_bit:
+        assert config.load_in_4bit
+        assert config.bnb_4bit_quant_type == quant_type
+        assert config.bnb_4bit_use_double_quant is double_quant
+        assert config.bnb_4bit_compute_dtype == compute_dtype
+
+
+def test_qlora_loads_4bit_layers(tiny_llama_dir, make_settings):
+    import bitsandbytes as bnb
+
+    settings = make_settings(
+        **{"model.name": str(tiny_llama_dir), "technique": "qlora", "technique.quant_type": "fp4", "technique.rank": 2}
+    )
+    resolved = resolve_model(str(tiny_llama_dir), settings.paths.model_cache)
+    model = load_model_for_training(settings, resolved, FP32, torch.device("cpu"))
+    quantized = [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)]
+    assert quantized and all(module.weight.quant_type == "fp4" for module in quantized)
+
+
+def test_prefix_refuses_gradient_checkpointing(tiny_llama_dir, make_settings):
+    from transformers import AutoModelForCausalLM
+
+    settings = make_settings(**{"model.name": str(tiny_llama_dir), "technique": "prefix"})
+    resolved = resolve_model(str(tiny_llama_dir), settings.paths.model_cache)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with pytest.raises(UnsupportedOperationError, match="gradient checkpointing"):
+        TECHNIQUES["prefix"].prepare(base, settings.technique, resolved.architecture, gradient_checkpointing=True)
