@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_domain_imports_no_torch_or_transformers():
     code = (
         "import sys, core.domain.config, core.domain.catalog, core.domain.techniques, core.domain.manifest, "
-        "core.domain.prompts, core.domain.records, core.cli; core.cli.build_parser(); "
+        "core.domain.prompts, core.domain.records, core.domain.memory, core.cli; core.cli.build_parser(); "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets', 'bitsandbytes') if m in sys.modules]; "
         "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
     )

@@ -112,7 +112,7 @@ def _train(
         resolved = resolve_model(settings.model.name, settings.paths.model_cache, settings.model.revision)
         prepared = _prepared_data(settings)
     train_data, eval_data = prepared.tokenized("train"), prepared.tokenized("validation")
-    eval_limit = getattr(settings.training, "eval_max_samples", None)  # proposed TrainingSettings field
+    eval_limit = settings.training.eval_max_samples
     if eval_limit is not None and len(eval_data) > eval_limit:
         eval_data = eval_data.select(range(eval_limit))
     if len(train_data) == 0:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.domain.catalog import EMBEDDED_MODEL_NAME
@@ -145,6 +145,9 @@ class TrainingSettings(Section):
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     per_device_batch_size: int = Field(4, ge=1)
     eval_batch_size: int = Field(8, ge=1)
+    eval_max_samples: int | None = Field(
+        128, ge=1, description="Validation examples used for in-training evaluation (None: all)."
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
@@ -160,6 +163,15 @@ class TrainingSettings(Section):
         "auto", description="Padding-free packing; auto enables it when correct for the model and technique."
     )
     group_by_length: bool = Field(True, description="Length-grouped batches when not packing.")
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_from_bool(cls, value: Any) -> Any:
+        """Accepts YAML booleans (``packing: off`` parses as False) for the on/off switch."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
     seed: int = 42
     logging_steps: int = Field(1, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: once per epoch).")
