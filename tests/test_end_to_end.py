@@ -50,6 +50,7 @@ SHORT_RUN = [
     "training.eval_steps=4",
     "training.save_steps=4",
     "training.learning_rate=2e-3",
+    "training.eval_max_samples=16",
     "data.max_seq_length=128",
     "evaluation.max_samples=8",
     "evaluation.max_new_tokens=32",
