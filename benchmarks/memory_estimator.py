@@ -157,7 +157,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "training.max_steps=2",
                     "training.save_steps=100",
                     f"training.per_device_batch_size={BATCH_SIZE}",
-                    "training.packing=off",
+                    "training.packing='off'",
                     "monitoring.tensorboard=false",
                     f"run_name={label}-{technique}",
                     *(technique_overrides(technique, precision) if technique != "prefix" else ["technique=prefix"]),
