@@ -124,7 +124,8 @@ def save_prepared(
             "labels": [row["labels"] for row in rows],
             "length": [len(row["input_ids"]) for row in rows],
         }
-        Dataset.from_dict(columns).save_to_disk(str(directory / "tokenized" / split))
+        if rows:  # datasets cannot read back a zero-row split; tokenized() returns an empty one instead
+            Dataset.from_dict(columns).save_to_disk(str(directory / "tokenized" / split))
         counts[split] = len(rows)
     if progress_was_enabled:
         enable_progress_bar()
