@@ -196,3 +196,160 @@ def test_api_key_comes_from_settings_or_environment_and_non_loopback_requires_on
     with pytest.raises(ConfigError, match=r"serve\.api_key: required when binding to 0\.0\.0\.0"):
         build_app(settings, None, "0.0.0.0")
     assert build_app(settings, None, "127.0.0.1") is not None
+
+
+@pytest.fixture(scope="module")
+def batching(server):
+    """A second server on the same models with room for concurrent requests (batches of up to 8)."""
+    from core.infrastructure.serving.app import create_app
+    from core.infrastructure.serving.server import BackgroundServer
+
+    serve = {"max_concurrency": 16, "max_batch_size": 8, "batch_wait_ms": 20, "request_timeout_s": 60}
+    settings = server["settings"].model_copy(update={"serve": server["settings"].serve.model_copy(update=serve)})
+    app = create_app(settings, pool=server["app"].state.pool, api_key=API_KEY)
+    with BackgroundServer(app, port=0) as running:
+        client = openai.OpenAI(base_url=running.base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=60)
+        yield {"app": app, "client": client, "base_url": running.base_url}
+
+
+def _ask(client: openai.OpenAI, request: dict) -> tuple[list[str], list[str], int, int]:
+    """Sends one request; returns (texts, finish reasons, prompt tokens, completion tokens)."""
+    kind, stream = request["kind"], request.get("stream", False)
+    fields = {key: value for key, value in request.items() if key not in ("kind", "stream")}
+    create = client.chat.completions.create if kind == "chat" else client.completions.create
+    if not stream:
+        response = create(model="tiny-lora", temperature=0, **fields)
+        texts = [c.message.content if kind == "chat" else c.text for c in response.choices]
+        reasons = [choice.finish_reason for choice in response.choices]
+        return texts, reasons, response.usage.prompt_tokens, response.usage.completion_tokens
+    pieces, reason, usage = [], None, None
+    for chunk in create(
+        model="tiny-lora", temperature=0, stream=True, stream_options={"include_usage": True}, **fields
+    ):
+        if chunk.choices:
+            choice = chunk.choices[0]
+            pieces.append((choice.delta.content if kind == "chat" else choice.text) or "")
+            reason = choice.finish_reason or reason
+        usage = chunk.usage or usage
+    return ["".join(pieces)], [reason], usage.prompt_tokens, usage.completion_tokens
+
+
+def _batch_of_requests(stop: str) -> list[dict]:
+    story = [{"role": "user", "content": "Tell me a story about a cat"}]
+    return [
+        {"kind": "chat", "messages": HI, "max_tokens": 8},
+        {"kind": "chat", "messages": story, "max_tokens": 3},
+        {"kind": "chat", "messages": HI, "max_tokens": 8, "stop": [stop]},
+        {"kind": "text", "prompt": "Hello there", "max_tokens": 5},
+        {"kind": "text", "prompt": ["One two", "Three four five six"], "max_tokens": 6},  # two rows
+        {"kind": "chat", "messages": story, "max_tokens": 8, "stream": True},
+        {"kind": "text", "prompt": "Hello there", "max_tokens": 4, "stream": True},
+    ]  # 8 rows: exactly one full batch
+
+
+def test_concurrent_greedy_requests_are_batched_and_answer_as_if_sent_one_at_a_time(server, batching):
+    app, client = batching["app"], batching["client"]
+    stop = _expected(server, "tiny-lora", HI, 8)[3:6]
+    requests = _batch_of_requests(stop)
+    one_at_a_time = [_ask(client, request) for request in requests]
+    assert one_at_a_time[2][1] == ["stop"] and one_at_a_time[2][3] < 8  # the stop string ended it early
+    predictor = app.state.pool.predictor("tiny-lora")
+    batcher = app.state.batchers.for_predictor(predictor, "tiny-lora")
+    answers: dict[int, object] = {}
+
+    def ask(index: int, request: dict) -> None:
+        answers[index] = _ask(client, request)
+
+    log = app.state.batchers.log
+    batches_before = log.batches
+    with predictor.loaded.lock:  # the model is busy: requests queue up and then run as one batch
+        blocker = threading.Thread(target=ask, args=(-1, requests[0]))
+        blocker.start()  # taken by the worker, which then waits for the lock
+        deadline = time.monotonic() + 20
+        while (log.batches == batches_before or batcher.waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads = [threading.Thread(target=ask, args=item) for item in enumerate(requests)]
+        for thread in threads:
+            thread.start()
+        while batcher.waiting < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batcher.waiting == 8
+    for thread in [blocker, *threads]:
+        thread.join(timeout=60)
+    assert [answers[index] for index in range(len(requests))] == one_at_a_time
+    assert answers[-1] == one_at_a_time[0]
+    assert list(log.sizes)[-2:] == [1, 8]  # the blocker alone, then every queued row together
+    _, reasons, _, completion_tokens = answers[1]
+    assert reasons == ["length"] and completion_tokens == 3  # its own max_tokens, not the batch's 8
+    assert answers[4][1] == ["length", "length"] and answers[4][3] == 12  # usage sums both prompts
+    assert answers[6][1] == ["length"] and answers[6][3] == 4
+    health = httpx.get(batching["base_url"] + "/health", timeout=10).json()
+    assert health["batching"]["largest_recent_batch"] == 8 and health["active_generations"] == 0
+
+
+def test_seeded_sampling_runs_alone_and_reproduces_under_concurrency(batching):
+    from core.infrastructure.inference.predictor import SamplingOptions
+    from core.infrastructure.serving.batcher import batch_key
+
+    assert batch_key(SamplingOptions(temperature=0, seed=3)) == batch_key(
+        SamplingOptions(max_new_tokens=2, stop=("x",))
+    )
+    assert batch_key(SamplingOptions(temperature=0.7)) == batch_key(SamplingOptions(temperature=0.7, max_new_tokens=9))
+    assert batch_key(SamplingOptions(temperature=0.7)) != batch_key(SamplingOptions(temperature=0.8))
+    assert batch_key(SamplingOptions(temperature=0.7, seed=1)) is None
+
+    client = batching["client"]
+
+    def sample() -> str:
+        return (
+            client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=8, temperature=1.0, seed=7)
+            .choices[0]
+            .message.content
+        )
+
+    alone = sample()
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(sample())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [alone] * 4
+
+
+def test_a_row_cancelled_mid_batch_stops_alone_and_the_rest_of_the_batch_is_unaffected(server):
+    import asyncio
+
+    from core.infrastructure.inference.predictor import SamplingOptions
+    from core.infrastructure.serving.batcher import BatchLog, ModelBatcher
+    from core.infrastructure.serving.rows import Row, RowChannel
+
+    predictor = server["app"].state.pool.predictor("tiny-lora")
+    prompts = [predictor.render(HI), predictor.render([{"role": "user", "content": "Tell me a story"}])]
+    options = SamplingOptions(max_new_tokens=8)
+    alone = [predictor.complete_ids([ids], options)[0] for ids in prompts]
+
+    class CancelAfterFirstToken(RowChannel):
+        def token(self, token_id: int) -> None:
+            super().token(token_id)
+            rows[1].cancel.set()  # the client of row 1 goes away during generation
+
+    async def run_batch() -> list:
+        loop = asyncio.get_running_loop()
+        channels = [RowChannel(loop, streaming=False), CancelAfterFirstToken(loop, streaming=True)]
+        rows.extend(
+            Row(ids, options, threading.Event(), channel) for ids, channel in zip(prompts, channels, strict=True)
+        )
+        batcher = ModelBatcher(predictor, max_batch_size=4, wait_s=0.05, log=log, name="test")
+        try:
+            batcher.submit(rows)
+            return [await asyncio.wait_for(channel.completion(), 60) for channel in channels]
+        finally:
+            batcher.close()
+
+    rows: list = []
+    log = BatchLog()
+    kept, cancelled = asyncio.run(run_batch())
+    assert list(log.sizes) == [2]
+    assert kept == alone[0]
+    assert cancelled.finish_reason == "cancelled" and cancelled.completion_tokens == 1

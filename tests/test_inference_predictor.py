@@ -190,3 +190,20 @@ def test_qlora_run_is_served_on_a_quantized_base(runs, cache):
     assert getattr(base, "is_loaded_in_4bit", False) or any(
         parameter.__class__.__name__ == "Params4bit" for parameter in base.parameters()
     )
+
+
+def test_training_samples_keep_the_prefix_of_prefix_tuning(runs, cache):
+    from core.infrastructure.data.tokenize import render_prompt_ids
+    from core.infrastructure.training.callbacks import generate_samples
+
+    loaded = cache.load("tiny-prefix", runs["settings"])
+    tokenizer = loaded.tokenizer
+    with loaded.activated() as module:
+        sample = generate_samples(module, tokenizer, ["Say hello."], max_new_tokens=6)[0]["output"]
+        prompt_ids = render_prompt_ids(tokenizer, [{"role": "user", "content": "Say hello."}])
+        with_prefix = tokenizer.decode(reference_greedy(module, prompt_ids, 6), skip_special_tokens=True)
+        without_prefix = tokenizer.decode(
+            reference_greedy(module.get_base_model(), prompt_ids, 6), skip_special_tokens=True
+        )
+    assert with_prefix != without_prefix  # the prefix changes the answer...
+    assert sample == with_prefix.strip()  # ...and the training samples show it

@@ -117,7 +117,7 @@ def test_technique_matrix_trains_exactly_its_parameters_and_reloads(
     if technique == "full":
         reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
     else:
-        quantization = quantization_config(settings.technique) if technique == "qlora" else None
+        quantization = quantization_config(settings.technique, torch.float32) if technique == "qlora" else None
         reloaded_base = AutoModelForCausalLM.from_pretrained(
             model_dir, quantization_config=quantization, dtype=torch.float32
         )
@@ -155,7 +155,8 @@ def test_dora_adds_trainable_magnitudes(tiny_llama_dir, make_settings):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"technique.quant_type": "nf4", "technique.double_quant": True}, ("nf4", True, torch.bfloat16, False)),
+        ({"technique.quant_type": "nf4", "technique.double_quant": True}, ("nf4", True, torch.float16, False)),
+        ({"technique.compute_dtype": "bfloat16"}, ("nf4", True, torch.bfloat16, False)),
         (
             {"technique.quant_type": "fp4", "technique.double_quant": False, "technique.compute_dtype": "float32"},
             ("fp4", False, torch.float32, False),
@@ -165,7 +166,7 @@ def test_dora_adds_trainable_magnitudes(tiny_llama_dir, make_settings):
 )
 def test_qlora_quantization_config(overrides, expected, make_settings):
     settings = make_settings(technique="qlora", **overrides)
-    config = quantization_config(settings.technique)
+    config = quantization_config(settings.technique, torch.float16)  # the training precision's dtype
     quant_type, double_quant, compute_dtype, eight_bit = expected
     assert config.load_in_8bit is eight_bit
     if not eight_bit:
@@ -195,3 +196,31 @@ def test_prefix_refuses_gradient_checkpointing(tiny_llama_dir, make_settings):
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with pytest.raises(UnsupportedOperationError, match="gradient checkpointing"):
         TECHNIQUES["prefix"].prepare(base, settings.technique, resolved.architecture, gradient_checkpointing=True)
+
+
+@pytest.mark.parametrize("technique", ["lora", "prefix"])
+def test_frozen_base_is_held_in_the_compute_dtype(technique, tiny_llama_dir, make_settings):
+    overrides = {"model.name": str(tiny_llama_dir), "technique": technique}
+    if technique == "prefix":
+        overrides["technique.num_virtual_tokens"] = 3
+    settings = make_settings(**overrides)
+    resolved = resolve_model(str(tiny_llama_dir), settings.paths.model_cache)
+    torch.manual_seed(0)
+    model = load_model_for_training(settings, resolved, Precision("bf16", "test"), torch.device("cpu"))
+    frozen = {parameter.dtype for parameter in model.parameters() if not parameter.requires_grad}
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    assert frozen == {torch.bfloat16}  # half the memory of an fp32 base
+    assert {parameter.dtype for parameter in trainable} == {torch.float32}  # adapters keep fp32 precision
+
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    batch = batch_for(model.config.vocab_size)
+    losses = []
+    model.train()
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -80,8 +80,10 @@ class QLoraTechnique(LoraTechnique):
     name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantize the quantization constants too.")
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Dtype of the matmuls on dequantized weights."
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Dtype of the matmuls on dequantized weights; auto follows training.precision "
+        "(bf16/fp16 autocast, float32 on CPUs without native bf16).",
     )
     load_in_8bit: bool = Field(False, description="Use 8-bit (LLM.int8) instead of 4-bit quantization.")
 
@@ -260,6 +262,12 @@ class ServeSettings(Section):
     request_timeout_s: float = Field(120.0, gt=0)
     max_concurrency: int = Field(4, ge=1)
     max_request_bytes: int = Field(1_000_000, ge=1024)
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most requests (prompts) one model decodes together in a batch."
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="How long a batch waits for more compatible requests before it starts."
+    )
 
 
 class StudioSettings(Section):
@@ -364,7 +372,7 @@ class Settings(BaseSettings):
         if self.technique.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError("technique.name: qlora requires the bitsandbytes package; install it or pick lora")
         if self.training.precision == "fp16" and self.technique.name == "qlora":
-            compute = getattr(self.technique, "compute_dtype", "bfloat16")
+            compute = getattr(self.technique, "compute_dtype", "auto")
             if compute == "bfloat16":
                 raise ValueError(
                     "training.precision: fp16 with technique.compute_dtype=bfloat16 mixes dtypes; "

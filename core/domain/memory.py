@@ -2,8 +2,8 @@
 
 The estimate adds five parts, each from the model's shape (a :class:`CatalogEntry`):
 
-* weights: fp32 master weights (Full, LoRA, Prefix) or 4/8-bit linear layers plus fp32
-  embeddings and norms (QLoRA, with the double-quantization constants);
+* weights: fp32 master weights (Full), a frozen base in the compute dtype (LoRA, Prefix) or
+  4/8-bit linear layers plus fp32 embeddings and norms (QLoRA, with the double-quantization constants);
 * gradients and optimizer states of the trainable parameters (AdamW: two fp32 moments);
 * activations kept for the backward pass: per layer and token ``~(10 hidden + 4 intermediate)``
   values (one layer input per layer with gradient checkpointing), plus the logits and their
@@ -199,8 +199,11 @@ def estimate_memory(
         bits_per_weight = quantization_bits + (0.127 if quantization_bits == 4 else 0.0)  # double-quant constants
         weights = block_linear * bits_per_weight / 8 + (parameters - block_linear) * 4.0
         notes.append(f"{quantization_bits}-bit linear layers, fp32 embeddings and norms")
-    else:
+    elif technique == "full":
         weights = parameters * 4.0
+    else:
+        weights = parameters * BYTES_PER_VALUE[precision]  # frozen base held in the compute dtype
+        notes.append(f"frozen base in {precision}")
 
     if technique == "full":
         trainable = parameters

@@ -321,17 +321,14 @@ def quantization_for(source: InferenceSource) -> Any:
     """
     if source.technique != "qlora" or not source.is_adapter:
         return None
-    from transformers import BitsAndBytesConfig
+    from core.domain.config import QLoraTechnique
+    from core.infrastructure.techniques.qlora import quantization_config
+    from core.infrastructure.training.precision import choose_precision
 
-    config = source.technique_config
-    if config.get("load_in_8bit"):
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=config.get("quant_type", "nf4"),
-        bnb_4bit_use_double_quant=bool(config.get("double_quant", True)),
-        bnb_4bit_compute_dtype=COMPUTE_DTYPES[config.get("compute_dtype", "bfloat16")],
-    )
+    fields = QLoraTechnique.model_fields
+    technique = QLoraTechnique(**{key: value for key, value in source.technique_config.items() if key in fields})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return quantization_config(technique, choose_precision("auto", device).compute_dtype)
 
 
 def _quantization_key(quantization: Any) -> str:

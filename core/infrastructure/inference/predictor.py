@@ -3,10 +3,7 @@
 Prompts are rendered with :func:`core.infrastructure.data.tokenize.render_prompt_ids`, the same
 function training uses for its prompts, so the served token ids equal the trained ones.
 
-Prefix Tuning adapters are generated from directly: the adapter's virtual key/value prefix is
-built as the initial KV cache (``PeftModel.get_prompt``) and the base model continues from it.
-(PEFT's own ``generate`` passes the prefix under the deprecated ``past_key_values`` name, which
-transformers 5 ignores once it has created its own ``cache``, silently dropping the prefix.)
+Prefix Tuning adapters keep their prefix through :func:`~core.infrastructure.inference.generation.generate_ids`.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from core.infrastructure.data.tokenize import render_prompt_ids
+from core.infrastructure.inference.generation import generate_ids
 from core.infrastructure.inference.loading import LoadedModel
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -300,6 +298,7 @@ class Predictor:
         options: SamplingOptions,
         cancel_event: threading.Event | None = None,
         streamer: Any = None,
+        stopping_criteria: Sequence[StoppingCriteria] = (),
     ) -> list[Completion]:
         """Generates for one batch of prompts (left padded), the core of every other method.
 
@@ -308,6 +307,8 @@ class Predictor:
             options: Decoding options.
             cancel_event: When set, generation stops after the current token.
             streamer: A transformers streamer (batch of one).
+            stopping_criteria: Extra per-row criteria, called once per generated token with the whole
+                ``input_ids`` (the API server's batcher uses one to stop and finish each row on its own).
 
         Returns:
             One completion per prompt.
@@ -320,6 +321,7 @@ class Predictor:
         input_ids = torch.tensor([[pad_id] * (longest - len(ids)) + list(ids) for ids in prompts])
         attention = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts])
         criteria = StoppingCriteriaList([_CancelCriteria(cancel_event)] if cancel_event is not None else [])
+        criteria.extend(stopping_criteria)
         with self.loaded.activated() as module:
             generation_config = self._build_generation_config(options, pad_id)
             kwargs: dict[str, Any] = {
@@ -334,18 +336,8 @@ class Predictor:
                 torch.manual_seed(options.seed)
             device = _module_device(module)
             input_ids, attention = input_ids.to(device), attention.to(device)
-            prefix_length = 0
             with torch.inference_mode():
-                if self.loaded.prompt_learning:
-                    prefix_length = module.active_peft_config.num_virtual_tokens
-                    kwargs["cache"] = module.get_prompt(batch_size=len(prompts))
-                    input_ids = torch.cat(
-                        [torch.full_like(input_ids[:, :1], pad_id).expand(-1, prefix_length), input_ids], 1
-                    )
-                    attention = torch.cat([torch.ones_like(attention[:, :1]).expand(-1, prefix_length), attention], 1)
-                    module = module.get_base_model()
-                output = module.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        generated = output[:, prefix_length + longest :].tolist()
+                generated = generate_ids(module, input_ids, attention, **kwargs).tolist()
         cancelled = cancel_event is not None and cancel_event.is_set()
         return [
             self._completion(ids, len(prompt), options, cancelled)
@@ -373,6 +365,22 @@ class Predictor:
             config.top_p = None
             config.top_k = None
         return config
+
+    def completion_from_ids(
+        self, ids: list[int], prompt_tokens: int, options: SamplingOptions, cancelled: bool = False
+    ) -> Completion:
+        """The completion for one row of generated ids, exactly as :meth:`complete_ids` builds it.
+
+        Args:
+            ids: Generated token ids of one prompt (prompt excluded).
+            prompt_tokens: Tokens in the prompt.
+            options: The row's decoding options (its ``max_new_tokens`` and ``stop`` decide the finish reason).
+            cancelled: Whether generation was cancelled.
+
+        Returns:
+            Text (cut at EOS, padding or a stop string), token counts and finish reason.
+        """
+        return self._completion(ids, prompt_tokens, options, cancelled)
 
     def _completion(self, ids: list[int], prompt_tokens: int, options: SamplingOptions, cancelled: bool) -> Completion:
         pad_id = self.tokenizer.pad_token_id

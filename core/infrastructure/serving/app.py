@@ -7,20 +7,22 @@ Security and limits (all from ``settings.serve``):
 * Request size: bodies over ``max_request_bytes`` get 413 before any parsing.
 * ``max_tokens`` above ``max_tokens_cap`` and prompts over ``max_prompt_tokens`` get 400 with a
   message naming the limit.
-* Concurrency: at most ``max_concurrency`` generations at once; further requests get 429 at once
-  (no queueing, so a saturated server stays responsive and clients can back off).
-* Timeout: a generation running longer than ``request_timeout_s`` is cancelled (stopping criteria
-  checked every token) and answered with 504 (or an error event in a stream).
+* Concurrency: at most ``max_concurrency`` requests generating or waiting to at once; further
+  requests get 429 at once (no unbounded queue, so a saturated server stays responsive).
+* Timeout: a generation running longer than ``request_timeout_s`` is cancelled (its row stops at
+  the next token) and answered with 504 (or an error event in a stream).
 * Model names are matched exactly against the listing; names that look like paths get 400.
 
-Generation runs in a thread pool, so the event loop keeps serving ``/health`` and other requests.
+Generation is batched: every request (streaming or not) becomes rows queued on its model's
+:class:`~core.infrastructure.serving.batcher.ModelBatcher`, whose single worker thread decodes
+compatible rows together (``max_batch_size``, ``batch_wait_ms``); the event loop only waits for
+results, so it keeps serving ``/health`` and other requests. ``app.state.batchers.log`` records
+batch sizes (also summarised by ``/health``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import threading
 import time
 import uuid
@@ -32,162 +34,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loguru import logger
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.domain.config import Settings
 from core.infrastructure.inference.predictor import Completion, Predictor, SamplingOptions
+from core.infrastructure.serving.batcher import Batchers
+from core.infrastructure.serving.guard import ApiError, ConcurrencyLimiter, GuardMiddleware, error_response
 from core.infrastructure.serving.model_pool import InvalidModelNameError, ModelPool, UnknownModelError
+from core.infrastructure.serving.rows import Countdown, Row, RowChannel
 from core.infrastructure.serving.schemas import ChatCompletionRequest, CompletionRequest
-
-PUBLIC_PATHS = frozenset({"/health"})
-
-
-class ApiError(Exception):
-    """An error answered in the OpenAI error format.
-
-    Args:
-        status: HTTP status.
-        message: Human-readable message.
-        error_type: OpenAI error type.
-        code: Machine-readable code.
-        param: The offending parameter.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        error_type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.code, self.param = status, message, error_type, code, param
-
-    def response(self) -> JSONResponse:
-        """The JSON response."""
-        return error_response(self.status, self.message, self.error_type, self.code, self.param)
-
-
-def error_response(
-    status: int, message: str, error_type: str, code: str | None = None, param: str | None = None
-) -> JSONResponse:
-    """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``.
-
-    Args:
-        status: HTTP status.
-        message: Message.
-        error_type: Error type.
-        code: Code.
-        param: Parameter.
-
-    Returns:
-        The response.
-    """
-    headers = {"Retry-After": "1"} if status == 429 else ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class GuardMiddleware:
-    """Request size limit and API key check, before routing (pure ASGI, so streams are untouched).
-
-    Args:
-        app: The wrapped application.
-        api_key: Required key, or None to allow every client (loopback only).
-        max_request_bytes: Largest accepted body.
-    """
-
-    def __init__(self, app: ASGIApp, api_key: str | None, max_request_bytes: int) -> None:
-        self.app = app
-        self.api_key = api_key
-        self.max_request_bytes = max_request_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Checks the key and the body size, then forwards the buffered request."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        if scope["path"] not in PUBLIC_PATHS and self.api_key is not None:
-            supplied = headers.get("authorization", "")
-            token = supplied[7:].strip() if supplied.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode("utf-8"), self.api_key.encode("utf-8")):
-                await error_response(401, "invalid or missing API key", "authentication_error", "invalid_api_key")(
-                    scope, receive, send
-                )
-                return
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
-            await self._too_large(scope, receive, send)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body.extend(message.get("body", b""))
-            more = message.get("more_body", False)
-            if len(body) > self.max_request_bytes:
-                await self._too_large(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(
-            413,
-            f"request body exceeds {self.max_request_bytes} bytes (serve.max_request_bytes)",
-            "invalid_request_error",
-            "request_too_large",
-        )(scope, receive, send)
-
-
-class ConcurrencyLimiter:
-    """Counts running generations; refuses (instead of queueing) beyond the limit.
-
-    Args:
-        limit: Generations allowed at once.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        """Takes a slot if one is free."""
-        with self._lock:
-            if self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def release(self) -> None:
-        """Frees a slot."""
-        with self._lock:
-            self.active = max(0, self.active - 1)
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+from core.infrastructure.serving.streaming import IncrementalText, StreamFormat, openai_reason, stream_events, usage
 
 
 def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str | None = None) -> FastAPI:
@@ -199,23 +57,27 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
         api_key: Required API key (default: ``settings.serve.api_key``); None disables the check.
 
     Returns:
-        The FastAPI application; ``app.state.pool`` and ``app.state.limiter`` expose the pool and limiter.
+        The FastAPI application; ``app.state.pool``, ``app.state.limiter`` and ``app.state.batchers``
+        expose the pool, the limiter and the batch workers.
     """
     serve = settings.serve
     if api_key is None and serve.api_key is not None:
         api_key = serve.api_key.get_secret_value()
     pool = pool or ModelPool(settings)
     limiter = ConcurrencyLimiter(serve.max_concurrency)
-    executor = ThreadPoolExecutor(max_workers=serve.max_concurrency * 2 + 2, thread_name_prefix="api-generate")
+    batchers = Batchers(serve.max_batch_size, serve.batch_wait_ms / 1000.0)
+    executor = ThreadPoolExecutor(max_workers=min(32, serve.max_concurrency + 4), thread_name_prefix="api-prepare")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        batchers.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Finetune Studio API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.pool = pool
     app.state.limiter = limiter
+    app.state.batchers = batchers
     app.add_middleware(GuardMiddleware, api_key=api_key, max_request_bytes=serve.max_request_bytes)
 
     @app.exception_handler(ApiError)
@@ -283,13 +145,32 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
                 "too_many_requests",
             )
 
-    async def run_with_timeout(function: Callable[[threading.Event], Any]) -> Any:
-        """Runs a generation in the pool; the slot is freed when the thread really ends."""
+    def submit(
+        name: str, predictor: Predictor, prompts: list[list[int]], options: SamplingOptions, streaming: bool
+    ) -> tuple[list[RowChannel], threading.Event]:
+        """Queues one request's prompts on the model's batcher; the slot is freed when all rows end."""
+        loop = asyncio.get_running_loop()
         cancel = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(executor, function, cancel)
-        future.add_done_callback(lambda _: limiter.release())
+        if not prompts:  # ``"prompt": []``: nothing to generate
+            limiter.release()
+            return [], cancel
+        release = Countdown(len(prompts), limiter.release)
+        channels = [RowChannel(loop, streaming, release) for _ in prompts]
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=serve.request_timeout_s)
+            batchers.for_predictor(predictor, name).submit(
+                [Row(ids, options, cancel, channel) for ids, channel in zip(prompts, channels, strict=True)]
+            )
+        except BaseException:
+            limiter.release()
+            raise
+        return channels, cancel
+
+    async def collect(channels: list[RowChannel], cancel: threading.Event) -> list[Completion]:
+        """Waits for every row's completion, cancelling the rows on timeout or disconnect."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(channel.completion() for channel in channels)), timeout=serve.request_timeout_s
+            )
         except TimeoutError:
             cancel.set()
             raise ApiError(
@@ -298,9 +179,30 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
                 "timeout_error",
                 "timeout",
             ) from None
-        except asyncio.CancelledError:
+        except BaseException:
             cancel.set()
             raise
+
+    def streamed(
+        name: str, predictor: Predictor, prompt_ids: list[int], options: SamplingOptions, layout: StreamFormat
+    ) -> EventSourceResponse:
+        channels, cancel = submit(name, predictor, [prompt_ids], options, streaming=True)
+        text = IncrementalText(predictor.tokenizer, options.stop)
+        events = stream_events(channels[0], cancel, text, layout, serve.request_timeout_s)
+        return EventSourceResponse(events, ping=15, background=BackgroundTask(cancel.set))
+
+    async def prepared(name: str, encode: Callable[[Predictor], list[list[int]]]) -> tuple[Predictor, list[list[int]]]:
+        """Takes a slot, loads the model and tokenizes the prompts (the slot is freed on failure)."""
+        acquire_slot()
+        try:
+            predictor = await predictor_for(name)
+            prompt_ids = await in_thread(encode, predictor)
+            for ids in prompt_ids:
+                check_prompt(ids)
+        except BaseException:
+            limiter.release()
+            raise
+        return predictor, prompt_ids
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -308,6 +210,8 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
             "status": "ok",
             "active_generations": limiter.active,
             "max_concurrency": limiter.limit,
+            "max_batch_size": batchers.max_batch_size,
+            "batching": batchers.log.summary(),
             "loaded_models": pool.cache.loaded_names(),
         }
 
@@ -324,25 +228,14 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         options = sampling(body)
         messages = [message.as_template_message() for message in body.messages]
-        acquire_slot()
-        try:
-            predictor = await predictor_for(body.model)
-            prompt_ids = await in_thread(predictor.render, messages)
-            check_prompt(prompt_ids)
-        except BaseException:
-            limiter.release()
-            raise
+        predictor, prompt_ids = await prepared(body.model, lambda predictor: [predictor.render(messages)])
         identifier, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _guarded(
-                lambda: _event_stream(
-                    predictor, prompt_ids, options, identifier, created, body.model, "chat", include_usage
-                )
-            )
-        completion: Completion = await run_with_timeout(
-            lambda cancel: predictor.complete_ids([prompt_ids], options, cancel_event=cancel)[0]
-        )
+            layout = StreamFormat(identifier, created, body.model, "chat", include_usage)
+            return streamed(body.model, predictor, prompt_ids[0], options, layout)
+        channels, cancel = submit(body.model, predictor, prompt_ids, options, streaming=False)
+        completion = (await collect(channels, cancel))[0]
         return {
             "id": identifier,
             "object": "chat.completion",
@@ -352,10 +245,10 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": completion.text},
-                    "finish_reason": _openai_reason(completion.finish_reason),
+                    "finish_reason": openai_reason(completion.finish_reason),
                 }
             ],
-            "usage": _usage(completion.prompt_tokens, completion.completion_tokens),
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
         }
 
     @app.post("/v1/completions")
@@ -364,26 +257,16 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
         prompts = body.prompts()
         if body.stream and len(prompts) != 1:
             raise ApiError(400, "streaming supports a single prompt", param="prompt")
-        acquire_slot()
-        try:
-            predictor = await predictor_for(body.model)
-            prompt_ids = [await in_thread(predictor.encode, prompt) for prompt in prompts]
-            for ids in prompt_ids:
-                check_prompt(ids)
-        except BaseException:
-            limiter.release()
-            raise
+        predictor, prompt_ids = await prepared(
+            body.model, lambda predictor: [predictor.encode(prompt) for prompt in prompts]
+        )
         identifier, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _guarded(
-                lambda: _event_stream(
-                    predictor, prompt_ids[0], options, identifier, created, body.model, "text", include_usage
-                )
-            )
-        results: list[Completion] = await run_with_timeout(
-            lambda cancel: predictor.complete_ids(prompt_ids, options, cancel_event=cancel)
-        )
+            layout = StreamFormat(identifier, created, body.model, "text", include_usage)
+            return streamed(body.model, predictor, prompt_ids[0], options, layout)
+        channels, cancel = submit(body.model, predictor, prompt_ids, options, streaming=False)
+        results = await collect(channels, cancel)
         return {
             "id": identifier,
             "object": "text_completion",
@@ -394,106 +277,11 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
                     "index": index,
                     "text": result.text,
                     "logprobs": None,
-                    "finish_reason": _openai_reason(result.finish_reason),
+                    "finish_reason": openai_reason(result.finish_reason),
                 }
                 for index, result in enumerate(results)
             ],
-            "usage": _usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+            "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
         }
 
-    def _guarded(start: Callable[[], EventSourceResponse]) -> EventSourceResponse:
-        try:
-            return start()
-        except BaseException:
-            limiter.release()
-            raise
-
-    def _event_stream(
-        predictor: Predictor,
-        prompt_ids: list[int],
-        options: SamplingOptions,
-        identifier: str,
-        created: int,
-        model: str,
-        style: str,
-        include_usage: bool,
-    ) -> EventSourceResponse:
-        cancel = threading.Event()
-        deadline = time.monotonic() + serve.request_timeout_s
-        finished = object()
-
-        def chunk(text: str | None, finish_reason: str | None, first: bool = False) -> str:
-            if style == "chat":
-                delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else {}
-                if text and not first:
-                    delta = {"content": text}
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-                kind = "chat.completion.chunk"
-            else:
-                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-                kind = "text_completion"
-            return json.dumps(
-                {"id": identifier, "object": kind, "created": created, "model": model, "choices": [choice]}
-            )
-
-        stream = predictor.stream_ids(prompt_ids, options, cancel, timeout_s=serve.request_timeout_s)
-        released = threading.Event()
-
-        def finish_sync() -> None:
-            cancel.set()
-            try:
-                stream.close()
-            except ValueError:  # still being iterated in another thread: wait for generation to end
-                stream.join()
-            if not released.is_set():
-                released.set()
-                limiter.release()
-
-        async def cleanup() -> None:
-            if not released.is_set():
-                await asyncio.get_running_loop().run_in_executor(None, finish_sync)
-
-        async def events() -> AsyncIterator[dict[str, str]]:
-            try:
-                if style == "chat":
-                    yield {"data": chunk("", None, first=True)}
-                while True:
-                    piece = await in_thread(next, stream, finished)
-                    if piece is finished:
-                        break
-                    if time.monotonic() > deadline:
-                        cancel.set()
-                        message = f"generation exceeded the request timeout of {serve.request_timeout_s:g} s"
-                        yield {"data": json.dumps({"error": {"message": message, "type": "timeout_error"}})}
-                        return
-                    yield {"data": chunk(piece, None)}
-                yield {"data": chunk(None, _openai_reason(stream.finish_reason or "stop"))}
-                if include_usage:
-                    usage = _usage(stream.prompt_tokens, stream.completion_tokens)
-                    kind = "chat.completion.chunk" if style == "chat" else "text_completion"
-                    yield {
-                        "data": json.dumps(
-                            {
-                                "id": identifier,
-                                "object": kind,
-                                "created": created,
-                                "model": model,
-                                "choices": [],
-                                "usage": usage,
-                            }
-                        )
-                    }
-                yield {"data": "[DONE]"}
-            except Exception as error:  # reported to the client as an error event
-                logger.exception("Streaming generation failed")
-                yield {"data": json.dumps({"error": {"message": str(error), "type": "server_error"}})}
-            finally:
-                await cleanup()
-
-        return EventSourceResponse(events(), ping=15, background=BackgroundTask(cleanup))
-
     return app
-
-
-def _openai_reason(reason: str) -> str:
-    return {"cancelled": "length"}.get(reason, reason)

@@ -56,12 +56,15 @@ def lora_config(technique_settings: Any, architecture: ArchitectureDefaults) -> 
 
 
 class LoraFinetuning:
-    """LoRA on fp32 (or autocast) base weights; only the adapters train."""
+    """LoRA on a frozen base held in the compute dtype; only the (fp32) adapters train."""
 
     traits = TECHNIQUE_TRAITS["lora"]
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
-        """Loads fp32 weights (autocast provides bf16/fp16 compute).
+        """Loads the frozen base in the compute dtype (bf16/fp16 halves its memory; fp32 stays fp32).
+
+        The base never receives updates, so it needs no fp32 master copy; PEFT keeps the adapters
+        in fp32 and autocast runs the matmuls in the compute dtype.
 
         Args:
             technique_settings: The ``lora`` section.
@@ -70,7 +73,7 @@ class LoraFinetuning:
         Returns:
             The load options.
         """
-        return LoadOptions(dtype=torch.float32)
+        return LoadOptions(dtype=compute_dtype)
 
     def prepare(
         self,

@@ -39,7 +39,7 @@ class PrefixFinetuning:
     traits = TECHNIQUE_TRAITS["prefix"]
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
-        """Loads fp32 weights.
+        """Loads the frozen base in the compute dtype (the prefix encoder stays fp32).
 
         Args:
             technique_settings: The ``prefix`` section.
@@ -48,7 +48,7 @@ class PrefixFinetuning:
         Returns:
             The load options.
         """
-        return LoadOptions(dtype=torch.float32)
+        return LoadOptions(dtype=compute_dtype)
 
     def prepare(
         self,

@@ -16,22 +16,25 @@ from core.infrastructure.techniques.lora import lora_config
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def quantization_config(technique_settings: Any) -> BitsAndBytesConfig:
+def quantization_config(technique_settings: Any, precision_dtype: torch.dtype) -> BitsAndBytesConfig:
     """Builds the bitsandbytes config: 4-bit NF4/FP4 with optional double quantization, or 8-bit.
 
     Args:
-        technique_settings: The ``qlora`` section.
+        technique_settings: The ``qlora`` section (or an object with the same fields).
+        precision_dtype: The dtype the run computes in; ``compute_dtype=auto`` follows it, so a CPU
+            without native bf16 dequantizes to fp32 instead of emulating bf16 matmuls.
 
     Returns:
         The quantization config passed to ``from_pretrained``.
     """
     if technique_settings.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
+    compute_dtype = COMPUTE_DTYPES.get(technique_settings.compute_dtype, precision_dtype)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=technique_settings.quant_type,
         bnb_4bit_use_double_quant=technique_settings.double_quant,
-        bnb_4bit_compute_dtype=COMPUTE_DTYPES[technique_settings.compute_dtype],
+        bnb_4bit_compute_dtype=compute_dtype,
     )
 
 
@@ -45,12 +48,15 @@ class QLoraFinetuning:
 
         Args:
             technique_settings: The ``qlora`` section.
-            compute_dtype: Training compute dtype (the quantized matmuls use ``technique.compute_dtype``).
+            compute_dtype: Training compute dtype (used by the quantized matmuls when
+                ``technique.compute_dtype=auto``).
 
         Returns:
             The load options with a ``BitsAndBytesConfig``.
         """
-        return LoadOptions(dtype=torch.float32, quantization_config=quantization_config(technique_settings))
+        return LoadOptions(
+            dtype=torch.float32, quantization_config=quantization_config(technique_settings, compute_dtype)
+        )
 
     def prepare(
         self,

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerContro
 
 from core.domain.manifest import METRICS_FILE
 from core.infrastructure.data.tokenize import render_prompt_ids
+from core.infrastructure.inference.generation import generate_ids
 from core.infrastructure.training.resources import current_memory_mb, peak_memory_mb
 
 
@@ -240,13 +241,10 @@ class SampleCallback(TrainerCallback):
         """Generates and logs samples on the main process."""
         if not self.prompts or state.global_step % self.every_steps != 0 or not state.is_world_process_zero:
             return
-        model = kwargs["model"]
-        self.log.write(
-            {
-                "step": state.global_step,
-                "samples": generate_samples(model, self.tokenizer, self.prompts, self.max_new_tokens),
-            }
-        )
+        samples = generate_samples(kwargs["model"], self.tokenizer, self.prompts, self.max_new_tokens)
+        for sample in samples:
+            logger.info("Sample at step {}: {!r} -> {!r}", state.global_step, sample["prompt"], sample["output"])
+        self.log.write({"step": state.global_step, "samples": samples})
 
 
 @torch.no_grad()
@@ -273,16 +271,17 @@ def generate_samples(
         for prompt in prompts:
             ids = render_prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
             input_ids = torch.tensor([ids], device=device)
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
+            output = generate_ids(  # keeps a Prefix Tuning prefix, unlike PeftModel.generate
+                model,
+                input_ids,
+                torch.ones_like(input_ids),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 use_cache=True,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            text = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+            text = tokenizer.decode(output[0], skip_special_tokens=True)
             samples.append({"prompt": prompt, "output": text.strip()})
     finally:
         if was_training:

@@ -23,6 +23,7 @@ from core.infrastructure.training.checkpoints import (
     seal_checkpoint,
 )
 from core.infrastructure.training.collators import count_tokens
+from core.infrastructure.training.loss import accepts_logits_mask, masked_causal_lm_loss
 
 TRAINER_STATE_FILE = "trainer_state.json"
 PICKLED_ARGUMENTS_FILE = "training_args.bin"
@@ -90,6 +91,7 @@ class StudioTrainer(Trainer):
         self.nan_policy = nan_policy
         self.skipped_updates = 0
         self.tokens_seen = 0
+        self.masked_logits = accepts_logits_mask(self.accelerator.unwrap_model(self.model))
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Uses :class:`SeededLengthGroupedSampler` for length-grouped batching (exact resume)."""
@@ -115,6 +117,42 @@ class StudioTrainer(Trainer):
         """
         self.tokens_seen += count_tokens(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """Computes the causal-LM loss with logits only at trained positions (see ``training/loss.py``).
+
+        Falls back to transformers' own loss for models without ``logits_to_keep`` or with label
+        smoothing / a custom loss function.
+
+        Args:
+            model: The (wrapped) model.
+            inputs: The collated batch.
+            return_outputs: Also return the model outputs.
+            num_items_in_batch: Label tokens in the accumulation window.
+
+        Returns:
+            The loss, or ``(loss, outputs)``.
+        """
+        if (
+            not self.masked_logits
+            or "labels" not in inputs
+            or self.label_smoother is not None
+            or self.compute_loss_func is not None
+        ):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = masked_causal_lm_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # As Trainer.compute_loss: gradients are averaged across processes, the token count summed.
+            loss = loss * (
+                self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu
+            )
+        return (loss, outputs) if return_outputs else loss
 
     def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
         """Returns the gradient norm; a non-finite norm skips the update or stops, per ``nan_policy``."""
