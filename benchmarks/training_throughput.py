@@ -328,7 +328,8 @@ def _run_trl_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SIDES = {"ours": _run_ours, "trl": _run_trl_baseline}
+SIDES = {"ours": _run_ours, "ours_checkpointed": _run_ours, "trl": _run_trl_baseline}
+"""Sides of the comparison: ours as shipped, ours with gradient checkpointing (TRL's default), TRL."""
 
 
 def run_child(spec: dict[str, Any], work_dir: Path, label: str) -> dict[str, Any]:
@@ -471,15 +472,25 @@ def run(quick: bool = False) -> dict[str, Any]:
         run_settings = load_benchmark_settings(PRESET, ours_overrides)
         shared = common_spec(run_settings, data_dir, eval_samples)
         rounds = []
+        sides = list(SIDES)
         for index in range(rounds_count):
-            order = ["ours", "trl"] if index % 2 == 0 else ["trl", "ours"]
+            order = sides if index % 2 == 0 else sides[::-1]
             measured = {}
             for side in order:
                 spec = {**shared, "side": side, "work_dir": str(work_dir), "config": str(PRESET)}
-                spec["overrides"] = [*ours_overrides, f"run_name=ours-{index}"]
+                spec["overrides"] = [*ours_overrides, f"run_name={side}-{index}"]
+                if side == "ours_checkpointed":
+                    spec["overrides"].append("training.gradient_checkpointing=true")
                 measured[side] = run_child(spec, work_dir, f"{side}-{index}")
-            ratio = measured["ours"]["tokens_per_second"] / max(measured["trl"]["tokens_per_second"], 1e-9)
-            rounds.append({"order": order, "ratio": round(ratio, 3), **measured})
+            baseline = max(measured["trl"]["tokens_per_second"], 1e-9)
+            rounds.append(
+                {
+                    "order": order,
+                    "ratio": round(measured["ours"]["tokens_per_second"] / baseline, 3),
+                    "ratio_checkpointed": round(measured["ours_checkpointed"]["tokens_per_second"] / baseline, 3),
+                    **measured,
+                }
+            )
     return summarize(rounds, shared, steps, quick)
 
 
@@ -507,9 +518,11 @@ def summarize(rounds: list[dict[str, Any]], shared: dict[str, Any], steps: int, 
         return statistics.median(values) if values else None
 
     ratio = statistics.median(round_["ratio"] for round_ in rounds)
+    ratio_checkpointed = statistics.median(round_["ratio_checkpointed"] for round_ in rounds)
     ours_loss, trl_loss = median("ours", "final_loss"), median("trl", "final_loss")
     loss_difference = _relative_difference(ours_loss, trl_loss)
     ours_memory, trl_memory = median("ours", "peak_memory_mb"), median("trl", "peak_memory_mb")
+    checkpointed_memory = median("ours_checkpointed", "peak_memory_mb")
     waste = median("ours", "padding_waste")
     figures = [
         _figure(
@@ -530,6 +543,12 @@ def summarize(rounds: list[dict[str, Any]], shared: dict[str, Any], steps: int, 
             "ours no higher",
             ours_memory <= trl_memory,
         ),
+        _figure(
+            "with gradient checkpointing like TRL's default: tokens/s ratio, peak memory MB ours vs TRL",
+            f"{ratio_checkpointed:.2f}x, {checkpointed_memory:.0f} vs {trl_memory:.0f}",
+            f">= {TARGET_RATIO}x and memory no higher",
+            ratio_checkpointed >= TARGET_RATIO and checkpointed_memory <= trl_memory,
+        ),
         _figure("padding waste (ours)", f"{waste:.1%}", f"<= {PADDING_TARGET:.0%}", waste <= PADDING_TARGET),
     ]
     return {
@@ -547,6 +566,8 @@ def summarize(rounds: list[dict[str, Any]], shared: dict[str, Any], steps: int, 
         },
         "medians": {
             "ours_tokens_per_second": median("ours", "tokens_per_second"),
+            "ours_checkpointed_tokens_per_second": median("ours_checkpointed", "tokens_per_second"),
+            "ours_checkpointed_final_loss": median("ours_checkpointed", "final_loss"),
             "trl_tokens_per_second": median("trl", "tokens_per_second"),
             "trl_padding_waste": median("trl", "padding_waste"),
             "ours_padding_waste": waste,

@@ -103,6 +103,14 @@ def build_app(settings: Settings, supervisor: JobSupervisor | None = None) -> tu
             return gr.update(choices=run_choices(context, selected), value=selected)
 
         blocks.load(on_load, outputs=train_tab.run_selector, api_name="initial_run")
+        restore = train_tab.form_restore
+        blocks.load(
+            restore.function,
+            inputs=restore.inputs,
+            outputs=restore.outputs,
+            api_name=restore.api_name,
+            show_progress="hidden",
+        )
     return blocks, context
 
 

@@ -181,18 +181,30 @@ def settings_from_form(base: Settings, form: TrainForm) -> Settings:
     return settings_from_dict(nested)
 
 
-def sweep_settings(base: Settings, dataset: str, max_steps: int | None = None) -> list[Settings]:
+def sweep_settings(
+    base: Settings,
+    dataset: str,
+    max_steps: int | None = None,
+    model_name: str | None = None,
+    stamp: str | None = None,
+) -> list[Settings]:
     """Settings of a "train all four techniques" sweep on one dataset, from the presets.
+
+    Every run trains the same model on the same data; the hyper-parameters are each technique's
+    preset, so the comparison shows the techniques as they are meant to be used.
 
     Args:
         base: The studio's settings.
         dataset: Dataset to train on.
         max_steps: Optional override of every preset's ``max_steps``.
+        model_name: Model to finetune (the Train form's model; default: the studio's ``model.name``).
+        stamp: Part of the run names shared by the sweep's runs (default: the current time).
 
     Returns:
-        One settings object per technique.
+        One settings object per technique, in :data:`TECHNIQUES` order, with distinct run names.
     """
-    stamp = datetime.now().strftime("%m%d-%H%M%S")
+    model = (model_name or "").strip() or base.model.name
+    stamp = stamp or datetime.now().strftime("%m%d-%H%M%S")
     sweep = []
     for technique in TECHNIQUES:
         defaults = technique_defaults(technique)
@@ -202,7 +214,7 @@ def sweep_settings(base: Settings, dataset: str, max_steps: int | None = None) -
             defaults["save_steps"] = defaults["eval_steps"]
             defaults["sample_every_steps"] = 0
         form = TrainForm(
-            model_name=base.model.name,
+            model_name=model,
             technique=technique,
             run_name=f"sweep-{stamp}-{technique}",
             dataset=dataset,

@@ -214,6 +214,52 @@ def test_studio_journey(studio, page, tiny_llama_dir: Path) -> None:
     shot(page, "chat-columns")
 
 
+def number_value(page, elem_id: str) -> float | None:
+    """The number shown in a gr.Number field (None while it is empty or not a number)."""
+    text = page.locator(f"#{elem_id} input").input_value().strip()
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def test_train_form_survives_reload(studio, page) -> None:
+    """The Train form is kept in the browser: after a reload it shows the technique and values the user set."""
+    from studio.tabs.train import FORM_STORAGE_KEY
+    from studio.training_form import technique_defaults
+
+    blocks, _context, _settings = studio
+    page.goto(blocks.local_url)
+    page.locator("#start-button").wait_for()
+
+    def stored() -> str | None:
+        return page.evaluate(f"() => localStorage.getItem({FORM_STORAGE_KEY!r})")
+
+    # choosing a technique fills its defaults (from the server); then the user edits some of them
+    page.locator("#technique label", has_text="prefix").click()
+    prefix_rate = technique_defaults("prefix")["learning_rate"]
+    wait_until(lambda: number_value(page, "learning-rate") == prefix_rate, 30, message="prefix defaults not shown")
+    page.locator("#virtual-tokens").wait_for()
+    set_number(page, "learning-rate", "0.00042")
+    set_number(page, "max-steps", "7")
+    set_number(page, "virtual-tokens", "9")
+    time.sleep(0.5)
+    before = stored()
+    page.locator("#run-name textarea, #run-name input").first.fill("kept-name")
+    page.locator("#run-name textarea, #run-name input").first.press("Tab")
+    wait_until(lambda: stored() not in {None, before}, 10, message="the form was not saved in localStorage")
+
+    page.reload()
+    page.locator("#start-button").wait_for()
+    wait_until(lambda: number_value(page, "learning-rate") == 0.00042, 30, message="learning rate not restored")
+    assert number_value(page, "max-steps") == 7
+    assert page.locator("#technique input[value=prefix]").is_checked()
+    assert page.locator("#virtual-tokens").is_visible() and number_value(page, "virtual-tokens") == 9
+    assert page.locator("#run-name textarea, #run-name input").first.input_value() == "kept-name"
+    time.sleep(1.0)  # a late technique-defaults event must not overwrite the restored values
+    assert number_value(page, "learning-rate") == 0.00042
+
+
 def test_screenshots_are_small_pngs() -> None:
     """The README screenshots in assets/screenshots are PNGs of modest size."""
     folder = Path(__file__).resolve().parents[1] / "assets" / "screenshots"

@@ -224,3 +224,52 @@ def test_frozen_base_is_held_in_the_compute_dtype(technique, tiny_llama_dir, mak
         optimizer.zero_grad()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_is_initialised_with_the_models_own_keys_and_values(family, tiny_model_dirs, make_settings):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = tiny_model_dirs[family]
+    settings = make_settings(**{"model.name": str(model_dir), "technique": "prefix", "technique.num_virtual_tokens": 5})
+    resolved = resolve_model(str(model_dir), settings.paths.model_cache)
+    model = load_model_for_training(settings, resolved, FP32, torch.device("cpu"))
+    text_ids = AutoTokenizer.from_pretrained(model_dir)(settings.technique.init_text, add_special_tokens=False)
+    ids = (text_ids["input_ids"] * 5)[:5]
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+        prompt = model.get_prompt(batch_size=1)
+    for layer in range(reference.config.num_hidden_layers):
+        torch.testing.assert_close(prompt.layers[layer].keys, expected.layers[layer].keys)
+        torch.testing.assert_close(prompt.layers[layer].values, expected.layers[layer].values)
+
+
+def test_text_initialised_prefix_starts_near_the_base_models_loss(embedded_model_dir, make_settings):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    messages = [
+        {"role": "user", "content": "Rewrite the date 2022-01-14 in the format DD/MM/YYYY."},
+        {"role": "assistant", "content": "14/01/2022"},
+    ]
+    full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=True, add_generation_prompt=True, return_dict=True)
+    input_ids = torch.tensor([full])
+    labels = torch.tensor([[-100] * len(prompt["input_ids"]) + full[len(prompt["input_ids"]) :]])  # answer only
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    losses = {}
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+        losses["base"] = base(**batch).loss.item()
+        for name, init_text in (("text", "Answer the following request accurately and concisely."), ("random", None)):
+            settings = make_settings(
+                **{"model.name": str(embedded_model_dir), "technique": "prefix", "technique.init_text": init_text}
+            )
+            resolved = resolve_model(str(embedded_model_dir), settings.paths.model_cache)
+            torch.manual_seed(0)
+            model = load_model_for_training(settings, resolved, FP32, torch.device("cpu")).eval()
+            losses[name] = model(**batch).loss.item()
+    # the text-initialised prefix keeps the base model's quality; a random prefix (PEFT's default) degrades it
+    # (here x1.36; up to x8 on other seeds/examples, e.g. step-0 eval loss 9.5 vs 1.3 on the demo data)
+    assert losses["text"] < 1.2 * losses["base"] < losses["random"], losses

@@ -95,6 +95,12 @@ class PrefixTechnique(Section):
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens per layer.")
     prefix_projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
     encoder_hidden_size: int | None = Field(None, ge=1, description="Hidden size of that MLP.")
+    init_text: str | None = Field(
+        "Answer the following request accurately and concisely.",
+        min_length=1,
+        description="Initialise the prefix with the model's own keys/values for this text (repeated to "
+        "num_virtual_tokens); null draws it at random (PEFT's default). Ignored with prefix_projection.",
+    )
 
 
 TechniqueSettings = Annotated[

@@ -11,9 +11,10 @@ import pandas as pd
 
 from studio.charts import overlay_figure
 from studio.context import Refresher, StudioContext, plain_errors
+from studio.jobs import ACTIVE_STATES
 from studio.runs import METRICS, load_manifest, read_evaluation, run_names, run_status
 from studio.tabs.evaluate import _metric_mapping
-from studio.tabs.train import TrainTab
+from studio.tabs.train import TrainTab, with_sample_prompts
 from studio.training_form import TECHNIQUES, sweep_settings
 
 SUMMARY_KEYS = (
@@ -132,7 +133,7 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
 
     Args:
         context: Studio context.
-        train_tab: The Train tab (its dataset is the sweep's dataset).
+        train_tab: The Train tab (its model and dataset are the sweep's).
 
     Returns:
         The handler refreshing the run list.
@@ -205,15 +206,38 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
     report_button.click(build_report, inputs=runs, outputs=message, api_name="comparison_report")
 
     @plain_errors
-    def sweep(dataset: str, steps: float) -> str:
-        planned = sweep_settings(context.settings, dataset or "demo", int(steps) if steps else None)
-        names = []
+    def sweep(model: str | None, dataset: str | None, steps: float | None) -> str:
+        taken = set(run_names(context.runs_dir)) | {
+            job.run_name for job in context.supervisor.jobs() if job.kind == "train" and job.state in ACTIVE_STATES
+        }
+        stamp = datetime.now().strftime("%m%d-%H%M%S")
+        for attempt in range(1, 100):  # two sweeps in the same second get distinct run names
+            planned = sweep_settings(
+                context.settings,
+                (dataset or "").strip() or "demo",
+                int(steps) if steps else None,
+                model_name=model,
+                stamp=stamp if attempt == 1 else f"{stamp}-{attempt}",
+            )
+            names = [settings.run_name or "" for settings in planned]
+            if not taken & set(names):
+                break
+        else:
+            raise ValueError("could not find free run names for the sweep; try again in a second")
         for settings in planned:
-            context.supervisor.submit("train", settings.run_name or "", settings)
-            names.append(settings.run_name or "")
-        return f"Queued {len(names)} runs ({', '.join(TECHNIQUES)}): " + ", ".join(f"**{name}**" for name in names)
+            context.supervisor.submit("train", settings.run_name or "", with_sample_prompts(settings))
+        model_label = Path(planned[0].model.name).name
+        return (
+            f"Queued {len(names)} runs of {model_label} on {planned[0].data.dataset} "
+            f"({', '.join(TECHNIQUES)}; one trains at a time): " + ", ".join(f"**{name}**" for name in names)
+        )
 
-    sweep_button.click(sweep, inputs=[train_tab.dataset, sweep_steps], outputs=message, api_name="train_all_techniques")
+    sweep_button.click(
+        sweep,
+        inputs=[train_tab.model_name, train_tab.dataset, sweep_steps],
+        outputs=message,
+        api_name="train_all_techniques",
+    )
 
     def refresh(selected: list[str] | None) -> tuple[Any, str]:
         names = run_names(context.runs_dir)

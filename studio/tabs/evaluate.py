@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from core.application.evaluate import base_output_dir
 from studio.context import Refresher, StudioContext, plain_errors
 from studio.runs import evaluated_dirs, load_manifest, read_evaluation, run_names
 
@@ -125,7 +126,8 @@ def build_evaluate_tab(context: StudioContext) -> Refresher:
             job = context.supervisor.submit("evaluate", name, settings, arguments=["--run", name])
             queued.append(f"{name} ({job.job_id})")
         if base:
-            job = context.supervisor.submit("evaluate", f"base-{settings.model.name}", settings, arguments=["--base"])
+            label = base_output_dir(settings, settings.model.name).name  # a name, even when the model is a path
+            job = context.supervisor.submit("evaluate", label, settings, arguments=["--base"])
             queued.append(f"base model ({job.job_id})")
         return "Queued evaluation of " + ", ".join(queued) + ". Results appear here when each finishes."
 

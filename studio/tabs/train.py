@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from loguru import logger
 from core.domain.config import Settings, settings_from_dict
 from core.domain.manifest import STOP_REQUEST_FILE
 from studio.charts import loss_figure, rate_figure
-from studio.context import StudioContext, plain_errors
+from studio.context import Refresher, StudioContext, plain_errors
 from studio.jobs import plain_config
 from studio.runs import (
     METRICS,
@@ -37,6 +39,8 @@ from studio.training_form import (
 
 POLL_INTERVAL_S = 2.0
 FORM_FIELDS = [field.name for field in fields(TrainForm)]
+FORM_STORAGE_KEY = "finetune-studio-train-form"
+"""localStorage key of the Train form's values (kept across page reloads)."""
 
 
 @dataclass
@@ -48,12 +52,14 @@ class TrainTab:
         dataset: Dataset the next run trains on (set by the Data tab).
         model_name: Model the next run finetunes.
         timer: The progress poll timer.
+        form_restore: Page-load handler putting the form values saved in the browser back.
     """
 
     run_selector: gr.Dropdown
     dataset: gr.Textbox
     model_name: gr.Dropdown
     timer: gr.Timer
+    form_restore: Refresher
 
 
 def _kpi(label: str, value: str) -> str:
@@ -172,7 +178,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
                 label="Model",
                 info="Catalog name, local directory or Hub id",
             )
-            technique = gr.Radio(list(TECHNIQUES), value=initial_technique, label="Technique")
+            technique = gr.Radio(list(TECHNIQUES), value=initial_technique, label="Technique", elem_id="technique")
             technique_info = gr.Markdown(technique_description(initial_technique))
             run_name = gr.Textbox(label="Run name", placeholder="generated when empty", elem_id="run-name")
             dataset = gr.Textbox(value=settings.data.dataset, label="Dataset", info="Set from the Data tab")
@@ -180,7 +186,9 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             action_message = gr.Markdown(elem_id="train-message")
             with gr.Accordion("Hyper-parameters", open=True):
                 with gr.Row():
-                    learning_rate = gr.Number(min_width=90, value=defaults["learning_rate"], label="Learning rate")
+                    learning_rate = gr.Number(
+                        min_width=90, value=defaults["learning_rate"], label="Learning rate", elem_id="learning-rate"
+                    )
                     max_steps = gr.Number(
                         min_width=90,
                         value=defaults["max_steps"],
@@ -242,7 +250,11 @@ def build_train_tab(context: StudioContext) -> TrainTab:
                     lora_dropout = gr.Number(min_width=90, value=defaults["lora_dropout"], label="LoRA dropout")
                 with gr.Row(visible=initial_technique == "prefix") as prefix_row:
                     virtual_tokens = gr.Number(
-                        min_width=90, value=defaults["virtual_tokens"], label="Virtual tokens", precision=0
+                        min_width=90,
+                        value=defaults["virtual_tokens"],
+                        label="Virtual tokens",
+                        precision=0,
+                        elem_id="virtual-tokens",
                     )
                 gradient_checkpointing = gr.Checkbox(
                     defaults["gradient_checkpointing"], label="Gradient checkpointing (saves memory)"
@@ -344,7 +356,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             values["gradient_checkpointing"],
         )
 
-    technique_event = technique.change(
+    technique_event = technique.input(  # user choices only: a restored form keeps its saved values
         on_technique,
         inputs=technique,
         outputs=[
@@ -476,7 +488,87 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         return gr.update(choices=run_choices(context, selected), value=selected)
 
     refresh_button.click(refresh, inputs=run_selector, outputs=run_selector, api_name="list_runs")
-    return TrainTab(run_selector=run_selector, dataset=dataset, model_name=model_name, timer=timer)
+    # the form survives a page reload: every change is saved in the browser's localStorage (client-side,
+    # no server round trip) and put back when the page loads
+    form_store = gr.BrowserState(None, storage_key=FORM_STORAGE_KEY, secret=_form_secret(context))
+    gr.on(
+        triggers=[component.change for component in form_inputs],
+        fn=None,
+        inputs=form_inputs,
+        outputs=form_store,
+        js=f"(...values) => Object.fromEntries({json.dumps(FORM_FIELDS)}.map((name, i) => [name, values[i]]))",
+        queue=False,
+        show_progress="hidden",
+    )
+
+    def restore_form(saved: Any) -> tuple[Any, ...]:
+        values = restored_form_values(context, saved)
+        if not values:
+            return tuple(gr.skip() for _ in range(len(form_inputs) + 4))
+        chosen = values.get("technique", technique.value)
+        try:
+            merged = {
+                name: values.get(name, component.value)
+                for name, component in zip(FORM_FIELDS, form_inputs, strict=True)
+            }
+            table = estimate(*merged.values())
+        except Exception as error:  # a stale saved form must never break the page
+            logger.debug("No memory estimate for the restored form: {}", error)
+            table = gr.skip()
+        return (
+            technique_description(chosen),
+            gr.update(visible=chosen in {"lora", "qlora"}),
+            gr.update(visible=chosen == "prefix"),
+            table,
+            *(values[name] if name in values else gr.skip() for name in FORM_FIELDS),
+        )
+
+    restore = Refresher(
+        restore_form,
+        [form_store],
+        [technique_info, lora_row, prefix_row, memory_table, *form_inputs],
+        "restore_train_form",
+    )
+    return TrainTab(
+        run_selector=run_selector, dataset=dataset, model_name=model_name, timer=timer, form_restore=restore
+    )
+
+
+def _form_secret(context: StudioContext) -> str:
+    """Key the saved form is encrypted with: stable across restarts, distinct per runs directory."""
+    return hashlib.sha256(str(Path(context.runs_dir).resolve()).encode("utf-8")).hexdigest()[:32]
+
+
+def restored_form_values(context: StudioContext, saved: Any) -> dict[str, Any]:
+    """The usable values of a Train form saved in the browser.
+
+    Unknown fields and values of the wrong type are dropped; a run name that already names a run is
+    cleared (that run was started, and the next one needs a new name).
+
+    Args:
+        context: Studio context.
+        saved: The saved mapping (field name -> value), or anything else when nothing was saved.
+
+    Returns:
+        Field name -> value, only for the fields to restore.
+    """
+    if not isinstance(saved, dict):
+        return {}
+    kinds = {field.name: field.type for field in fields(TrainForm)}
+    values: dict[str, Any] = {}
+    for name, value in saved.items():
+        kind = kinds.get(name)
+        if kind is None or value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if (kind, type(value)) in {("str", str), ("bool", bool)} or (kind in {"int", "float"} and number):
+            values[name] = value
+    if values.get("technique") not in TECHNIQUES:
+        values.pop("technique", None)
+    name = values.get("run_name", "").strip()
+    if name and (name in run_names(context.runs_dir) or any(job.run_name == name for job in context.supervisor.jobs())):
+        values["run_name"] = ""
+    return values
 
 
 def initial_memory_table(settings: Settings) -> pd.DataFrame:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from loguru import logger
 from peft import PrefixTuningConfig, get_peft_model
 from transformers import PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
 from core.domain.errors import UnsupportedOperationError
 from core.domain.techniques import TECHNIQUE_TRAITS
+from core.infrastructure.models.loading import load_tokenizer
 from core.infrastructure.techniques.base import LoadOptions
+from core.infrastructure.techniques.prefix_init import initialise_prefix_from_text, supports_text_initialisation
 
 
 def prefix_config(technique_settings: Any) -> PrefixTuningConfig:
@@ -57,7 +60,7 @@ class PrefixFinetuning:
         architecture: ArchitectureDefaults,
         gradient_checkpointing: bool,
     ) -> torch.nn.Module:
-        """Freezes the base and adds the prefix encoder.
+        """Freezes the base and adds the prefix encoder, initialised from ``init_text`` when possible.
 
         Args:
             model: The loaded base model.
@@ -75,4 +78,11 @@ class PrefixFinetuning:
             raise UnsupportedOperationError("technique=prefix does not support gradient checkpointing")
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        return get_peft_model(model, prefix_config(technique_settings))
+        peft_model = get_peft_model(model, prefix_config(technique_settings))
+        text = technique_settings.init_text
+        if text and supports_text_initialisation(peft_model):
+            tokenizer = load_tokenizer(model.name_or_path)
+            initialise_prefix_from_text(peft_model, tokenizer(text, add_special_tokens=False)["input_ids"])
+        elif text:
+            logger.info("Prefix drawn at random: text initialisation needs prefix_projection=false")
+        return peft_model

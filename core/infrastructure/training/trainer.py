@@ -177,6 +177,19 @@ class StudioTrainer(Trainer):
         )
         return grad_norm
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Warns about missing keys after loading the best checkpoint, except tied weights.
+
+        Safetensors stores a tied ``lm_head.weight`` once (as the embedding), so it is always
+        "missing" from a checkpoint of a model with tied embeddings while loaded correctly.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            model.tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """Writes a checkpoint into a staging directory, then seals and renames it (crash-safe).
 
