@@ -578,7 +578,7 @@ def summarize(rounds: list[dict[str, Any]], shared: dict[str, Any], steps: int, 
 
 
 def diagnose(rounds: list[dict[str, Any]], ratio: float) -> list[str]:
-    """Explains where the difference comes from (padding, gradient checkpointing) from the measurements.
+    """Explains where the difference comes from (padding, gradient checkpointing), from the first round's figures.
 
     Args:
         rounds: Per-round measurements.
@@ -600,7 +600,7 @@ def diagnose(rounds: list[dict[str, Any]], ratio: float) -> list[str]:
     ours_loss, trl_loss = first["ours"].get("final_loss"), first["trl"].get("final_loss")
     if ours_loss is not None and trl_loss is not None and abs(ours_loss - trl_loss) > LOSS_TOLERANCE * trl_loss:
         notes.append(
-            f"final loss ours {ours_loss:.4f} vs baseline {trl_loss:.4f}: the losses differ by more than "
+            f"first round: final loss ours {ours_loss:.4f} vs baseline {trl_loss:.4f}: the losses differ by more than "
             f"{LOSS_TOLERANCE:.0%}; both see the same batches (same seed and sampler), but TRL's default "
             "(assistant_only_loss=False) also trains on prompt tokens while ours trains on answers only, so the "
             "baseline spends part of its updates on text that the held-out (answer-only) loss does not score"
@@ -608,7 +608,7 @@ def diagnose(rounds: list[dict[str, Any]], ratio: float) -> list[str]:
     ours_memory, trl_memory = first["ours"].get("peak_memory_mb"), first["trl"].get("peak_memory_mb")
     if ours_memory and trl_memory and ours_memory > trl_memory:
         notes.append(
-            f"peak memory ours {ours_memory:.0f} MB vs baseline {trl_memory:.0f} MB: the baseline keeps only each "
+            f"first round: peak memory ours {ours_memory:.0f} MB vs baseline {trl_memory:.0f} MB: the baseline keeps only each "
             "layer's input (gradient checkpointing, TRL's default) while ours keeps every activation for the "
             "backward pass (training.gradient_checkpointing=false by default), which is also where part of "
             "our speed comes from; training.gradient_checkpointing=true trades that memory back for compute"

@@ -99,6 +99,7 @@ def make_run(
                 use_dora=technique == "dora",
                 fan_in_fan_out=family == "gpt2",
             )
+        torch.manual_seed(seed)  # peft initialises adapters from the global generator: same run whatever ran before
         peft_model = get_peft_model(model, peft_config)
         with torch.no_grad():
             for parameter_name, parameter in peft_model.named_parameters():

@@ -201,9 +201,7 @@ def test_training_samples_keep_the_prefix_of_prefix_tuning(runs, cache):
     with loaded.activated() as module:
         sample = generate_samples(module, tokenizer, ["Say hello."], max_new_tokens=6)[0]["output"]
         prompt_ids = render_prompt_ids(tokenizer, [{"role": "user", "content": "Say hello."}])
-        with_prefix = tokenizer.decode(reference_greedy(module, prompt_ids, 6), skip_special_tokens=True)
-        without_prefix = tokenizer.decode(
-            reference_greedy(module.get_base_model(), prompt_ids, 6), skip_special_tokens=True
-        )
-    assert with_prefix != without_prefix  # the prefix changes the answer...
-    assert sample == with_prefix.strip()  # ...and the training samples show it
+        with_prefix_ids = reference_greedy(module, prompt_ids, 6)
+        without_prefix_ids = reference_greedy(module.get_base_model(), prompt_ids, 6)
+    assert with_prefix_ids != without_prefix_ids  # the prefix changes the answer...
+    assert sample == tokenizer.decode(with_prefix_ids, skip_special_tokens=True).strip()  # ...and the samples show it

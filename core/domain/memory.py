@@ -150,6 +150,11 @@ def _block_linear_parameters(entry: CatalogEntry) -> int:
     return entry.num_layers * sum(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
 
 
+def _key_value_width(entry: CatalogEntry) -> int:
+    """Width of one layer's keys (or values): key/value heads times the head size (grouped-query attention)."""
+    return entry.num_key_value_heads * (entry.hidden_size // entry.num_attention_heads)
+
+
 def estimate_memory(
     entry: CatalogEntry,
     technique: str,
@@ -210,7 +215,7 @@ def estimate_memory(
     elif technique in ("lora", "qlora"):
         trainable = lora_parameters(entry, lora_rank, lora_target_modules)
     else:
-        trainable = num_virtual_tokens * entry.num_layers * 2 * entry.hidden_size
+        trainable = num_virtual_tokens * entry.num_layers * 2 * _key_value_width(entry)
     gradients = trainable * 4.0
     optimizer_states = trainable * OPTIMIZER_BYTES_PER_PARAMETER.get(optimizer, 8.0)
 
@@ -234,6 +239,11 @@ def estimate_memory(
     if technique == "qlora":
         largest = max(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
         transient += 2 * largest * value_bytes  # dequantized weight and its gradient buffer
+        if device == "cpu":
+            # measured on SmolLM2-135M: the checkpoint's linear weights read before quantization stay
+            # resident on CPU (freed, but kept by the C allocator); on CUDA they are freed to the host
+            transient += block_linear * 4.0
+            notes.append("CPU 4-bit load: full-precision linear weights stay resident after quantization")
     overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
     return MemoryEstimate(
         technique=technique,
