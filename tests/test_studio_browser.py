@@ -147,7 +147,7 @@ def test_studio_journey(studio, page, tiny_llama_dir: Path) -> None:
     # Train: a short LoRA run on the embedded model
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-name textarea, #run-name input").first.fill("journey-lora")
-    set_number(page, "max-steps", "200")  # long enough that the Stop below always lands before the end
+    set_number(page, "max-steps", "2000")  # long enough that the Stop below always lands before the end
     set_number(page, "batch-size", "1")
     set_number(page, "max-seq-length", "64")
     set_number(page, "eval-steps", "0")
