@@ -192,6 +192,21 @@ def test_stop_request_saves_checkpoint_then_resume_completes(how, tiny_settings)
     assert not (run_dir / "STOP").exists()
 
 
+def test_training_a_completed_run_again_is_a_no_op_until_the_budget_is_raised(tiny_settings):
+    run_dir = train(tiny_settings(**{"training.max_steps": 2}))
+    metrics_before = (run_dir / "metrics.jsonl").read_text()
+    manifest_before = (run_dir / "manifest.json").read_text()
+
+    train(tiny_settings(**{"training.max_steps": 2}))  # e.g. `make train-lora` twice
+    assert (run_dir / "metrics.jsonl").read_text() == metrics_before  # no extra step past the budget
+    assert (run_dir / "manifest.json").read_text() == manifest_before
+    assert [path.name for path in (run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
+
+    train(tiny_settings(**{"training.max_steps": 4}))  # a raised budget continues from the last checkpoint
+    assert [row["step"] for row in read_metrics(run_dir) if "loss" in row] == [1, 2, 3, 4]
+    assert RunManifest.load(run_dir).metrics["global_step"] == 4
+
+
 def test_changed_config_refused_by_train(tiny_settings):
     train(tiny_settings(**{"training.max_steps": 2}))
     with pytest.raises(CheckpointError, match=r"training\.weight_decay"):

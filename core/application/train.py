@@ -62,6 +62,13 @@ def train(settings: Settings, stop_event: threading.Event | None = None, extra_c
     log_file = run_dir / LOG_FILE
     if process.is_main_process:
         add_file_sink(log_file)
+    if _completed_before(settings, run_dir):
+        logger.success(
+            "Run {} already completed with this configuration; nothing to train (raise training.max_steps to "
+            "continue it, or set training.resume=never or another run_name to train again)",
+            run_name,
+        )
+        return run_dir
     manifest = _open_manifest(run_dir, run_name, settings, process.is_main_process)
     try:
         return _train(settings, run_dir, manifest, process, stop_event, extra_callbacks)
@@ -235,6 +242,24 @@ def _train(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return run_dir
+
+
+def _completed_before(settings: Settings, run_dir: Path) -> bool:
+    """True when this run completed its budget with the same configuration (training it again is a no-op)."""
+    from core.infrastructure.training.checkpoints import check_resumable, newest_complete_checkpoint, reached_the_end
+
+    if settings.training.resume != "auto" or not (run_dir / MANIFEST_FILE).is_file():
+        return False
+    if RunManifest.load(run_dir).status != "completed" or not (run_dir / FINAL_DIR).is_dir():
+        return False
+    checkpoint = newest_complete_checkpoint(run_dir / CHECKPOINTS_DIR)
+    if checkpoint is None or not reached_the_end(checkpoint, settings.training.max_steps, settings.training.num_epochs):
+        return False
+    try:
+        check_resumable(checkpoint, settings.to_plain_dict())
+    except CheckpointError:
+        return False  # training reports the changed keys
+    return True
 
 
 def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bool) -> RunManifest:

@@ -239,11 +239,6 @@ def estimate_memory(
     if technique == "qlora":
         largest = max(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
         transient += 2 * largest * value_bytes  # dequantized weight and its gradient buffer
-        if device == "cpu":
-            # measured on SmolLM2-135M: the checkpoint's linear weights read before quantization stay
-            # resident on CPU (freed, but kept by the C allocator); on CUDA they are freed to the host
-            transient += block_linear * 4.0
-            notes.append("CPU 4-bit load: full-precision linear weights stay resident after quantization")
     overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
     return MemoryEstimate(
         technique=technique,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -55,6 +56,28 @@ def checkpoint_step(path: Path) -> int | None:
     """Returns the step of a ``checkpoint-<step>`` directory, or None for other names."""
     match = _CHECKPOINT_NAME.match(Path(path).name)
     return int(match.group(1)) if match else None
+
+
+def reached_the_end(checkpoint: Path, max_steps: int, num_epochs: float | None) -> bool:
+    """Tells whether a checkpoint was written at the last step the configured budget allows.
+
+    Args:
+        checkpoint: A complete checkpoint directory (holds transformers' ``trainer_state.json``).
+        max_steps: ``training.max_steps`` now (<= 0: the budget is in epochs).
+        num_epochs: ``training.num_epochs`` now (used when ``max_steps`` <= 0).
+
+    Returns:
+        True when the checkpoint's step reached ``max_steps``, or, for an epoch budget, the step count
+        the trainer planned for the same number of epochs. A raised budget is not reached.
+    """
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    global_step = int(state.get("global_step") or 0)
+    if max_steps > 0:
+        return global_step >= max_steps
+    planned_epochs = state.get("num_train_epochs")
+    if num_epochs is None or planned_epochs is None or int(planned_epochs) != math.ceil(num_epochs):
+        return False
+    return global_step >= int(state.get("max_steps") or 0) > 0
 
 
 def sha256_file(path: Path) -> str:
