@@ -18,6 +18,33 @@ _FILE_SINKS: dict[Path, int] = {}
 LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> <cyan>{name}</cyan> {message}"
 
 
+class _CurrentStderr:
+    """A stream that always writes to the *current* ``sys.stderr``.
+
+    Binding the sink to the object ``sys.stderr`` held at configure time breaks when that object is
+    later closed or swapped (pytest's capture, Gradio workers, notebooks): loguru then reports
+    "I/O operation on closed file" for every message. Looking ``sys.stderr`` up on each write keeps
+    the sink valid whatever replaced it.
+    """
+
+    def write(self, message: str) -> None:
+        """Writes one formatted log message."""
+        stream = sys.stderr
+        if stream is not None and not getattr(stream, "closed", False):
+            stream.write(message)
+
+    def flush(self) -> None:
+        """Flushes the current stderr, if it is still open."""
+        stream = sys.stderr
+        if stream is not None and not getattr(stream, "closed", False):
+            stream.flush()
+
+    def isatty(self) -> bool:
+        """Lets loguru colour output only on a terminal."""
+        stream = sys.stderr
+        return bool(stream is not None and not getattr(stream, "closed", False) and stream.isatty())
+
+
 class _InterceptHandler(logging.Handler):
     """Forwards standard-library log records to loguru."""
 
@@ -45,7 +72,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger.remove(_STDERR_SINK_ID)
     else:
         logger.remove()
-    _STDERR_SINK_ID = logger.add(sys.stderr, level=level, format=LOG_FORMAT, enqueue=False)
+    _STDERR_SINK_ID = logger.add(_CurrentStderr(), level=level, format=LOG_FORMAT, enqueue=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
     for name in ("transformers", "peft", "accelerate", "datasets", "uvicorn", "uvicorn.error", "trl"):
         library_logger = logging.getLogger(name)

@@ -1,8 +1,11 @@
 """Shared fixtures: the embedded 135M model, tiny in-process models per family, isolated settings.
 
-Tiny models (hidden size 16, two layers) use the embedded model's real tokenizer and chat
-template, so data preparation, masking and templates are exercised exactly as in production
-while each test step takes milliseconds.
+Tiny models (two layers, hidden size 64; llama, mistral and phi with four query heads and one
+key/value head) use the
+embedded model's real tokenizer and chat template, so data preparation, masking and templates are
+exercised exactly as in production while each test step takes milliseconds. Their linear layers
+mix shapes that bitsandbytes' packed AVX512-BF16 CPU kernel runs (q/o and MLP projections) with
+ones it cannot (k/v: 16 outputs, not a multiple of 32), so a 4-bit load meets both cases.
 """
 
 from __future__ import annotations
@@ -71,10 +74,10 @@ def build_tiny_model(family: str, tokenizer_dir: Path, destination: Path, seed: 
     common: dict[str, Any] = {"vocab_size": len(tokenizer), **special}
     if family == "llama":
         config = LlamaConfig(
-            hidden_size=16,
-            intermediate_size=32,
+            hidden_size=64,
+            intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=4,
             num_key_value_heads=1,
             max_position_embeddings=512,
             tie_word_embeddings=True,
@@ -82,10 +85,10 @@ def build_tiny_model(family: str, tokenizer_dir: Path, destination: Path, seed: 
         )
     elif family == "mistral":
         config = MistralConfig(
-            hidden_size=16,
-            intermediate_size=32,
+            hidden_size=64,
+            intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=4,
             num_key_value_heads=1,
             max_position_embeddings=512,
             sliding_window=None,
@@ -93,15 +96,16 @@ def build_tiny_model(family: str, tokenizer_dir: Path, destination: Path, seed: 
         )
     elif family == "phi":
         config = PhiConfig(
-            hidden_size=16,
-            intermediate_size=32,
+            hidden_size=64,
+            intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
             max_position_embeddings=512,
             **common,
         )
     elif family == "gpt2":
-        config = GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=512, **common)
+        config = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
     else:
         raise ValueError(f"unknown tiny family {family!r}")
     torch.manual_seed(seed)
@@ -116,7 +120,7 @@ def build_tiny_model(family: str, tokenizer_dir: Path, destination: Path, seed: 
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> dict[str, Path]:
-    """Tiny llama, mistral, phi and gpt2 checkpoints (hidden size 16), keyed by family."""
+    """Tiny llama, mistral, phi and gpt2 checkpoints (see the module docstring), keyed by family."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {family: build_tiny_model(family, embedded_model_dir, root / family) for family in TINY_FAMILIES}
 

@@ -118,7 +118,8 @@ def test_chat_loop_keeps_history_and_reset_starts_over(setup):
     assert answers == 3
     text = output.getvalue()
     assert "(conversation reset)" in text and "never read" not in text
-    replies = [line.split("assistant> ", 1)[1] for line in text.splitlines() if "assistant> " in line]
+    # A reply may itself hold newlines: it runs from "assistant> " to the newline before the next "you> ".
+    replies = [part.split("\nyou> ", 1)[0] for part in text.split("assistant> ")[1:]]
     fresh = predictor.generate([[{"role": "user", "content": "hi again"}]], max_new_tokens=4)[0]
     assert replies[1] == fresh  # after /reset the history is empty
     with_history = predictor.generate(

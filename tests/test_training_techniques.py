@@ -11,6 +11,7 @@ import torch
 from core.domain.config import Settings
 from core.domain.errors import UnsupportedOperationError
 from core.domain.techniques import TECHNIQUE_TRAITS
+from core.infrastructure.models.loading import load_causal_lm
 from core.infrastructure.models.resolve import resolve_model
 from core.infrastructure.techniques import TECHNIQUES
 from core.infrastructure.techniques.lora import lora_config, target_modules_for
@@ -119,9 +120,7 @@ def test_technique_matrix_trains_exactly_its_parameters_and_reloads(
         reloaded = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
     else:
         quantization = quantization_config(settings.technique, torch.float32) if technique == "qlora" else None
-        reloaded_base = AutoModelForCausalLM.from_pretrained(
-            model_dir, quantization_config=quantization, dtype=torch.float32
-        )
+        reloaded_base = load_causal_lm(model_dir, dtype=torch.float32, quantization_config=quantization)
         reloaded = PeftModel.from_pretrained(reloaded_base, saved)
     reloaded.eval()
     with torch.no_grad():
@@ -189,14 +188,56 @@ def test_qlora_loads_4bit_layers(tiny_llama_dir, make_settings):
     assert quantized and all(module.weight.quant_type == "fp4" for module in quantized)
 
 
+@pytest.mark.parametrize("pack_block", [32, None], ids=["packing-kernel", "non-packing-kernel"])
+def test_4bit_load_keeps_exactly_the_layers_the_cpu_kernel_cannot_pack(pack_block, tiny_llama_dir, monkeypatch):
+    """With a packing kernel (AVX512-BF16 CPUs) k/v (16 outputs) stay fp32, the rest is 4-bit; else all is."""
+    import bitsandbytes as bnb
+    from loguru import logger
+    from transformers import BitsAndBytesConfig
+
+    from core.infrastructure.models import quantized_layers
+
+    monkeypatch.setattr(quantized_layers, "cpu_kernel_pack_block", lambda: pack_block)
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
+    try:
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+        model = load_causal_lm(tiny_llama_dir, quantization_config=quantization)
+    finally:
+        logger.remove(sink)
+    assert quantization.llm_int8_skip_modules is None  # the caller's config is not modified
+    kinds = {name: type(module) for name, module in model.named_modules() if "_proj" in name}
+    unquantized = sorted(name for name, kind in kinds.items() if kind is torch.nn.Linear)
+    if pack_block is None:
+        assert unquantized == [] and warnings == []
+    else:
+        assert unquantized == [
+            f"model.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("k_proj", "v_proj")
+        ]
+        assert len(warnings) == 1 and "self_attn.k_proj (x2)" in warnings[0] and "v_proj" in warnings[0]
+    assert sum(kind is bnb.nn.Linear4bit for kind in kinds.values()) == len(kinds) - len(unquantized)
+    assert type(model.lm_head) is torch.nn.Linear  # transformers' default skip is kept
+
+
+def test_4bit_model_evaluates_and_generates_on_this_cpu(tiny_llama_dir):
+    """The eval-mode, no-grad path is where bitsandbytes switches to its packed CPU kernel."""
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    model = load_causal_lm(tiny_llama_dir, quantization_config=quantization)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+        generated = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
+    assert torch.isfinite(logits).all()
+    assert generated.shape == (1, 7)
+
+
 def test_quantized_load_releases_the_checkpoint_file(tiny_llama_dir, tmp_path):
     """A 4-bit CPU load keeps no view of the memory-mapped checkpoint (it kept 405 MB resident on 135M)."""
     import gc
     import shutil
 
     from transformers import BitsAndBytesConfig
-
-    from core.infrastructure.models.loading import load_causal_lm
 
     checkpoint = shutil.copytree(tiny_llama_dir, tmp_path / "checkpoint")  # a path no other test maps
 

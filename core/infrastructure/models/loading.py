@@ -10,6 +10,7 @@ from loguru import logger
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.domain.prompts import BUILTIN_TEMPLATES
+from core.infrastructure.models.quantized_layers import with_supported_layers
 
 
 def select_device() -> torch.device:
@@ -92,7 +93,8 @@ def load_causal_lm(
         path: Model directory.
         dtype: Weight dtype.
         attn_implementation: ``auto`` or an explicit kernel name.
-        quantization_config: bitsandbytes config for QLoRA, or None.
+        quantization_config: bitsandbytes config for QLoRA, or None. Layers the machine's 4-bit
+            kernel cannot run stay unquantized (see ``quantized_layers``).
         device_map: accelerate device map (``"auto"`` enables CPU offload), or None.
         trust_remote_code: Allow custom modelling code.
 
@@ -105,7 +107,7 @@ def load_causal_lm(
         "trust_remote_code": trust_remote_code,
     }
     if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
+        kwargs["quantization_config"] = with_supported_layers(path, quantization_config, trust_remote_code)
     if device_map is not None:
         kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
