@@ -59,6 +59,22 @@ class _InterceptHandler(logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
 
 
+class _OptionalKernelNotice(logging.Filter):
+    """Turns bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" into a debug line.
+
+    bitsandbytes tries an optional Hub-downloaded CPU kernel at import on AVX512-BF16 machines and warns
+    when it is absent; its built-in kernel is then used and QLoRA runs correctly, so the warning only
+    alarms users (and the optional kernel would need the network).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lets every other record through unchanged."""
+        if str(record.msg).startswith("Failed to load CPU gemm_4bit_forward"):
+            logger.debug("bitsandbytes uses its built-in CPU 4-bit kernel (optional kernels-community one absent)")
+            return False
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configures loguru's stderr sink and routes standard-library logging into it.
 
@@ -79,6 +95,9 @@ def configure_logging(level: str = "INFO") -> None:
         library_logger.handlers = [_InterceptHandler()]
         library_logger.propagate = False
         library_logger.setLevel(logging.WARNING)
+    bitsandbytes_cpu_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(existing, _OptionalKernelNotice) for existing in bitsandbytes_cpu_logger.filters):
+        bitsandbytes_cpu_logger.addFilter(_OptionalKernelNotice())
 
 
 def add_file_sink(path: Path, level: str = "DEBUG") -> int:
