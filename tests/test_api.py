@@ -42,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, 
             },
             "serve": {
                 "max_concurrency": 1,
+                "max_queue": 1,
+                "queue_timeout_s": 1.0,
                 "max_prompt_tokens": 64,
                 "max_tokens_cap": 32,
                 "max_request_bytes": 8192,
@@ -155,34 +157,63 @@ def test_limits_unknown_models_and_path_names_are_rejected_with_messages(client)
         client.chat.completions.create(model="tiny-lora", messages=[], max_tokens=2)
 
 
-def test_saturated_server_answers_429_and_slow_generation_times_out(server, client):
+def test_busy_server_queues_then_answers_429_beyond_the_queue_and_slow_generation_times_out(server, client):
     predictor = server["app"].state.pool.predictor("tiny-lora")
+    admission = server["app"].state.admission
     results: dict[str, object] = {}
 
-    def slow_request() -> None:
+    def request(key: str) -> None:
         try:
-            results["first"] = client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=4)
+            results[key] = client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=4)
         except openai.APIStatusError as error:
-            results["first"] = error
+            results[key] = error
+
+    def wait_until(condition) -> None:
+        deadline = time.monotonic() + 20
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     with predictor.loaded.lock:  # the model is busy: the first request holds the only slot and waits
-        thread = threading.Thread(target=slow_request)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while server["app"].state.limiter.active == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with pytest.raises(openai.RateLimitError, match="server busy"):
+        first = threading.Thread(target=request, args=("first",))
+        first.start()
+        wait_until(lambda: admission.active == 1)
+        queued = threading.Thread(target=request, args=("queued",))
+        queued.start()
+        wait_until(lambda: admission.queued == 1)  # the second request waits in the queue (max_queue 1)
+        with pytest.raises(openai.RateLimitError, match="waiting queue is full") as refused:
             client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=4)
+        assert refused.value.response.headers["Retry-After"] == "1"
         assert httpx.get(server["server"].base_url + "/health").status_code == 200  # event loop stays responsive
-        thread.join(timeout=20)
-    first = results["first"]
-    assert isinstance(first, openai.APIStatusError) and first.status_code == 504
-    assert "request timeout of 3 s" in first.message
-    deadline = time.monotonic() + 10
-    while server["app"].state.limiter.active and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server["app"].state.limiter.active == 0  # the slot is freed once the cancelled generation ends
+        queued.join(timeout=20)  # no slot within queue_timeout_s (1 s): 429
+        first.join(timeout=20)
+    assert isinstance(results["queued"], openai.RateLimitError)
+    assert "no generation slot freed within 1 s" in results["queued"].message
+    assert isinstance(results["first"], openai.APIStatusError) and results["first"].status_code == 504
+    assert "request timeout of 3 s" in results["first"].message
+    wait_until(lambda: admission.active == 0 and admission.queued == 0)
+    assert (admission.active, admission.queued) == (0, 0)  # the slot is freed once the cancelled generation ends
     assert client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=2).choices[0].message.content
+
+
+def test_a_queued_request_runs_when_the_slot_frees(server, client):
+    predictor = server["app"].state.pool.predictor("tiny-lora")
+    admission = server["app"].state.admission
+    results: dict[str, object] = {}
+
+    def request(key: str) -> None:
+        results[key] = client.chat.completions.create(model="tiny-lora", messages=HI, max_tokens=2, temperature=0)
+
+    threads = [threading.Thread(target=request, args=(key,)) for key in ("one", "two")]
+    with predictor.loaded.lock:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while (admission.active, admission.queued) != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (admission.active, admission.queued) == (1, 1)
+    for thread in threads:
+        thread.join(timeout=20)
+    assert results["one"].choices[0].message.content == results["two"].choices[0].message.content
 
 
 def test_api_key_comes_from_settings_or_environment_and_non_loopback_requires_one(monkeypatch, tiny_model_dirs):

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from core.domain.catalog import EMBEDDED_MODEL_NAME
 from core.domain.errors import ConfigError
+from core.domain.serve_settings import ServeSettings
 
 
 class Section(BaseModel):
@@ -255,25 +256,6 @@ class PathSettings(Section):
     model_cache: Path = Path(".cache/models")
     data_dir: Path = Path("data")
     registry_dir: Path = Path("registry")
-
-
-class ServeSettings(Section):
-    """OpenAI-compatible API server."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    api_key: SecretStr | None = None
-    max_prompt_tokens: int = Field(2048, ge=1)
-    max_tokens_cap: int = Field(512, ge=1)
-    request_timeout_s: float = Field(120.0, gt=0)
-    max_concurrency: int = Field(4, ge=1)
-    max_request_bytes: int = Field(1_000_000, ge=1024)
-    max_batch_size: int = Field(
-        8, ge=1, le=256, description="Most requests (prompts) one model decodes together in a batch."
-    )
-    batch_wait_ms: float = Field(
-        5.0, ge=0.0, le=1000.0, description="How long a batch waits for more compatible requests before it starts."
-    )
 
 
 class StudioSettings(Section):

@@ -1,14 +1,18 @@
-"""Errors in the OpenAI format, the API key and body size guard, and the concurrency limiter."""
+"""Errors in the OpenAI format, and the guard in front of every route: API key, body size, body read timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import threading
+import time
+from collections.abc import Mapping
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PUBLIC_PATHS = frozenset({"/health"})
+# Headers that go with an error status: when to retry, how to authenticate, that the connection ends.
+STATUS_HEADERS = {429: {"Retry-After": "1"}, 401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}
 
 
 class ApiError(Exception):
@@ -39,7 +43,12 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, message: str, error_type: str, code: str | None = None, param: str | None = None
+    status: int,
+    message: str,
+    error_type: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -49,28 +58,37 @@ def error_response(
         error_type: Error type.
         code: Code.
         param: Parameter.
+        headers: Extra headers (such as ``Allow`` of a 405), besides those of :data:`STATUS_HEADERS`.
 
     Returns:
         The response.
     """
-    headers = {"Retry-After": "1"} if status == 429 else ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
+    headers = {**STATUS_HEADERS.get(status, {}), **(headers or {})}
+    # A message may quote client input; lone surrogates (``"\\ud800"``) cannot be encoded as UTF-8.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 class GuardMiddleware:
-    """Request size limit and API key check, before routing (pure ASGI, so streams are untouched).
+    """API key check, request size limit and body read timeout, before routing (pure ASGI, streams untouched).
+
+    The body is read in full before the route runs: a body over ``max_request_bytes`` gets 413, and
+    a client that has not sent all of it within ``body_timeout_s`` (a ``Content-Length`` larger than
+    what arrives) gets 408 and the connection is closed.
 
     Args:
         app: The wrapped application.
         api_key: Required key, or None to allow every client (loopback only).
         max_request_bytes: Largest accepted body.
+        body_timeout_s: Longest time to receive the whole body.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_request_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_request_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.api_key = api_key
         self.max_request_bytes = max_request_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Checks the key and the body size, then forwards the buffered request."""
@@ -92,8 +110,18 @@ class GuardMiddleware:
             return
         body = bytearray()
         more = True
+        deadline = time.monotonic() + self.body_timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await error_response(
+                    408,
+                    f"request body not received within {self.body_timeout_s:g} s (serve.body_timeout_s)",
+                    "invalid_request_error",
+                    "request_timeout",
+                )(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             body.extend(message.get("body", b""))
@@ -119,29 +147,3 @@ class GuardMiddleware:
             "invalid_request_error",
             "request_too_large",
         )(scope, receive, send)
-
-
-class ConcurrencyLimiter:
-    """Counts running generations; refuses (instead of queueing) beyond the limit.
-
-    Args:
-        limit: Generations allowed at once.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        """Takes a slot if one is free."""
-        with self._lock:
-            if self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def release(self) -> None:
-        """Frees a slot."""
-        with self._lock:
-            self.active = max(0, self.active - 1)

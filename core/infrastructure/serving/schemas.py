@@ -1,14 +1,40 @@
-"""Request bodies of the OpenAI-compatible endpoints (unknown fields are accepted and ignored)."""
+r"""Request bodies of the OpenAI-compatible endpoints (unknown fields are accepted and ignored).
+
+Every text field must be valid Unicode: JSON can carry lone surrogates (``"\ud800"``), which no
+tokenizer can encode, so they are rejected here (400) instead of failing in the tokenizer.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SEED_BOUND = 2**63  # seeds are 64-bit signed integers, as for torch's generators
+
+
+def _valid_unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"not valid Unicode text (a lone surrogate at position {error.start})") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``text`` parts are read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Text = "text"
+    text: Text = ""
 
 
 class ChatMessage(BaseModel):
@@ -17,13 +43,13 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]] | None = ""
+    content: Text | list[ContentPart] | None = ""
 
     def as_template_message(self) -> dict[str, str]:
         """The ``{"role", "content"}`` mapping the chat template renders (developer -> system)."""
         content = self.content
         if isinstance(content, list):
-            content = "".join(str(part.get("text", "")) for part in content if part.get("type", "text") == "text")
+            content = "".join(part.text for part in content if part.type == "text")
         return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
 
 
@@ -36,22 +62,15 @@ class StreamOptions(BaseModel):
 
 
 class _SamplingFields(_Request):
-    model: str = Field(min_length=1, max_length=300)
+    model: Text = Field(min_length=1, max_length=300)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
+    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = Field(None, description="Up to 4 stop sequences.")
+    seed: int | None = Field(None, ge=-SEED_BOUND, le=SEED_BOUND - 1)
 
     def stop_strings(self) -> tuple[str, ...]:
         """The stop sequences as a tuple."""
@@ -74,7 +93,7 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str]
+    prompt: Text | list[Text]
 
     def prompts(self) -> list[str]:
         """The prompt(s) as a list."""
