@@ -46,10 +46,10 @@ class SamplingOptions:
 
     @property
     def sampling(self) -> bool:
-        """True when tokens are sampled rather than picked greedily."""
+        """True when tokens are sampled; below 1e-6 the scaled logits overflow, so that decodes greedily."""
         if self.do_sample is not None:
-            return self.do_sample and self.temperature > 0
-        return self.temperature > 0
+            return self.do_sample and self.temperature >= 1e-6
+        return self.temperature >= 1e-6
 
 
 @dataclass

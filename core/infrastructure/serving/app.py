@@ -58,8 +58,6 @@ from core.infrastructure.serving.schemas import ChatCompletionRequest, Completio
 from core.infrastructure.serving.streaming import StreamFormat, openai_reason, usage
 
 GENERATION_ERRORS = (400, 401, 404, 408, 413, 429, 500, 504)
-# Dividing the logits by a temperature this small overflows (inf/NaN probabilities); it decodes greedily.
-GREEDY_BELOW_TEMPERATURE = 1e-6
 
 
 def validation_problems(error: RequestValidationError) -> list[tuple[str, str]]:
@@ -187,7 +185,7 @@ def create_app(settings: Settings, pool: ModelPool | None = None, api_key: str |
             )
         return SamplingOptions(
             max_new_tokens=requested or serve.max_tokens_cap,
-            temperature=body.temperature if body.temperature >= GREEDY_BELOW_TEMPERATURE else 0.0,
+            temperature=body.temperature,
             top_p=body.top_p,
             seed=body.seed,
             stop=body.stop_strings(),
