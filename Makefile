@@ -76,7 +76,7 @@ benchmark: setup
 	$(PYTHON) -m benchmarks.run
 
 space: setup
-	$(PYTHON) -m studio.space
+	$(PYTHON) -m studio.space $(SPACE_ARGS)
 
 notebooks: setup
 	$(PYTHON) -m pytest tests/test_notebooks.py

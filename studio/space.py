@@ -26,8 +26,11 @@ from pathlib import Path
 import gradio
 from loguru import logger
 
+from core.domain.errors import FinetuneStudioError
+from core.infrastructure.output_dirs import check_replaceable, mark_output
 from core.logging_setup import configure_logging
 
+SPACE_OUTPUT = "space assembly"  # the kind named in the output marker
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("core", "studio", "assets", "examples/configs")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "screenshots")
@@ -114,16 +117,22 @@ def pinned_requirements() -> str:
     return "\n".join(pins) + "\n"
 
 
-def assemble_space(output: Path) -> Path:
+def assemble_space(output: Path, overwrite: bool = False) -> Path:
     """Writes the Space folder.
 
     Args:
-        output: Destination folder (replaced when it exists).
+        output: Destination folder; an earlier assembled Space there is replaced, a folder holding
+            anything else only with ``overwrite``.
+        overwrite: Replace ``output`` whatever it holds.
 
     Returns:
         The folder.
+
+    Raises:
+        OutputExistsError: When ``output`` holds files this command did not write (without ``overwrite``).
     """
     output = Path(output).resolve()
+    check_replaceable(output, SPACE_OUTPUT, overwrite)
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
@@ -135,6 +144,7 @@ def assemble_space(output: Path) -> Path:
     (output / "requirements.txt").write_text(pinned_requirements(), encoding="utf-8")
     (output / "README.md").write_text(README_TEMPLATE.format(gradio_version=gradio.__version__), encoding="utf-8")
     (output / ".gitignore").write_text("runs/\ndata/prepared/\n.cache/\n__pycache__/\n", encoding="utf-8")
+    mark_output(output, SPACE_OUTPUT)
     logger.success(
         "Space assembled in {}; push it with: huggingface-cli upload <user>/<space> {} --repo-type space",
         output,
@@ -154,9 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m studio.space", description="Assemble the Hugging Face Space.")
     parser.add_argument("--output", default=str(REPO_ROOT / "space"), help="Destination folder (default: space/).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace --output even if it holds files this command did not write (they are deleted).",
+    )
     arguments = parser.parse_args(argv)
     configure_logging()
-    assemble_space(Path(arguments.output))
+    try:
+        assemble_space(Path(arguments.output), arguments.overwrite)
+    except FinetuneStudioError as error:
+        logger.error("{}", error)
+        return 2
     return 0
 
 

@@ -22,6 +22,11 @@ def train(parser: argparse.ArgumentParser) -> None:
     """Options of ``train``."""
     parser.add_argument("--run-name", help="Run directory name under paths.runs_dir.")
     parser.add_argument("--resume", help="'auto', 'never' or a checkpoint path (default: training.resume).")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Train a completed run again from scratch; its earlier outputs move to <run>/previous-<time>/.",
+    )
 
 
 def evaluate(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +70,11 @@ def merge(parser: argparse.ArgumentParser) -> None:
     """Options of ``merge``."""
     parser.add_argument("--run", required=True, help="Run name or directory holding the adapter.")
     parser.add_argument("--output", help="Output directory (default: <run>/merged).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace --output even if it holds files the merge did not write (they are deleted).",
+    )
 
 
 def serve(parser: argparse.ArgumentParser) -> None:

@@ -15,13 +15,14 @@ from core.domain.config import Settings, load_settings
 from core.domain.errors import ModelNotAvailableError
 
 
-def merge(settings: Settings, run: str | Path, output: str | Path | None = None) -> Path:
+def merge(settings: Settings, run: str | Path, output: str | Path | None = None, overwrite: bool = False) -> Path:
     """Merges a run's adapter into its base model.
 
     Args:
         settings: Settings (paths; ``model.dtype`` for the merge precision).
         run: Run name or run directory.
-        output: Output directory (default: ``<run dir>/merged``).
+        output: Output directory (default: ``<run dir>/merged``); an earlier merge there is replaced.
+        overwrite: Replace ``output`` even when it holds files the merge did not write.
 
     Returns:
         The merged model directory.
@@ -30,6 +31,7 @@ def merge(settings: Settings, run: str | Path, output: str | Path | None = None)
         ModelNotAvailableError: If ``run`` is not a run.
         UnsupportedOperationError: For Prefix Tuning or full finetuning runs.
         MergeVerificationError: If the merged logits disagree with base plus adapter.
+        OutputExistsError: If ``output`` holds files the merge did not write and ``overwrite`` is false.
     """
     from core.infrastructure.inference.loading import resolve_inference_target
     from core.infrastructure.inference.merging import merge_adapter
@@ -40,7 +42,7 @@ def merge(settings: Settings, run: str | Path, output: str | Path | None = None)
             f"{run}: not a run (expected a run name under {settings.paths.runs_dir} or a run directory)"
         )
     destination = Path(output) if output else source.run_dir / "merged"
-    return merge_adapter(source, destination, settings).output_dir
+    return merge_adapter(source, destination, settings, overwrite).output_dir
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -53,5 +55,5 @@ def run(arguments: argparse.Namespace) -> int:
         Exit code 0.
     """
     settings = load_settings(arguments.config, arguments.overrides)
-    merge(settings, arguments.run, arguments.output)
+    merge(settings, arguments.run, arguments.output, getattr(arguments, "overwrite", False))
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 from loguru import logger
 
 from core.domain.config import Settings, load_settings
-from core.domain.errors import CheckpointError
+from core.domain.errors import CheckpointError, OutputExistsError
 from core.domain.manifest import (
     CHAT_TEMPLATE_FILE,
     CHECKPOINTS_DIR,
@@ -37,19 +37,27 @@ from core.logging_setup import add_file_sink, remove_file_sink
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets")
 
 
-def train(settings: Settings, stop_event: threading.Event | None = None, extra_callbacks: Sequence[Any] = ()) -> Path:
+def train(
+    settings: Settings,
+    stop_event: threading.Event | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    force: bool = False,
+) -> Path:
     """Trains a model as configured and returns its run directory.
 
     Args:
         settings: Validated settings.
         stop_event: Optional flag; setting it stops training after the current step (with a checkpoint).
         extra_callbacks: Additional ``transformers.TrainerCallback`` objects (e.g. the studio's progress).
+        force: Train a completed run again from scratch; its earlier outputs move to
+            ``previous-<time>/`` inside the run directory (without it, that refuses).
 
     Returns:
         The run directory ``paths.runs_dir / run_name``.
 
     Raises:
         CheckpointError: When resuming a checkpoint written with a different configuration.
+        OutputExistsError: When a completed run would start from scratch and ``force`` is false.
         FinetuneStudioError: On invalid data, unavailable models or a diverged run (nan_policy=stop).
     """
     import torch
@@ -69,6 +77,8 @@ def train(settings: Settings, stop_event: threading.Event | None = None, extra_c
             run_name,
         )
         return run_dir
+    _keep_completed_outputs(settings, run_dir, force, process.is_main_process)
+    process.wait_for_everyone()
     manifest = _open_manifest(run_dir, run_name, settings, process.is_main_process)
     try:
         return _train(settings, run_dir, manifest, process, stop_event, extra_callbacks)
@@ -262,6 +272,33 @@ def _completed_before(settings: Settings, run_dir: Path) -> bool:
     return True
 
 
+def _keep_completed_outputs(settings: Settings, run_dir: Path, force: bool, is_main: bool) -> None:
+    """A completed run (it has ``final/``) that would start from scratch: refuse, or with ``force`` move it aside.
+
+    Nothing of the run is touched before this decision (not even its manifest).
+    """
+    from core.infrastructure.output_dirs import move_aside
+    from core.infrastructure.training.checkpoints import check_resumable, newest_complete_checkpoint
+
+    final = run_dir / FINAL_DIR
+    mode = settings.training.resume
+    if not final.is_dir() or mode not in ("auto", "never"):
+        return
+    checkpoint = newest_complete_checkpoint(run_dir / CHECKPOINTS_DIR) if mode == "auto" else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, settings.to_plain_dict())  # a changed configuration stops here, untouched
+        return
+    if not force:
+        why = "training.resume=never" if mode == "never" else "no intact checkpoint to resume from"
+        raise OutputExistsError(
+            f"{run_dir}: this run already completed (its model is in {final}); training it again from scratch "
+            f"({why}) would replace it, so nothing was changed. Choose another --run-name, or pass --force to "
+            f"move its earlier outputs to {run_dir}/previous-<time>/ and train again."
+        )
+    if is_main:
+        move_aside(run_dir, keep=(LOG_FILE,))
+
+
 def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bool) -> RunManifest:
     """Creates the run's manifest, keeping creation time and metrics of an earlier session."""
     previous = RunManifest.load(run_dir) if (run_dir / MANIFEST_FILE).is_file() else None
@@ -327,8 +364,7 @@ def _checkpoint_to_resume(settings: Settings, run_dir: Path, is_main: bool) -> P
         logger.info(
             "Starting {} from scratch (training.resume={}); clearing old checkpoints and metrics", run_dir.name, mode
         )
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)
-        shutil.rmtree(run_dir / FINAL_DIR, ignore_errors=True)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)  # an unfinished run's own; final/ is guarded above
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
     return None
 
@@ -384,6 +420,6 @@ def run(arguments: argparse.Namespace) -> int:
     if getattr(arguments, "resume", None):
         overrides.append(f"training.resume={arguments.resume}")
     settings = load_settings(arguments.config, overrides)
-    run_dir = train(settings)
+    run_dir = train(settings, force=getattr(arguments, "force", False))
     logger.info("Run directory: {}", run_dir)
     return 0

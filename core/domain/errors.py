@@ -33,3 +33,7 @@ class CheckpointError(FinetuneStudioError):
 
 class UnsupportedOperationError(FinetuneStudioError):
     """The requested operation is not supported for this technique or model (e.g. merging a prefix)."""
+
+
+class OutputExistsError(FinetuneStudioError):
+    """An output path holds files this command did not create; it is replaced only with an explicit flag."""

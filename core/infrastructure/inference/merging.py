@@ -42,6 +42,7 @@ from core.infrastructure.inference.loading import (
     quantization_for,
 )
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
+from core.infrastructure.output_dirs import check_replaceable, mark_output, replace_output
 from core.infrastructure.registry.model_card import render_model_card
 
 VERIFICATION_PROMPTS: tuple[str, ...] = (
@@ -58,6 +59,7 @@ TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
 """``(atol, rtol)`` by (technique, merge dtype); 16-bit merges use ``HALF_PRECISION_TOLERANCE``."""
 
 HALF_PRECISION_TOLERANCE = (5e-2, 1e-2)
+MERGE_OUTPUT = "merge"  # the kind named in the output marker
 
 
 class MergeVerificationError(FinetuneStudioError):
@@ -167,7 +169,9 @@ def check_mergeable(source: InferenceSource) -> None:
         raise UnsupportedOperationError(f"{source.name}: merging {peft_type} adapters is not supported")
 
 
-def merge_adapter(source: InferenceSource, output_dir: Path, settings: Settings) -> MergeResult:
+def merge_adapter(
+    source: InferenceSource, output_dir: Path, settings: Settings, overwrite: bool = False
+) -> MergeResult:
     """Merges a run's adapter into its base model, verifies the result and writes the export.
 
     The output holds ``model.safetensors``, ``config.json``, ``generation_config.json``, the
@@ -176,8 +180,10 @@ def merge_adapter(source: InferenceSource, output_dir: Path, settings: Settings)
 
     Args:
         source: The run (see :func:`~core.infrastructure.inference.loading.resolve_inference_target`).
-        output_dir: Destination directory (replaced if it exists).
+        output_dir: Destination directory; an earlier merge there is replaced, anything else only
+            with ``overwrite`` (see :mod:`core.infrastructure.output_dirs`).
         settings: Settings (``model.dtype`` picks the merge precision; ``auto`` is fp32 on CPU).
+        overwrite: Replace ``output_dir`` even when it holds files the merge did not write.
 
     Returns:
         The merge result.
@@ -185,10 +191,13 @@ def merge_adapter(source: InferenceSource, output_dir: Path, settings: Settings)
     Raises:
         UnsupportedOperationError: When the run cannot be merged (Prefix Tuning, full finetuning).
         MergeVerificationError: When merged and unmerged logits disagree beyond the tolerance.
+        OutputExistsError: When ``output_dir`` holds files the merge did not write (without ``overwrite``).
     """
     from peft import PeftModel
 
     check_mergeable(source)
+    output_dir = Path(output_dir)
+    check_replaceable(output_dir, MERGE_OUTPUT, overwrite)
     started = time.perf_counter()
     technique = "qlora" if source.technique == "qlora" else "lora"
     dtype = inference_dtype(settings)
@@ -219,7 +228,6 @@ def merge_adapter(source: InferenceSource, output_dir: Path, settings: Settings)
     if generation_config.pad_token_id is None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
-    output_dir = Path(output_dir)
     staging = output_dir.with_name(f".{output_dir.name}.merging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -267,10 +275,8 @@ def merge_adapter(source: InferenceSource, output_dir: Path, settings: Settings)
         lineage = _lineage(source, verification)
         write_json_atomic(staging / LINEAGE_FILE, lineage)
         (staging / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
-        if output_dir.exists():
-            logger.info("Replacing the earlier merge in {}", output_dir)
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        mark_output(staging, MERGE_OUTPUT)
+        replace_output(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.success("Merged {} into {}", source.name, output_dir)
