@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,9 @@ def test_kill_and_resume_in_new_process_is_bit_identical(
     run_dir = tmp_path / "runs" / "interrupted"
     assert RunManifest.load(run_dir).status == "training"  # died without any chance to clean up
     expected_resume = 4 if scenario == "mid-epoch" else 3
+    session_started = time.perf_counter()
     resumed = train_in_subprocess(interrupted)
+    resumed_session_s = time.perf_counter() - session_started
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (run_dir / "train.log").read_text()
     assert f"checkpoint-{expected_resume} (step {expected_resume})" in log
@@ -89,3 +92,20 @@ def test_kill_and_resume_in_new_process_is_bit_identical(
         assert torch.equal(straight_final[name], resumed_final[name]), name
         assert torch.equal(straight_last[name], resumed_last[name]), name
     assert RunManifest.load(run_dir).status == "completed"
+
+    # The manifest describes the whole run, not the resumed segment.
+    straight_summary, resumed_summary = RunManifest.load(straight_run).metrics, RunManifest.load(run_dir).metrics
+    for key in ("initial_eval_loss", "final_eval_loss", "best_eval_loss", "best_eval_step", "final_train_loss"):
+        assert resumed_summary[key] == straight_summary[key], key
+    assert next(row["step"] for row in read_metrics(run_dir) if "eval_loss" in row) == 0
+    initial, final = (round(resumed_summary[key], 4) for key in ("initial_eval_loss", "final_eval_loss"))
+    assert initial != final and f"eval loss {initial} -> {final}" in log
+    # Wall time: up to the checkpoint (from the killed session) plus the resumed session, steps replayed once.
+    at_checkpoint = next(
+        row["elapsed_s"]
+        for row in read_metrics(run_dir)
+        if row.get("event") == "checkpoint" and row["step"] == expected_resume
+    )
+    later = [row["elapsed_s"] for row in read_metrics(run_dir) if "loss" in row and row["step"] > expected_resume]
+    assert later and min(later) > at_checkpoint
+    assert at_checkpoint < resumed_summary["train_runtime_s"] < at_checkpoint + resumed_session_s

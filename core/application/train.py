@@ -30,6 +30,7 @@ from core.domain.manifest import (
     METRICS_FILE,
     STOP_REQUEST_FILE,
     RunManifest,
+    read_metrics,
 )
 from core.domain.techniques import traits_for
 from core.logging_setup import add_file_sink, remove_file_sink
@@ -168,9 +169,7 @@ def _train(
     )
     resumed_step = _checkpoint_step(resume_from)
     metrics_log = MetricsLog(run_dir, keep_until_step=resumed_step) if is_main else None
-    metrics = MetricsCallback(
-        metrics_log, elapsed_before_s=float(manifest.metrics.get("train_runtime_s", 0.0) if resume_from else 0.0)
-    )
+    metrics = MetricsCallback(metrics_log, earlier_rows=read_metrics(run_dir) if resume_from and is_main else ())
     stop = StopCallback(run_dir / STOP_REQUEST_FILE, stop_event)
     callbacks: list[Any] = [metrics, stop, *early_stopping_callbacks(settings, arguments)]
     if settings.training.sample_every_steps and settings.training.sample_prompts and metrics_log is not None:

@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +72,31 @@ class MetricsCallback(TrainerCallback):
         summary: initial/final/best eval loss, peak memory, tokens per second, and so on.
     """
 
-    def __init__(self, log: MetricsLog, trainer: Any = None, elapsed_before_s: float = 0.0) -> None:
+    def __init__(self, log: MetricsLog, trainer: Any = None, earlier_rows: Sequence[dict[str, Any]] = ()) -> None:
         """Creates the callback.
 
         Args:
             log: Where rows go (only on the main process).
             trainer: The :class:`StudioTrainer`, for token counts (set after construction).
-            elapsed_before_s: Training time of earlier sessions of a resumed run.
+            earlier_rows: The rows a resumed run keeps (up to its checkpoint step): the summary
+                continues from them (step-0 evaluation, best loss) and so does the wall time
+                (the ``elapsed_s`` at the checkpoint, so steps replayed after a crash count once).
         """
         self.log = log
         self.trainer = trainer
-        self.elapsed_before_s = elapsed_before_s
+        self.elapsed_before_s = 0.0
         self.summary: dict[str, Any] = {}
         self._started = time.perf_counter()
         self._last_time = self._started
         self._last_tokens = 0
         self._total_tokens = 0
+        for row in earlier_rows:
+            if row.get("eval_loss") is not None:
+                self._update_eval_summary(int(row.get("step", 0)), float(row["eval_loss"]))
+            elif row.get("loss") is not None:
+                self.summary["final_train_loss"] = float(row["loss"])
+            if row.get("elapsed_s") is not None:
+                self.elapsed_before_s = max(self.elapsed_before_s, float(row["elapsed_s"]))
 
     def elapsed_s(self) -> float:
         """Training wall time including earlier sessions of a resumed run."""
@@ -102,7 +112,9 @@ class MetricsCallback(TrainerCallback):
         self._last_time = time.perf_counter()
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        """Excludes checkpoint-writing time from the next throughput measurement."""
+        """Records the wall time at the checkpoint (where a resume continues) and restarts the throughput clock."""
+        if state.is_world_process_zero and self.log is not None:
+            self.log.write({"step": state.global_step, "event": "checkpoint", "elapsed_s": round(self.elapsed_s(), 3)})
         self._last_time = time.perf_counter()
 
     def on_log(
@@ -148,6 +160,9 @@ class MetricsCallback(TrainerCallback):
             eval_loss: Mean validation loss.
         """
         self.log.write({"step": step, "eval_loss": eval_loss, "eval_perplexity": perplexity(eval_loss)})
+        self._update_eval_summary(step, eval_loss)
+
+    def _update_eval_summary(self, step: int, eval_loss: float) -> None:
         self.summary.setdefault("initial_eval_loss", eval_loss)
         self.summary["final_eval_loss"] = eval_loss
         self.summary["final_eval_step"] = step
