@@ -15,6 +15,14 @@ from core.domain.errors import DataValidationError
 from tests.conftest import MODEL_CACHE, REPO_ROOT
 
 VALID = {"instruction": "Say hi.", "input": "", "output": "Hi!"}
+ALPACA_BATTERY_REASONS = {
+    "empty_prompt": 1,
+    "empty_response": 1,
+    "malformed_json": 1,
+    "missing_field": 1,
+    "not_utf8": 1,
+    "wrong_type": 2,
+}
 
 
 def alpaca_battery(path: Path) -> Path:
@@ -66,7 +74,9 @@ def test_strict_mode_lists_every_alpaca_problem_exactly(tmp_path, make_settings)
         f"{path}:8: record: wrong type: expected a JSON object, got array",
     ]
     assert str(error.value).startswith("7 problem(s) in the input data:\n")
-    assert not (tmp_path / "data" / "prepared").exists()  # nothing is written in strict mode
+    written = [path for path in (tmp_path / "data" / "prepared").rglob("*") if path.is_file()]
+    assert [path.name for path in written] == ["report.json"]  # strict mode writes its report, no dataset
+    assert json.loads(written[0].read_text())["counts"]["invalid"] == ALPACA_BATTERY_REASONS
 
 
 def test_strict_mode_lists_every_conversation_problem_exactly(tmp_path, make_settings):
@@ -111,14 +121,7 @@ def test_lenient_mode_skips_bad_records_and_counts_add_up(tmp_path, make_setting
     counts = prepared.report["counts"]
     assert counts["read"] == 9
     assert counts["kept"] == 2
-    assert counts["skipped"] == {
-        "empty_prompt": 1,
-        "empty_response": 1,
-        "malformed_json": 1,
-        "missing_field": 1,
-        "not_utf8": 1,
-        "wrong_type": 2,
-    }
+    assert counts["skipped"] == ALPACA_BATTERY_REASONS
     assert (
         counts["read"] == counts["kept"] + sum(counts["skipped"].values()) == counts["kept"] + counts["skipped_total"]
     )

@@ -21,16 +21,18 @@ from loguru import logger
 
 from core.domain.config import Settings, load_settings
 from core.domain.errors import ConfigError, DataValidationError
+from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation, Message
-from core.infrastructure.data.convert import choose_format, convert_records
+from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
 from core.infrastructure.data.fingerprint import compute_fingerprint
 from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
-from core.infrastructure.data.report import build_report, report_markdown
+from core.infrastructure.data.report import build_failure_report, build_report, report_markdown
 from core.infrastructure.data.sources import InputSource, resolve_input
 from core.infrastructure.data.splits import assign_splits
 
 PREPARED_SUBDIR = "prepared"
+REPORT_FILE = "report.json"
 """Prepared datasets live in ``paths.data_dir / prepared / <fingerprint>``."""
 
 
@@ -102,15 +104,20 @@ def prepare_data(
         logger.info("Reusing prepared data {} (input, tokenizer and data settings unchanged)", directory)
         return cached
 
-    if directory.exists() and any(directory.iterdir()) and not (directory / PREPARED_FILE).is_file():
+    if not _replaceable(directory):
         raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
     records = source.read()
-    chosen_format, reason = choose_format(records, source.name, requested_format, data.field_mapping, source.hub_id)
+    try:
+        chosen_format, reason = choose_format(records, source.name, requested_format, data.field_mapping, source.hub_id)
+    except DataValidationError as error:  # nothing could be read: the read errors, counted
+        unusable = outcomes_without_format(records)
+        raise _strict_failure(directory, source.name, None, "no usable record", unusable, error) from None
     logger.info("Format of {}: {}", source.name, reason)
     outcomes = convert_records(records, chosen_format, data.field_mapping, data.oasst_language)
     problems = [problem for outcome in outcomes for problem in outcome.problems]
     if problems and not lenient:
-        raise DataValidationError([str(problem) for problem in problems])
+        error = DataValidationError([str(problem) for problem in problems])
+        raise _strict_failure(directory, source.name, chosen_format, reason, outcomes, error)
     for outcome in outcomes:
         if outcome.problems:
             logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
@@ -179,6 +186,37 @@ def prepare_data(
         counts["skipped"] or "",
     )
     return prepared
+
+
+def _replaceable(directory: Path) -> bool:
+    """A new or empty directory, a prepared dataset, or the report of a failed strict run."""
+    if not directory.exists() or (directory / PREPARED_FILE).is_file():
+        return True
+    return {entry.name for entry in directory.iterdir()} <= {REPORT_FILE}
+
+
+def _strict_failure(
+    directory: Path,
+    input_name: str,
+    data_format: str | None,
+    reason: str,
+    outcomes: list[Outcome],
+    error: DataValidationError,
+) -> DataValidationError:
+    """Writes ``report.json`` of a stopped strict run and returns the error, with the counts per reason added."""
+    report = build_failure_report(
+        input_name=input_name, data_format=data_format, format_reason=reason, outcomes=outcomes
+    )
+    write_json_atomic(directory / REPORT_FILE, report)
+    counts = report["counts"]
+    per_reason = ", ".join(f"{name} {count}" for name, count in counts["invalid"].items())
+    return DataValidationError(
+        error.problems,
+        note=(
+            f"read {counts['read']}, valid {counts['valid']}, invalid {counts['invalid_total']} ({per_reason}); "
+            f"every problem is listed in {directory / REPORT_FILE}; --lenient skips and counts them"
+        ),
+    )
 
 
 def _load_tokenizer(model_dir: Path, template: str | None) -> Any:

@@ -14,13 +14,16 @@ class DataValidationError(FinetuneStudioError):
 
     Attributes:
         problems: Every problem found, each formatted as ``file:line: field: problem``.
+        note: A closing line (counts per reason, where the full list was written), if any.
     """
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], note: str | None = None) -> None:
         self.problems = list(problems)
+        self.note = note
         shown = "\n".join(self.problems[:50])
         more = f"\n... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
-        super().__init__(f"{len(self.problems)} problem(s) in the input data:\n{shown}{more}")
+        summary = f"\n{note}" if note else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the input data:\n{shown}{more}{summary}")
 
 
 class ModelNotAvailableError(FinetuneStudioError):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from core.domain.errors import ConfigError
+from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.formats import FORMATS, HUB_FORMATS, detect_format_of, record_converter
 from core.infrastructure.data.oasst import convert_oasst
 from core.infrastructure.data.problems import Outcome, RecordProblems
 from core.infrastructure.data.readers import RawRecord, normalize_split
+from core.infrastructure.data.unsupported import unsupported_problems
 
 
 def choose_format(
@@ -30,6 +31,7 @@ def choose_format(
 
     Raises:
         ConfigError: For an unknown format name, or when auto-detection is ambiguous or fails.
+        DataValidationError: When no record could be read at all (auto-detection has nothing to go on).
     """
     if requested != "auto":
         if requested not in FORMATS:
@@ -40,7 +42,16 @@ def choose_format(
     if hub_id is not None and hub_id.lower() in HUB_FORMATS:
         data_format = HUB_FORMATS[hub_id.lower()]
         return data_format, f"{data_format}: known Hub dataset {hub_id}"
-    return detect_format_of([record.data for record in records], input_name)
+    readable = [record for record in records if not record.problems]
+    if not readable:  # nothing to detect from: the read errors are the answer
+        raise DataValidationError([str(problem) for record in records for problem in record.problems])
+    try:
+        return detect_format_of([record.data for record in readable], input_name)
+    except ConfigError:
+        refused = [unsupported_problems(record.data, record.source, "auto") for record in readable[:200]]
+        if all(refused):  # say what the data is rather than that its format is unknown
+            raise DataValidationError([str(problem) for problems in refused for problem in problems]) from None
+        raise
 
 
 def convert_records(
@@ -69,8 +80,30 @@ def convert_records(
             outcomes.append(Outcome(record.source, problems=record.problems, reason=record.problems[0].reason))
             continue
         split = normalize_split(record.data.get("split")) or record.split
+        refused = unsupported_problems(record.data, record.source, data_format)
+        if refused:
+            outcomes.append(Outcome(record.source, problems=refused, reason=refused[0].reason, split=split))
+            continue
         try:
             outcomes.append(Outcome(record.source, conversation=convert(record.data, record.source), split=split))
         except RecordProblems as failure:
             outcomes.append(Outcome(record.source, problems=failure.problems, reason=failure.problems[0].reason))
+    return outcomes
+
+
+def outcomes_without_format(records: list[RawRecord]) -> list[Outcome]:
+    """Outcomes when no format could be chosen: each record's read or refusal problems (for the report).
+
+    Args:
+        records: Raw records.
+
+    Returns:
+        One skipped outcome per record.
+    """
+    outcomes = []
+    for record in records:
+        problems = record.problems or unsupported_problems(record.data, record.source, "auto")
+        outcomes.append(
+            Outcome(record.source, problems=problems, reason=problems[0].reason if problems else "format_unknown")
+        )
     return outcomes

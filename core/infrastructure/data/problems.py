@@ -14,6 +14,8 @@ EMPTY_PROMPT = "empty_prompt"
 UNKNOWN_ROLE = "unknown_role"
 BROKEN_ORDER = "broken_order"
 UNREADABLE = "unreadable"
+UNSUPPORTED_MEDIA = "unsupported_media"
+PREFERENCE_DATA = "preference_data"
 """Reasons a record is invalid (the keys of the report's ``skipped`` counts)."""
 
 LANGUAGE_FILTER = "language_filter"

@@ -18,6 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
+from core.domain.errors import DataValidationError
+from core.infrastructure.data.compression import COMPRESSION_SUFFIXES, data_suffix, read_file_bytes
+from core.infrastructure.data.json_arrays import (
+    damage_problem,
+    element_sources,
+    json_elements,
+    json_error,
+    looks_like_json_lines,
+    starts_as_array,
+)
 from core.infrastructure.data.problems import MALFORMED_JSON, NOT_UTF8, UNREADABLE, WRONG_TYPE, Problem
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -110,7 +122,7 @@ def list_data_files(path: Path) -> list[Path]:
 
 
 def _kind(path: Path) -> str | None:
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     if suffix in SUPPORTED_SUFFIXES:
@@ -122,28 +134,47 @@ def read_records(path: Path | str) -> list[RawRecord]:
     """Reads every record of a file or of all supported files under a directory.
 
     Args:
-        path: A ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file, or a directory.
+        path: A ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file (the first three also
+            compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``), or a directory of them.
 
     Returns:
         The records in file order; unreadable ones carry their problems.
 
     Raises:
-        FileNotFoundError: If the path does not exist or holds no supported file.
+        DataValidationError: If the path does not exist, is not a supported file, or holds no
+            supported file or no record at all (an empty file).
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise DataValidationError([f"{path}: record: no such file or directory"])
     files = list_data_files(path)
     if not files:
-        raise FileNotFoundError(f"{path}: no {', '.join(SUPPORTED_SUFFIXES)} files found")
+        raise DataValidationError([f"{path}: record: no {', '.join(SUPPORTED_SUFFIXES)} files found (also compressed)"])
     records: list[RawRecord] = []
     for file in files:
         kind = _kind(file)
         if kind is None:
-            raise FileNotFoundError(f"{file}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+            raise DataValidationError(
+                [
+                    f"{file}: record: unsupported file type {''.join(file.suffixes) or '(no suffix)'}; use one of "
+                    f"{', '.join(SUPPORTED_SUFFIXES)}, optionally compressed ({', '.join(COMPRESSION_SUFFIXES)})"
+                ]
+            )
         split = split_from_name(file.name)
         reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[kind]
-        for record in reader(file):
+        try:
+            file_records = list(reader(file))
+        except OSError as error:
+            file_records = [
+                RawRecord(
+                    {}, f"{file}:1", problems=[Problem(f"{file}:1", "record", f"unreadable: {error}", UNREADABLE)]
+                )
+            ]
+        if not file_records:
+            if path.is_file():
+                raise DataValidationError([f"{file}:1: record: the file is empty (no records)"])
+            logger.warning("{}: empty file (no records); nothing read from it", file)
+        for record in file_records:
             record.split = split
             records.append(record)
     return records
@@ -167,8 +198,21 @@ def _decode_lines(data: bytes, display: str) -> tuple[str, dict[int, Problem]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
-    display = str(path)
-    text, bad_lines = _decode_lines(path.read_bytes(), display)
+    """Reads one JSON object per line; a JSON array saved as ``.jsonl`` is read as an array."""
+    text, bad_lines, damage = _file_text(path)
+    records = _array_records if starts_as_array(text) and not _first_line_is_complete(text) else _jsonl_records
+    yield from _with_damage(records(text, bad_lines, str(path)), damage, str(path), text)
+
+
+def _first_line_is_complete(text: str) -> bool:
+    try:
+        json.loads(text.lstrip().split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _jsonl_records(text: str, bad_lines: dict[int, Problem], display: str) -> Iterator[RawRecord]:
     for number, line in enumerate(text.split("\n"), 1):
         source = f"{display}:{number}"
         if number in bad_lines:
@@ -182,14 +226,36 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(
                 {},
                 source,
-                problems=[Problem(source, "record", f"malformed JSON: {_json_error(error)}", MALFORMED_JSON)],
+                problems=[Problem(source, "record", f"malformed JSON: {json_error(error)}", MALFORMED_JSON)],
             )
             continue
         yield _as_record(value, source)
 
 
-def _json_error(error: json.JSONDecodeError) -> str:
-    return f"{error.msg} (column {error.colno})"
+def _file_text(path: Path) -> tuple[str, dict[int, Problem], str | None]:
+    """The file's text (decompressed), a problem per line that is not UTF-8, and any decompression damage."""
+    content = read_file_bytes(path)
+    text, bad_lines = _decode_lines(content.data, str(path))
+    return text, bad_lines, content.damage
+
+
+def _with_damage(records: Iterator[RawRecord], damage: str | None, display: str, text: str) -> Iterator[RawRecord]:
+    """Adds what a damaged compressed stream lost: to the last record when it is itself cut, else as one record."""
+    last = None
+    for record in records:
+        if last is not None:
+            yield last
+        last = record
+    if damage is not None:
+        if last is not None and last.problems:
+            last.problems.append(Problem(last.source, "record", damage, UNREADABLE))
+        else:
+            if last is not None:
+                yield last
+            source = f"{display}:{text.count(chr(10)) + 1}"
+            last = RawRecord({}, source, problems=[Problem(source, "record", damage, UNREADABLE)])
+    if last is not None:
+        yield last
 
 
 def _as_record(value: Any, source: str) -> RawRecord:
@@ -209,84 +275,34 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-class _LineCounter:
-    """Maps character offsets to 1-based line numbers for offsets visited in increasing order."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.offset = 0
-        self.line = 1
-
-    def line_at(self, offset: int) -> int:
-        if offset < self.offset:
-            return self.text.count("\n", 0, offset) + 1
-        self.line += self.text.count("\n", self.offset, offset)
-        self.offset = offset
-        return self.line
-
-
-def _skip_whitespace(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\r\n":
-        index += 1
-    return index
-
-
 def _read_json(path: Path) -> Iterator[RawRecord]:
-    """Reads a JSON array of objects (or one object); each element's source is the line it starts on."""
-    display = str(path)
-    text, bad_lines = _decode_lines(path.read_bytes(), display)
-    lines = _LineCounter(text)
-    decoder = json.JSONDecoder()
-    elements: list[tuple[Any, int, int]] = []  # value, first line, last line
-    try:
-        index = _skip_whitespace(text, 0)
-        if index >= len(text):
-            return
-        if text[index] != "[":
-            value, end = decoder.raw_decode(text, index)
-            trailing = _skip_whitespace(text, end)
-            if trailing < len(text):
-                raise json.JSONDecodeError("Extra data", text, trailing)
-            elements.append((value, lines.line_at(index), lines.line_at(end)))
-        else:
-            index = _skip_whitespace(text, index + 1)
-            if index < len(text) and text[index] == "]":
-                index += 1
-            else:
-                while True:
-                    value, end = decoder.raw_decode(text, index)
-                    elements.append((value, lines.line_at(index), lines.line_at(end)))
-                    index = _skip_whitespace(text, end)
-                    if index < len(text) and text[index] == ",":
-                        index = _skip_whitespace(text, index + 1)
-                        continue
-                    if index < len(text) and text[index] == "]":
-                        index += 1
-                        break
-                    raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-            trailing = _skip_whitespace(text, index)
-            if trailing < len(text):
-                raise json.JSONDecodeError("Extra data", text, trailing)
-    except json.JSONDecodeError as error:
-        source = f"{display}:{error.lineno}"
+    """Reads a JSON array of objects (or one object); JSON Lines saved as ``.json`` is read as such."""
+    text, bad_lines, damage = _file_text(path)
+    records = _jsonl_records if looks_like_json_lines(text) else _array_records
+    yield from _with_damage(records(text, bad_lines, str(path)), damage, str(path), text)
+
+
+def _array_records(text: str, bad_lines: dict[int, Problem], display: str) -> Iterator[RawRecord]:
+    elements = list(json_elements(text))
+    sources = element_sources(elements, display)
+    for element, source in zip(elements, sources, strict=True):
         problems = [
-            *bad_lines.values(),
-            Problem(source, "record", f"malformed JSON: {_json_error(error)}", MALFORMED_JSON),
+            problem for number, problem in bad_lines.items() if element.first_line <= number <= element.last_line
         ]
-        yield RawRecord({}, problems[0].source, problems=problems)
-        return
-    for value, first_line, last_line in elements:
-        source = f"{display}:{first_line}"
-        problems = [problem for number, problem in bad_lines.items() if first_line <= number <= last_line]
-        if problems:
+        if element.error is not None:
+            yield RawRecord({}, source, problems=[*problems, damage_problem(source, element)])
+        elif problems:
             yield RawRecord({}, source, problems=problems)
         else:
-            yield _as_record(value, source)
+            yield _as_record(element.value, source)
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
-    display = str(path)
-    text, bad_lines = _decode_lines(path.read_bytes(), display)
+    text, bad_lines, damage = _file_text(path)
+    yield from _with_damage(_csv_records(text, bad_lines, str(path)), damage, str(path), text)
+
+
+def _csv_records(text: str, bad_lines: dict[int, Problem], display: str) -> Iterator[RawRecord]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     previous_end = 0
@@ -321,7 +337,7 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
                     yield RawRecord(
                         {},
                         source,
-                        problems=[Problem(source, column, f"malformed JSON: {_json_error(error)}", MALFORMED_JSON)],
+                        problems=[Problem(source, column, f"malformed JSON: {json_error(error)}", MALFORMED_JSON)],
                     )
                     break
         else:

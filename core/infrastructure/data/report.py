@@ -235,3 +235,37 @@ def report_markdown(report: dict[str, Any]) -> str:
             problems = "; ".join(record["problems"]).replace("|", "\\|")
             lines.append(f"| {record['source']} | {record['reason']} | {problems} |")
     return "\n".join(lines) + "\n"
+
+
+def build_failure_report(
+    *, input_name: str, data_format: str | None, format_reason: str, outcomes: list[Outcome]
+) -> dict[str, Any]:
+    """The report of a strict run that stopped on invalid records (nothing was prepared).
+
+    Args:
+        input_name: What was read.
+        data_format: Format used (None when it could not be chosen).
+        format_reason: Why (or why not).
+        outcomes: Conversion outcome of every record read.
+
+    Returns:
+        JSON-compatible data: ``counts`` (``read``, ``valid``, ``invalid`` per reason), the
+        first problems (up to ``MAX_LISTED``) and their total.
+    """
+    invalid = [outcome for outcome in outcomes if outcome.conversation is None]
+    problems = [str(problem) for outcome in invalid for problem in outcome.problems]
+    return {
+        "input": input_name,
+        "format": data_format,
+        "format_reason": format_reason,
+        "mode": "strict",
+        "status": "failed: invalid records in strict mode; nothing was prepared (--lenient skips and counts them)",
+        "counts": {
+            "read": len(outcomes),
+            "valid": len(outcomes) - len(invalid),
+            "invalid": dict(sorted(Counter(outcome.reason or "unknown" for outcome in invalid).items())),
+            "invalid_total": len(invalid),
+        },
+        "problems_total": len(problems),
+        "problems": problems[:MAX_LISTED],
+    }
