@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from core.domain.errors import ConfigError, DataValidationError
-from core.infrastructure.data.formats import FORMATS, HUB_FORMATS, detect_format_of, record_converter
+from core.infrastructure.data.detection import detect_format_of
+from core.infrastructure.data.formats import FORMATS, HUB_FORMATS, record_converter
 from core.infrastructure.data.oasst import convert_oasst
 from core.infrastructure.data.problems import Outcome, RecordProblems
 from core.infrastructure.data.readers import RawRecord, normalize_split

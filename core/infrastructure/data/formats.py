@@ -17,22 +17,17 @@ other scalar fields are kept as metadata. Problems are reported as ``file:line: 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from core.domain.errors import ConfigError
-from core.domain.records import Conversation, Message
+from core.domain.records import Conversation
 from core.infrastructure.data.problems import (
-    BROKEN_ORDER,
-    EMPTY_PROMPT,
-    EMPTY_RESPONSE,
     MISSING_FIELD,
     UNKNOWN_ROLE,
     WRONG_TYPE,
-    Problem,
-    RecordProblems,
 )
+from core.infrastructure.data.record_checks import ProblemCollector, finish_conversation, type_name
 
 FORMATS = ("alpaca", "dolly", "sharegpt", "openai", "oasst", "custom")
 """Format names accepted by ``data.format`` and ``--format``."""
@@ -66,136 +61,15 @@ ROLE_ALIASES = {
 CUSTOM_KEYS = ("instruction", "input", "output", "system")
 """Keys of ``data.field_mapping`` for the custom format."""
 
-_RESERVED = {"checks", "split"}
 
-
-def _type_name(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-class _Collector:
-    """Accumulates the problems of one record."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-
-    def add(self, field: str, message: str, reason: str) -> None:
-        self.problems.append(Problem(self.source, field, message, reason))
-
-    def text(self, data: dict[str, Any], key: str, required: bool, label: str | None = None) -> str | None:
-        """Reads a string field; a missing optional field (or null) is ''."""
-        label = label or key
-        if key not in data or (data[key] is None and not required):
-            if required:
-                self.add(label, "missing field", MISSING_FIELD)
-                return None
-            return ""
-        value = data[key]
-        if not isinstance(value, str):
-            self.add(label, f"wrong type: expected a string, got {_type_name(value)}", WRONG_TYPE)
-            return None
-        return value
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            raise RecordProblems(self.problems)
-
-
-def _checks(data: dict[str, Any], collector: _Collector) -> list[dict[str, Any]]:
-    checks = data.get("checks")
-    if checks is None:
-        return []
-    if not isinstance(checks, list) or not all(isinstance(check, dict) and "kind" in check for check in checks):
-        collector.add("checks", 'wrong type: expected a list of {"kind", "value"} objects', WRONG_TYPE)
-        return []
-    return checks
-
-
-def _metadata(data: dict[str, Any], used: set[str]) -> dict[str, Any]:
-    return {
-        key: value
-        for key, value in data.items()
-        if key not in used and key not in _RESERVED and isinstance(value, str | int | float | bool)
-    }
-
-
-def _finish(
-    collector: _Collector,
-    messages: list[tuple[str, str, str]],
-    data: dict[str, Any],
-    used: set[str],
-) -> Conversation:
-    """Validates content and order, then builds the conversation.
-
-    Args:
-        collector: Problems found so far.
-        messages: ``(role, content, field)`` triples, field naming the input location.
-        data: The raw record (for checks and metadata).
-        used: Keys consumed by the format.
-    """
-    checked: list[Message] = []
-    roles: list[tuple[str, str]] = []
-    for role, content, field in messages:
-        stripped = content.strip()
-        if not stripped:
-            if role == "system":
-                continue
-            if role == "assistant":
-                collector.add(field, "empty or whitespace-only response", EMPTY_RESPONSE)
-            else:
-                collector.add(field, "empty or whitespace-only prompt", EMPTY_PROMPT)
-        checked.append(Message(role=role, content=stripped))  # type: ignore[arg-type]
-        roles.append((role, field))
-    _check_order(roles, collector)
-    checks = _checks(data, collector)
-    collector.raise_if_any()
-    return Conversation(messages=checked, source=collector.source, checks=checks, metadata=_metadata(data, used))
-
-
-def _check_order(roles: list[tuple[str, str]], collector: _Collector) -> None:
-    """Reports the first break of the order [system] user assistant (user assistant)*."""
-    expected = "user"
-    for index, (role, field) in enumerate(roles):
-        if role == "system":
-            if index != 0:
-                collector.add(
-                    field,
-                    f"broken conversation order: system message at turn {index + 1} (only the first turn may be one)",
-                    BROKEN_ORDER,
-                )
-                return
-            continue
-        if role != expected:
-            collector.add(
-                field,
-                f"broken conversation order: turn {index + 1} is {role} but {expected} was expected",
-                BROKEN_ORDER,
-            )
-            return
-        expected = "assistant" if role == "user" else "user"
-    if not any(role != "system" for role, _field in roles):
-        field = roles[0][1] if roles else "messages"
-        collector.add(
-            field, "broken conversation order: the conversation has no user and assistant turns", BROKEN_ORDER
-        )
-    elif expected != "user":
-        collector.add(
-            roles[-1][1],
-            "broken conversation order: the conversation ends with a user turn instead of an assistant answer",
-            BROKEN_ORDER,
-        )
-
-
-def _history_messages(data: dict[str, Any], collector: _Collector) -> list[tuple[str, str, str]]:
+def _history_messages(data: dict[str, Any], collector: ProblemCollector) -> list[tuple[str, str, str]]:
     history = data.get("history")
     if history in (None, ""):
         return []
     turns: list[tuple[str, str, str]] = []
     if not isinstance(history, list):
         collector.add(
-            "history", f"wrong type: expected a list of [prompt, answer] pairs, got {_type_name(history)}", WRONG_TYPE
+            "history", f"wrong type: expected a list of [prompt, answer] pairs, got {type_name(history)}", WRONG_TYPE
         )
         return turns
     for index, pair in enumerate(history):
@@ -224,7 +98,7 @@ def convert_alpaca(data: dict[str, Any], source: str) -> Conversation:
     Raises:
         RecordProblems: With every problem of the record.
     """
-    collector = _Collector(source)
+    collector = ProblemCollector(source)
     instruction = collector.text(data, "instruction", required=True)
     extra = collector.text(data, "input", required=False)
     output = collector.text(data, "output", required=True)
@@ -237,7 +111,7 @@ def convert_alpaca(data: dict[str, Any], source: str) -> Conversation:
         messages.append(("assistant", output, "output"))
     if instruction is None or output is None:
         collector.raise_if_any()
-    return _finish(collector, messages, data, {"instruction", "input", "output", "system", "history"})
+    return finish_conversation(collector, messages, data, {"instruction", "input", "output", "system", "history"})
 
 
 def convert_dolly(data: dict[str, Any], source: str) -> Conversation:
@@ -253,7 +127,7 @@ def convert_dolly(data: dict[str, Any], source: str) -> Conversation:
     Raises:
         RecordProblems: With every problem of the record.
     """
-    collector = _Collector(source)
+    collector = ProblemCollector(source)
     instruction = collector.text(data, "instruction", required=True)
     context = collector.text(data, "context", required=False)
     response = collector.text(data, "response", required=True)
@@ -263,17 +137,19 @@ def convert_dolly(data: dict[str, Any], source: str) -> Conversation:
         ("user", _join(instruction or "", context or ""), "instruction"),
         ("assistant", response or "", "response"),
     ]
-    return _finish(collector, messages, data, {"instruction", "context", "response"})
+    return finish_conversation(collector, messages, data, {"instruction", "context", "response"})
 
 
-def _turn_list(data: dict[str, Any], collector: _Collector, keys: tuple[str, ...]) -> tuple[str, list[Any]] | None:
+def _turn_list(
+    data: dict[str, Any], collector: ProblemCollector, keys: tuple[str, ...]
+) -> tuple[str, list[Any]] | None:
     key = next((candidate for candidate in keys if candidate in data), None)
     if key is None:
         collector.add(keys[0], "missing field", MISSING_FIELD)
         return None
     turns = data[key]
     if not isinstance(turns, list):
-        collector.add(key, f"wrong type: expected a list of turns, got {_type_name(turns)}", WRONG_TYPE)
+        collector.add(key, f"wrong type: expected a list of turns, got {type_name(turns)}", WRONG_TYPE)
         return None
     return key, turns
 
@@ -295,7 +171,7 @@ def _convert_turns(
     content_keys: tuple[str, ...],
     roles: dict[str, str],
 ) -> Conversation:
-    collector = _Collector(source)
+    collector = ProblemCollector(source)
     found = _turn_list(data, collector, list_keys)
     if found is None:
         collector.raise_if_any()
@@ -307,7 +183,7 @@ def _convert_turns(
     for index, turn in enumerate(turns):
         prefix = f"{key}[{index}]"
         if not isinstance(turn, dict):
-            collector.add(prefix, f"wrong type: expected an object, got {_type_name(turn)}", WRONG_TYPE)
+            collector.add(prefix, f"wrong type: expected an object, got {type_name(turn)}", WRONG_TYPE)
             continue
         role_key = next((candidate for candidate in role_keys if candidate in turn), role_keys[0])
         content_key = next((candidate for candidate in content_keys if candidate in turn), content_keys[0])
@@ -317,7 +193,7 @@ def _convert_turns(
             continue
         if not isinstance(raw_role, str):
             collector.add(
-                f"{prefix}.{role_key}", f"wrong type: expected a string, got {_type_name(raw_role)}", WRONG_TYPE
+                f"{prefix}.{role_key}", f"wrong type: expected a string, got {type_name(raw_role)}", WRONG_TYPE
             )
             continue
         role = roles.get(raw_role.strip().lower())
@@ -329,13 +205,13 @@ def _convert_turns(
             continue
         content = _content_text(turn[content_key])
         if content is None:
-            got = _type_name(turn[content_key])
+            got = type_name(turn[content_key])
             collector.add(f"{prefix}.{content_key}", f"wrong type: expected a string, got {got}", WRONG_TYPE)
             continue
         messages.append((role, content, f"{prefix}.{content_key}"))
     if collector.problems:
         collector.raise_if_any()
-    return _finish(collector, messages, data, {key, "system"})
+    return finish_conversation(collector, messages, data, {key, "system"})
 
 
 def convert_sharegpt(data: dict[str, Any], source: str) -> Conversation:
@@ -400,7 +276,7 @@ def custom_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any],
         )
 
     def convert(data: dict[str, Any], source: str) -> Conversation:
-        collector = _Collector(source)
+        collector = ProblemCollector(source)
         instruction = collector.text(data, field_mapping["instruction"], required=True)
         extra = collector.text(data, field_mapping["input"], required=False) if "input" in field_mapping else ""
         output = collector.text(data, field_mapping["output"], required=True)
@@ -410,7 +286,7 @@ def custom_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any],
         messages = [("system", system, field_mapping.get("system", "system"))] if system else []
         messages.append(("user", _join(instruction or "", extra or ""), field_mapping["instruction"]))
         messages.append(("assistant", output or "", field_mapping["output"]))
-        return _finish(collector, messages, data, set(field_mapping.values()))
+        return finish_conversation(collector, messages, data, set(field_mapping.values()))
 
     return convert
 
@@ -441,81 +317,3 @@ def record_converter(
     if data_format not in converters:
         raise ConfigError(f"data.format: unknown format {data_format!r}; allowed values: {', '.join(FORMATS)}")
     return converters[data_format]
-
-
-def _turn_keys(data: dict[str, Any]) -> set[str]:
-    for key in ("conversations", "messages"):
-        turns = data.get(key)
-        if isinstance(turns, list):
-            first = next((turn for turn in turns if isinstance(turn, dict)), None)
-            if first is not None:
-                return set(first)
-    return set()
-
-
-def formats_matching(data: dict[str, Any]) -> list[str]:
-    """Lists the formats whose signature fields a record has.
-
-    Args:
-        data: A raw record.
-
-    Returns:
-        Matching format names (empty or several when the record is not clear-cut).
-    """
-    keys = set(data)
-    matches = []
-    if {"message_id", "parent_id", "text", "role"} <= keys:
-        matches.append("oasst")
-    turn_keys = _turn_keys(data)
-    if turn_keys & {"from", "value"}:
-        matches.append("sharegpt")
-    elif {"role", "content"} <= turn_keys:
-        matches.append("openai")
-    if {"instruction", "response"} <= keys:
-        matches.append("dolly")
-    if {"instruction", "output"} <= keys:
-        matches.append("alpaca")
-    return matches
-
-
-_SIGNATURES = {
-    "oasst": "message_id, parent_id, role and text fields (OpenAssistant message trees)",
-    "sharegpt": "a conversations/messages list of from/value turns",
-    "openai": "a messages list of role/content turns",
-    "dolly": "instruction and response fields",
-    "alpaca": "instruction and output fields",
-}
-
-
-def detect_format_of(records: list[dict[str, Any]], name: str, sample: int = 200) -> tuple[str, str]:
-    """Detects the format of records from their field names.
-
-    Args:
-        records: Raw records (only the first ``sample`` readable ones are looked at).
-        name: The input's name, for messages.
-        sample: How many records to inspect.
-
-    Returns:
-        ``(format, reason)``, the reason saying which fields decided it.
-
-    Raises:
-        ConfigError: If no format or more than one format fits; the message asks for ``--format``.
-    """
-    looked = [record for record in records if record][:sample]
-    tally: Counter[str] = Counter()
-    for record in looked:
-        tally.update(formats_matching(record))
-    allowed = ", ".join(FORMATS)
-    if not tally:
-        keys = sorted({key for record in looked for key in record})[:20]
-        raise ConfigError(
-            f"data.format: cannot detect the format of {name} (fields: {', '.join(keys) or 'none'}); "
-            f"name it with --format / data.format ({allowed}; custom needs data.field_mapping)"
-        )
-    if len(tally) > 1:
-        found = "; ".join(f"{fmt} ({count} record(s) with {_SIGNATURES[fmt]})" for fmt, count in tally.most_common())
-        raise ConfigError(
-            f"data.format: {name} is ambiguous: it fits {found}; name the format with --format / data.format ({allowed})"
-        )
-    data_format, count = tally.most_common(1)[0]
-    return data_format, f"{data_format}: {count} of {len(looked)} inspected records have {_SIGNATURES[data_format]}"
