@@ -105,6 +105,7 @@ def evaluate_loaded(
     Returns:
         The evaluation: ``metrics``, ``samples``, ``data``, ``evaluation_settings``, ``created_at``.
     """
+    from core.infrastructure.data.tool_rendering import template_messages
     from core.infrastructure.evaluation import text_metrics
     from core.infrastructure.evaluation.checks import run_checks, summarize_checks
     from core.infrastructure.evaluation.generation import generate_answers
@@ -120,7 +121,10 @@ def evaluate_loaded(
         metrics.update(eval_loss=loss.loss, perplexity=loss.perplexity, loss_tokens=loss.tokens)
 
     conversations = prepared.conversations(split)[: settings.evaluation.max_samples]
-    prompts = [[message.model_dump() for message in conversation.prompt_messages] for conversation in conversations]
+    template = loaded.tokenizer.chat_template
+    prompts = [
+        template_messages(conversation.prompt_messages, template, conversation.tools) for conversation in conversations
+    ]
     references = [conversation.reference for conversation in conversations]
     generation = generate_answers(loaded, prompts, settings.evaluation, show_progress=show_progress)
     outputs = generation.outputs

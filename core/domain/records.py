@@ -6,19 +6,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ToolCall(BaseModel):
+    """A function call made by an assistant turn.
+
+    Attributes:
+        name: The function's name.
+        arguments: Its arguments (a JSON object, or the raw text when the input held no valid JSON).
+    """
+
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
 
 
 class Message(BaseModel):
     """One turn of a conversation.
 
     Attributes:
-        role: ``system``, ``user`` or ``assistant``.
-        content: The text of the turn.
+        role: ``system``, ``user``, ``assistant`` or ``tool`` (a tool's result, never trained).
+        content: The text of the turn (may be empty for an assistant turn that only calls tools).
+        tool_calls: Calls an assistant turn makes (trained like its text).
+        trained: False for an assistant turn that is context only (``train: false`` or
+            ``weight: 0`` in the input, as axolotl and TRL datasets mark them).
     """
 
     role: Role
     content: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    trained: bool = True
 
 
 class Conversation(BaseModel):
@@ -29,12 +46,14 @@ class Conversation(BaseModel):
         source: ``file:line`` (or ``dataset[index]``) the record came from, for error messages.
         checks: Instruction-following checks that the answer to this record must pass.
         metadata: Extra fields kept from the input (category, language, ...).
+        tools: Schemas of the tools offered to the model (OpenAI ``tools`` / ShareGPT ``tools``).
     """
 
     messages: list[Message]
     source: str = ""
     checks: list[dict[str, Any]] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def prompt_messages(self) -> list[Message]:

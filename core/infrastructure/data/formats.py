@@ -25,9 +25,11 @@ from core.domain.records import Conversation
 from core.infrastructure.data.problems import (
     MISSING_FIELD,
     UNKNOWN_ROLE,
+    UNSUPPORTED_MEDIA,
     WRONG_TYPE,
 )
-from core.infrastructure.data.record_checks import ProblemCollector, finish_conversation, type_name
+from core.infrastructure.data.record_checks import ProblemCollector, Turn, finish_conversation, type_name
+from core.infrastructure.data.tool_turns import CALL_ROLES, RESULT_ROLES, parse_calls, tools_of
 
 FORMATS = ("alpaca", "dolly", "sharegpt", "openai", "oasst", "custom")
 """Format names accepted by ``data.format`` and ``--format``."""
@@ -154,12 +156,24 @@ def _turn_list(
     return key, turns
 
 
-def _content_text(value: Any) -> str | None:
-    """Content as text: a string, or OpenAI-style parts ``[{"type": "text", "text": ...}]``."""
+def _content_text(value: Any, collector: ProblemCollector, field: str, may_be_empty: bool) -> str | None:
+    """Content as text: a string, or OpenAI content parts (text parts joined; any other part is refused by name)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in value):
-        return "".join(part["text"] for part in value)
+    if value is None and may_be_empty:
+        return ""
+    if isinstance(value, list) and value and all(isinstance(part, dict) for part in value):
+        others = [
+            (index, part.get("type")) for index, part in enumerate(value) if not isinstance(part.get("text"), str)
+        ]
+        for index, kind in others:
+            collector.add(
+                f"{field}[{index}]",
+                f"text-only finetuning cannot use a content part of type {kind!r}; remove it",
+                UNSUPPORTED_MEDIA,
+            )
+        return None if others else "".join(part["text"] for part in value)
+    collector.add(field, f"wrong type: expected a string, got {type_name(value)}", WRONG_TYPE)
     return None
 
 
@@ -176,10 +190,10 @@ def _convert_turns(
     if found is None:
         collector.raise_if_any()
     key, turns = found  # type: ignore[misc]
-    messages: list[tuple[str, str, str]] = []
+    messages: list[Turn] = []
     system = data.get("system")
     if isinstance(system, str) and system.strip():
-        messages.append(("system", system, "system"))
+        messages.append(Turn("system", system, "system"))
     for index, turn in enumerate(turns):
         prefix = f"{key}[{index}]"
         if not isinstance(turn, dict):
@@ -196,22 +210,34 @@ def _convert_turns(
                 f"{prefix}.{role_key}", f"wrong type: expected a string, got {type_name(raw_role)}", WRONG_TYPE
             )
             continue
-        role = roles.get(raw_role.strip().lower())
+        name = raw_role.strip().lower()
+        role = "tool" if name in RESULT_ROLES else "assistant" if name in CALL_ROLES else roles.get(name)
         if role is None:
             collector.add(f"{prefix}.{role_key}", f"unknown role {raw_role!r}", UNKNOWN_ROLE)
             continue
-        if content_key not in turn:
-            collector.add(f"{prefix}.{content_key}", "missing field", MISSING_FIELD)
+        field = f"{prefix}.{content_key}"
+        if name in CALL_ROLES:  # ShareGPT: the turn's value is the call
+            calls = tuple(parse_calls(turn.get(content_key), collector, field))
+            if messages and messages[-1].role == "assistant" and not messages[-1].calls:
+                messages[-1] = messages[-1]._replace(calls=calls)  # text, then the call: one assistant turn
+            else:
+                messages.append(Turn("assistant", "", field, calls))
             continue
-        content = _content_text(turn[content_key])
+        calls = (
+            tuple(parse_calls(turn["tool_calls"], collector, f"{prefix}.tool_calls")) if turn.get("tool_calls") else ()
+        )
+        if content_key not in turn and not calls:
+            collector.add(field, "missing field", MISSING_FIELD)
+            continue
+        content = _content_text(turn.get(content_key), collector, field, may_be_empty=bool(calls))
         if content is None:
-            got = type_name(turn[content_key])
-            collector.add(f"{prefix}.{content_key}", f"wrong type: expected a string, got {got}", WRONG_TYPE)
             continue
-        messages.append((role, content, f"{prefix}.{content_key}"))
+        trained = turn.get("train", True) is not False and turn.get("weight", 1) != 0
+        messages.append(Turn(role, content, field, calls, trained))
+    tools = tools_of(data, collector)
     if collector.problems:
         collector.raise_if_any()
-    return finish_conversation(collector, messages, data, {key, "system"})
+    return finish_conversation(collector, messages, data, {key, "system"}, tools)
 
 
 def convert_sharegpt(data: dict[str, Any], source: str) -> Conversation:
@@ -246,7 +272,7 @@ def convert_openai(data: dict[str, Any], source: str) -> Conversation:
         The conversation.
 
     Raises:
-        RecordProblems: With every problem of the record (tool and function turns are unknown roles).
+        RecordProblems: With every problem of the record.
     """
     roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
     return _convert_turns(data, source, ("messages", "conversations"), ("role",), ("content",), roles)

@@ -8,9 +8,9 @@ followed by one or more ``tool`` results and then the assistant again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from core.domain.records import Conversation, Message
+from core.domain.records import Conversation, Message, ToolCall
 from core.infrastructure.data.problems import (
     BROKEN_ORDER,
     EMPTY_PROMPT,
@@ -79,43 +79,76 @@ def _metadata(data: dict[str, Any], used: set[str]) -> dict[str, Any]:
     }
 
 
+class Turn(NamedTuple):
+    """One converted turn before validation.
+
+    Attributes:
+        role: ``system``, ``user``, ``assistant`` or ``tool``.
+        content: Its text.
+        field: The input location (``conversations[3].value``), for messages.
+        calls: Tool calls of an assistant turn.
+        trained: False for an assistant turn marked as context only.
+    """
+
+    role: str
+    content: str
+    field: str
+    calls: tuple[ToolCall, ...] = ()
+    trained: bool = True
+
+
 def finish_conversation(
     collector: ProblemCollector,
-    messages: list[tuple[str, str, str]],
+    messages: list[tuple[str, str, str]] | list[Turn],
     data: dict[str, Any],
     used: set[str],
+    tools: list[dict[str, Any]] | None = None,
 ) -> Conversation:
     """Validates content and order, then builds the conversation.
 
     Args:
         collector: Problems found so far.
-        messages: ``(role, content, field)`` triples, field naming the input location.
+        messages: :class:`Turn` values (or ``(role, content, field)`` triples).
         data: The raw record (for checks and metadata).
         used: Keys consumed by the format.
+        tools: Tool schemas the record offers.
     """
     checked: list[Message] = []
-    roles: list[tuple[str, str]] = []
-    for role, content, field in messages:
-        stripped = content.strip()
-        if not stripped:
-            if role == "system":
+    roles: list[tuple[str, str, bool]] = []
+    for turn in (Turn(*message) for message in messages):
+        stripped = turn.content.strip()
+        if not stripped and not turn.calls:
+            if turn.role == "system":
                 continue
-            if role == "assistant":
-                collector.add(field, "empty or whitespace-only response", EMPTY_RESPONSE)
+            if turn.role == "assistant":
+                collector.add(turn.field, "empty or whitespace-only response", EMPTY_RESPONSE)
+            elif turn.role == "tool":
+                collector.add(turn.field, "empty or whitespace-only tool result", EMPTY_PROMPT)
             else:
-                collector.add(field, "empty or whitespace-only prompt", EMPTY_PROMPT)
-        checked.append(Message(role=role, content=stripped))  # type: ignore[arg-type]
-        roles.append((role, field))
+                collector.add(turn.field, "empty or whitespace-only prompt", EMPTY_PROMPT)
+        message = Message(role=turn.role, content=stripped, tool_calls=list(turn.calls), trained=turn.trained)  # type: ignore[arg-type]
+        checked.append(message)
+        roles.append((turn.role, turn.field, bool(turn.calls)))
     check_order(roles, collector)
     checks = _checks(data, collector)
     collector.raise_if_any()
-    return Conversation(messages=checked, source=collector.source, checks=checks, metadata=_metadata(data, used))
+    return Conversation(
+        messages=checked,
+        source=collector.source,
+        checks=checks,
+        metadata=_metadata(data, used | {"tools"}),
+        tools=tools or [],
+    )
 
 
-def check_order(roles: list[tuple[str, str]], collector: ProblemCollector) -> None:
-    """Reports the first break of the order [system] user assistant (user assistant)*."""
-    expected = "user"
-    for index, (role, field) in enumerate(roles):
+def check_order(roles: list[tuple[str, str, bool]], collector: ProblemCollector) -> None:
+    """Reports the first break of the order [system] user assistant (user assistant)*.
+
+    An assistant turn that calls tools is followed by their results (``tool`` turns) and then by
+    the assistant again.
+    """
+    expected = ("user",)
+    for index, (role, field, calls) in enumerate(roles):
         if role == "system":
             if index != 0:
                 collector.add(
@@ -125,22 +158,32 @@ def check_order(roles: list[tuple[str, str]], collector: ProblemCollector) -> No
                 )
                 return
             continue
-        if role != expected:
+        if role not in expected:
+            wanted = " or ".join(expected)
             collector.add(
-                field,
-                f"broken conversation order: turn {index + 1} is {role} but {expected} was expected",
-                BROKEN_ORDER,
+                field, f"broken conversation order: turn {index + 1} is {role} but {wanted} was expected", BROKEN_ORDER
             )
             return
-        expected = "assistant" if role == "user" else "user"
-    if not any(role != "system" for role, _field in roles):
+        if role == "user":
+            expected = ("assistant",)
+        elif role == "assistant":
+            expected = ("tool",) if calls else ("user",)
+        else:
+            expected = ("tool", "assistant")
+    if not any(role != "system" for role, _field, _calls in roles):
         field = roles[0][1] if roles else "messages"
         collector.add(
             field, "broken conversation order: the conversation has no user and assistant turns", BROKEN_ORDER
         )
-    elif expected != "user":
+    elif expected == ("assistant",):
         collector.add(
             roles[-1][1],
             "broken conversation order: the conversation ends with a user turn instead of an assistant answer",
+            BROKEN_ORDER,
+        )
+    elif expected != ("user",):
+        collector.add(
+            roles[-1][1],
+            "broken conversation order: the conversation ends with a tool call or result instead of an assistant answer",
             BROKEN_ORDER,
         )

@@ -14,6 +14,7 @@ from typing import Literal
 from transformers import PreTrainedTokenizerBase
 
 from core.domain.records import Conversation
+from core.infrastructure.data.tool_rendering import template_messages, template_tools
 
 IGNORE_INDEX = -100
 """Label value that the loss ignores."""
@@ -36,8 +37,11 @@ class TokenizedExample:
     trained_tokens: int = field(default=0)
 
 
-def _render_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _render_text(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool, tools: list | None = None
+) -> str:
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra)
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -59,7 +63,11 @@ def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) 
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict], source: str = ""
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict],
+    source: str = "",
+    tools: list | None = None,
+    trained: list[bool] | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
     """Renders a conversation and locates each assistant answer as a character span.
 
@@ -71,6 +79,8 @@ def assistant_spans(
         tokenizer: Tokenizer with the chat template.
         messages: The conversation as role/content mappings.
         source: ``file:line`` for error messages.
+        tools: The ``tools=`` argument of the template, if any.
+        trained: Per assistant turn, in order, whether it is trained (default: all).
 
     Returns:
         The rendered text and the list of ``(start, end)`` character spans of trained text.
@@ -78,17 +88,18 @@ def assistant_spans(
     Raises:
         ValueError: If the template renders earlier turns differently once later turns are added.
     """
-    full_text = _render_text(tokenizer, messages, add_generation_prompt=False)
+    full_text = _render_text(tokenizer, messages, add_generation_prompt=False, tools=tools)
     eos_text = tokenizer.eos_token or ""
     spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+    assistant_turns = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+    for number, index in enumerate(assistant_turns):
+        if trained is not None and not trained[number]:
             continue
-        prompt_text = _render_text(tokenizer, messages[:index], add_generation_prompt=True)
-        turn_text = _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False)
+        prompt_text = _render_text(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+        turn_text = _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
         if not (turn_text.startswith(prompt_text) and full_text.startswith(turn_text)):
             raise ValueError(f"{source}: the chat template is not prefix-stable; cannot locate the assistant turn")
-        content = message["content"]
+        content = messages[index]["content"]
         found = turn_text.find(content, len(prompt_text)) if content else -1
         end = found + len(content) if found >= 0 else len(turn_text)
         eos_at = turn_text.find(eos_text, end if found >= 0 else len(prompt_text)) if eos_text else -1
@@ -146,8 +157,11 @@ def tokenize_with_reason(
         ``(example, None)``, or ``(None, "too_long")`` when dropped by the truncation policy, or
         ``(None, "empty_loss_mask")`` when no token is left to train.
     """
-    messages = [message.model_dump() for message in conversation.messages]
-    full_text, spans = assistant_spans(tokenizer, messages, conversation.source)
+    template = tokenizer.chat_template
+    messages = template_messages(conversation.messages, template, conversation.tools)
+    trained = [message.trained for message in conversation.messages if message.role == "assistant"]
+    tools = template_tools(template, conversation.tools)
+    full_text, spans = assistant_spans(tokenizer, messages, conversation.source, tools, trained)
     spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
     input_ids, offsets = _encode(tokenizer, full_text)
     labels = [IGNORE_INDEX] * len(input_ids)
