@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.application.prepare_data import prepare_data
-from core.domain.errors import DataValidationError
+from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.convert import convert_records
 from core.infrastructure.data.readers import read_records
 from core.infrastructure.data.tokenize import IGNORE_INDEX, tokenize_conversation
@@ -170,3 +170,55 @@ def test_a_conversation_ending_in_a_tool_result_says_so(tmp_path):
     (outcome,) = convert_records(read_records(_write(tmp_path / "cut.jsonl", [record])), "sharegpt")
     assert outcome.reason == "broken_order"
     assert "ends with a tool call or result instead of an assistant answer" in str(outcome.problems[0])
+
+
+def test_conversations_under_other_names_are_mapped(make_settings, tmp_path):
+    records = [
+        {
+            "dialog": [
+                {"speaker": "Customer", "text": f"Where is parcel {n}?"},
+                {"speaker": "Agent", "text": "Today."},
+            ],
+            "preamble": "Be brief.",
+        }
+        for n in range(4)
+    ]
+    path = _write(tmp_path / "dialog.jsonl", records)
+    mapping = {
+        "messages": "dialog",
+        "role": "speaker",
+        "content": "text",
+        "user_role": "customer",
+        "assistant_role": "agent",
+        "system": "preamble",
+    }
+    prepared = prepare_data(make_settings(**{"data.field_mapping": mapping}), input_path=path)
+    assert prepared.report["counts"]["kept"] == 4 and prepared.report["format"] == "custom"
+    conversation = next(iter(prepared.conversations("train")))
+    assert [(message.role, message.content) for message in conversation.messages] == [
+        ("system", "Be brief."),
+        ("user", conversation.messages[1].content),
+        ("assistant", "Today."),
+    ]
+    with pytest.raises(ConfigError, match="unknown keys \\['speaker_tag'\\]"):
+        prepare_data(make_settings(**{"data.field_mapping": {**mapping, "speaker_tag": "x"}}), input_path=path)
+
+
+def test_train_on_last_assistant_leaves_earlier_answers_as_context(make_settings, tokenizer, tmp_path):
+    record = {
+        "messages": [
+            {"role": "user", "content": "First question?"},
+            {"role": "assistant", "content": "EARLIER answer."},
+            {"role": "user", "content": "Second question?"},
+            {"role": "assistant", "content": "The LAST answer."},
+        ]
+    }
+    path = _write(tmp_path / "turns.jsonl", [record] * 4)
+    settings = make_settings(
+        **{"data.train_on": "last_assistant", "data.validation_fraction": 0, "data.test_fraction": 0}
+    )
+    row = prepare_data(settings, input_path=path).tokenized("train")[0]
+    trained = tokenizer.decode(
+        [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX]
+    )
+    assert "LAST answer." in trained and "EARLIER" not in trained

@@ -219,6 +219,16 @@ def _strict_failure(
     )
 
 
+def _train_last_assistant_only(conversation: Conversation) -> Conversation:
+    """``data.train_on=last_assistant``: earlier assistant turns become context (as in TRL's and axolotl's option)."""
+    last = max(index for index, message in enumerate(conversation.messages) if message.role == "assistant")
+    messages = [
+        message.model_copy(update={"trained": False}) if message.role == "assistant" and index != last else message
+        for index, message in enumerate(conversation.messages)
+    ]
+    return conversation.model_copy(update={"messages": messages})
+
+
 def _load_tokenizer(model_dir: Path, template: str | None) -> Any:
     from core.infrastructure.models.loading import load_tokenizer
 
@@ -256,6 +266,8 @@ def _tokenize_splits(
     for split, conversations in splits.items():
         kept[split], rows[split] = [], []
         for conversation in conversations:
+            if data.train_on == "last_assistant":
+                conversation = _train_last_assistant_only(conversation)
             try:
                 example, reason = tokenize_with_reason(
                     tokenizer, conversation, data.max_seq_length, data.train_on_prompt, data.truncation

@@ -132,6 +132,9 @@ class DataSettings(Section):
         "truncate", description="truncate keeps the prompt end and the response start; drop skips."
     )
     train_on_prompt: bool = Field(False, description="Also train on prompt tokens (default: assistant only).")
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant", description="Which assistant turns are trained: every one, or the last of each conversation."
+    )
     validation_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     max_samples: int | None = Field(None, ge=1, description="Keep at most this many records (after shuffling).")

@@ -9,7 +9,8 @@ Formats:
   human/gpt/system roles and the variants seen in the wild (user, assistant, bot, chatgpt, model, ...).
 - ``openai``: ``messages`` of ``{"role", "content"}``.
 - ``oasst``: OpenAssistant message trees (see :mod:`core.infrastructure.data.oasst`).
-- ``custom``: columns named by ``data.field_mapping`` (instruction, input, output, system).
+- ``custom``: columns named by ``data.field_mapping`` (instruction, input, output, system), or
+  conversations under other names (``messages``, ``role``, ``content``, role names).
 
 Every record may also carry ``checks`` (a list of ``{"kind", "value"}``) and a ``split`` field;
 other scalar fields are kept as metadata. Problems are reported as ``file:line: field: problem``.
@@ -61,7 +62,11 @@ ROLE_ALIASES = {
 """Role names seen in ShareGPT-style data, mapped to system/user/assistant."""
 
 CUSTOM_KEYS = ("instruction", "input", "output", "system")
-"""Keys of ``data.field_mapping`` for the custom format."""
+"""Keys of ``data.field_mapping`` for the custom format's columns."""
+
+CONVERSATION_KEYS = ("messages", "role", "content", "system", "user_role", "assistant_role", "system_role", "tool_role")
+"""Keys of ``data.field_mapping`` for conversations under other names (LLaMA-Factory's ``columns`` and
+``tags``): the list's key, the role and content keys of a turn, the system column, and role names."""
 
 
 def _history_messages(data: dict[str, Any], collector: ProblemCollector) -> list[tuple[str, str, str]]:
@@ -184,6 +189,7 @@ def _convert_turns(
     role_keys: tuple[str, ...],
     content_keys: tuple[str, ...],
     roles: dict[str, str],
+    system_key: str = "system",
 ) -> Conversation:
     collector = ProblemCollector(source)
     found = _turn_list(data, collector, list_keys)
@@ -191,9 +197,9 @@ def _convert_turns(
         collector.raise_if_any()
     key, turns = found  # type: ignore[misc]
     messages: list[Turn] = []
-    system = data.get("system")
+    system = data.get(system_key)
     if isinstance(system, str) and system.strip():
-        messages.append(Turn("system", system, "system"))
+        messages.append(Turn("system", system, system_key))
     for index, turn in enumerate(turns):
         prefix = f"{key}[{index}]"
         if not isinstance(turn, dict):
@@ -237,7 +243,7 @@ def _convert_turns(
     tools = tools_of(data, collector)
     if collector.problems:
         collector.raise_if_any()
-    return finish_conversation(collector, messages, data, {key, "system"}, tools)
+    return finish_conversation(collector, messages, data, {key, system_key}, tools)
 
 
 def convert_sharegpt(data: dict[str, Any], source: str) -> Conversation:
@@ -283,7 +289,8 @@ def custom_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any],
 
     Args:
         field_mapping: Maps ``instruction``, ``output`` (required), ``input`` and ``system``
-            (optional) to the file's column names.
+            (optional) to the file's column names; or, with a ``messages`` key, names the keys of
+            a conversation (see :data:`CONVERSATION_KEYS`).
 
     Returns:
         A converter taking (record, source).
@@ -291,6 +298,8 @@ def custom_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any],
     Raises:
         ConfigError: If the mapping lacks instruction/output or names unknown keys.
     """
+    if "messages" in field_mapping:
+        return _conversation_converter(field_mapping)
     unknown = sorted(set(field_mapping) - set(CUSTOM_KEYS))
     if unknown:
         raise ConfigError(f"data.field_mapping: unknown keys {unknown}; allowed keys: {', '.join(CUSTOM_KEYS)}")
@@ -317,6 +326,29 @@ def custom_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any],
     return convert
 
 
+def _conversation_converter(field_mapping: dict[str, str]) -> Callable[[dict[str, Any], str], Conversation]:
+    """Conversations under other names: ``{"messages": "dialog", "role": "speaker", "content": "text", ...}``."""
+    unknown = sorted(set(field_mapping) - set(CONVERSATION_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"data.field_mapping: unknown keys {unknown} for a conversation mapping; allowed keys: "
+            f"{', '.join(CONVERSATION_KEYS)}"
+        )
+    roles = {**ROLE_ALIASES}
+    for role in ("user", "assistant", "system", "tool"):
+        if f"{role}_role" in field_mapping:
+            roles[field_mapping[f"{role}_role"].strip().lower()] = role
+    list_key = field_mapping["messages"]
+    role_key, content_key = field_mapping.get("role", "role"), field_mapping.get("content", "content")
+
+    def convert(data: dict[str, Any], source: str) -> Conversation:
+        return _convert_turns(
+            data, source, (list_key,), (role_key,), (content_key,), roles, field_mapping.get("system", "system")
+        )
+
+    return convert
+
+
 def record_converter(
     data_format: str, field_mapping: dict[str, str] | None = None
 ) -> Callable[[dict[str, Any], str], Conversation]:
@@ -324,7 +356,8 @@ def record_converter(
 
     Args:
         data_format: alpaca, dolly, sharegpt, openai or custom.
-        field_mapping: Column mapping for ``custom``.
+        field_mapping: Column mapping for ``custom`` (a conversation mapping also applies to
+            ``sharegpt`` and ``openai``).
 
     Returns:
         A function ``(record, source) -> Conversation`` raising :class:`RecordProblems`.
@@ -338,7 +371,7 @@ def record_converter(
         "sharegpt": convert_sharegpt,
         "openai": convert_openai,
     }
-    if data_format == "custom":
+    if data_format == "custom" or (data_format in ("sharegpt", "openai") and "messages" in (field_mapping or {})):
         return custom_converter(field_mapping or {})
     if data_format not in converters:
         raise ConfigError(f"data.format: unknown format {data_format!r}; allowed values: {', '.join(FORMATS)}")
