@@ -23,14 +23,21 @@ PAGE_SIZE = 10
 PREVIEW_LIMIT = 200
 
 
-def settings_for_dataset(base: Settings, dataset: str, data_format: str = "auto", lenient: bool = False) -> Settings:
-    """The studio's settings with another dataset, format and leniency.
+def settings_for_dataset(
+    base: Settings,
+    dataset: str,
+    data_format: str = "auto",
+    lenient: bool = False,
+    field_mapping: dict[str, str] | None = None,
+) -> Settings:
+    """The studio's settings with another dataset, format, leniency and column mapping.
 
     Args:
         base: The studio's settings.
         dataset: ``demo``, a file path or a Hub dataset id.
         data_format: ``auto`` or a format name.
         lenient: Skip bad records instead of stopping.
+        field_mapping: ``data.field_mapping`` (the custom format's columns), if any.
 
     Returns:
         Validated settings.
@@ -41,8 +48,45 @@ def settings_for_dataset(base: Settings, dataset: str, data_format: str = "auto"
         "dataset": dataset or "demo",
         "format": data_format or "auto",
         "lenient": lenient,
+        "field_mapping": field_mapping or None,
     }
     return settings_from_dict(nested)
+
+
+MAPPED_FIELDS = ("instruction", "input", "output", "system")
+"""What the Data tab's column mapping can name (the custom format's ``data.field_mapping`` keys)."""
+
+_LIKELY_COLUMNS = {
+    "instruction": ("instruction", "question", "prompt", "query", "input_text", "q", "user"),
+    "input": ("input", "context"),
+    "output": ("output", "answer", "response", "completion", "target", "a", "assistant"),
+    "system": ("system", "system_prompt"),
+}
+
+
+def guess_mapping(columns: list[str]) -> dict[str, str]:
+    """A first column mapping from common column names (``question``/``answer``, ``prompt``/``completion``, ...).
+
+    Args:
+        columns: The input's columns.
+
+    Returns:
+        Mapping key -> column for the keys a likely column was found for.
+    """
+    lowered = {column.strip().lower(): column for column in columns}
+    guessed = {}
+    for key, candidates in _LIKELY_COLUMNS.items():
+        found = next((lowered[name] for name in candidates if name in lowered), None)
+        if found is not None and found not in guessed.values():
+            guessed[key] = found
+    return guessed
+
+
+def input_columns(dataset: str) -> list[str]:
+    """The columns of a dataset's first records."""
+    from core.application.inspect_data import input_columns as columns_of
+
+    return columns_of(dataset)
 
 
 def store_upload(upload_path: str, data_dir: Path) -> Path:
@@ -72,7 +116,7 @@ def detect(dataset: str) -> tuple[str, str]:
     Returns:
         ``(format_name, reason)``.
     """
-    from core.application.prepare_data import detect_format
+    from core.application.inspect_data import detect_format
 
     return detect_format(dataset)
 
@@ -88,7 +132,7 @@ def preview_frame(settings: Settings, dataset: str, data_format: str | None) -> 
     Returns:
         One row per record; nested values are shown as text.
     """
-    from core.application.prepare_data import preview_records
+    from core.application.inspect_data import preview_records
 
     records = preview_records(
         settings, dataset, data_format=None if data_format in (None, "", "auto") else data_format, limit=PREVIEW_LIMIT

@@ -311,3 +311,26 @@ def yaml_text(settings: Settings) -> str:
         YAML text.
     """
     return yaml.safe_dump(plain_config(settings), sort_keys=False)
+
+
+def with_data_options(settings: Settings, options: dict[str, Any] | None) -> Settings:
+    """Settings with the Data tab's choices for the dataset: format, column mapping, leniency.
+
+    Args:
+        settings: Settings from the Train form.
+        options: ``format``, ``field_mapping``, ``lenient`` as the Data tab last used them for this
+            dataset (``dataset`` names it; other datasets keep the defaults).
+
+    Returns:
+        Validated settings.
+    """
+    if not options or options.get("dataset") != settings.data.dataset:
+        return settings
+    nested = plain_config(settings)
+    nested["data"] = {
+        **nested["data"],
+        "format": options.get("format") or "auto",
+        "field_mapping": options.get("field_mapping") or None,
+        "lenient": bool(options.get("lenient")),
+    }
+    return settings_from_dict(nested)

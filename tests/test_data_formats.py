@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.application.prepare_data import detect_format, preview_records
+from core.application.inspect_data import detect_format, preview_records
 from core.domain.errors import ConfigError
 from core.infrastructure.data.convert import choose_format, convert_records
 from core.infrastructure.data.readers import read_records

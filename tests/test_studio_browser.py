@@ -260,6 +260,52 @@ def test_train_form_survives_reload(studio, page) -> None:
     assert number_value(page, "learning-rate") == 0.00042
 
 
+def test_a_question_answer_csv_is_mapped_in_the_data_tab_and_trained_on(studio, page, tmp_path: Path) -> None:
+    """A CSV no format fits: the Data tab shows its columns, maps them, prepares it, and the run trains on it."""
+    from core.domain.manifest import RunManifest, read_metrics
+
+    blocks, context, _settings = studio
+    csv_file = tmp_path / "faq.csv"
+    rows = [f"What is item {index}?,Item {index} is a thing number {index}." for index in range(30)]
+    csv_file.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    page.goto(blocks.local_url)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-source label", has_text="path or Hub dataset").click()
+    page.get_by_label("Local path or Hub dataset id").fill(str(csv_file))
+    page.locator("#load-data").click()
+    page.locator("#detected-format", has_text="Using custom").wait_for()
+    assert "question" in page.locator("#data-columns").inner_text()
+    assert page.locator("#map-instruction input").input_value() == "question"
+    assert page.locator("#map-output input").input_value() == "answer"
+    page.locator("#preview", has_text="What is item 0?").wait_for()
+    page.locator("#prepare-data").click()
+    page.locator("#data-report", has_text="Validation report").wait_for(timeout=120_000)
+    page.locator("#model-view .tok-trained").first.wait_for()
+    shot(page, "data-mapped-csv")
+
+    page.get_by_role("tab", name="Train").click()
+    assert page.locator("#dataset textarea, #dataset input").first.input_value() == str(csv_file)
+    page.locator("#run-name textarea, #run-name input").first.fill("faq-csv")
+    for elem_id, value in (("max-steps", "2"), ("batch-size", "2"), ("max-seq-length", "64")):
+        set_number(page, elem_id, value)
+    for elem_id in ("eval-steps", "save-steps", "sample-every"):
+        set_number(page, elem_id, "0")
+    page.locator("#start-button").click()
+    page.locator("#train-message", has_text="faq-csv").wait_for()
+    run_dir = context.runs_dir / "faq-csv"
+    wait_until(
+        lambda: (run_dir / "manifest.json").exists() and RunManifest.load(run_dir).status in ("completed", "failed"),
+        300,
+        message="the run did not finish",
+    )
+    manifest = RunManifest.load(run_dir)
+    assert manifest.status == "completed", manifest.error
+    assert manifest.config["data"]["format"] == "custom"
+    assert manifest.config["data"]["field_mapping"] == {"instruction": "question", "output": "answer"}
+    assert [row["step"] for row in read_metrics(run_dir) if "loss" in row] == [1, 2]
+
+
 def test_screenshots_are_small_pngs() -> None:
     """The README screenshots in assets/screenshots are PNGs of modest size."""
     folder = Path(__file__).resolve().parents[1] / "assets" / "screenshots"

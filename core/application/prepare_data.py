@@ -28,7 +28,7 @@ from core.infrastructure.data.fingerprint import compute_fingerprint
 from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
 from core.infrastructure.data.report import build_failure_report, build_report, report_markdown
-from core.infrastructure.data.sources import InputSource, resolve_input
+from core.infrastructure.data.sources import resolve_input
 from core.infrastructure.data.splits import assign_splits
 
 PREPARED_SUBDIR = "prepared"
@@ -124,7 +124,7 @@ def prepare_data(
 
     valid = [outcome for outcome in outcomes if outcome.conversation is not None]
     valid, left_out = _limit_samples(valid, data.max_samples, data.seed)
-    conversations = [_with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
+    conversations = [with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
     splits = assign_splits(
         conversations, [outcome.split for outcome in valid], data.validation_fraction, data.test_fraction, data.seed
     )
@@ -246,7 +246,8 @@ def _limit_samples(valid: list[Outcome], max_samples: int | None, seed: int) -> 
     return [outcome for index, outcome in enumerate(valid) if index in keep], left_out
 
 
-def _with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
+def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
+    """Adds ``data.system_prompt`` to a conversation that has no system turn."""
     if not system_prompt or conversation.messages[0].role == "system":
         return conversation
     messages = [Message(role="system", content=system_prompt), *conversation.messages]
@@ -299,78 +300,6 @@ def ensure_prepared(settings: Settings) -> PreparedData:
         The prepared dataset (from ``paths.data_dir/prepared/<fingerprint>``).
     """
     return prepare_data(settings)
-
-
-def detect_format(path: str | Path) -> tuple[str, str]:
-    """Detects the format of an input and explains why.
-
-    Args:
-        path: ``demo``, a local file or directory, or a Hub dataset id.
-
-    Returns:
-        ``(format, reason)``.
-
-    Raises:
-        ConfigError: When the format is ambiguous or unrecognised (name it explicitly then).
-    """
-    source = resolve_input(path)
-    records = [] if _known_hub(source) else source.read()
-    return choose_format(records, source.name, "auto", None, source.hub_id)
-
-
-def _known_hub(source: InputSource) -> bool:
-    from core.infrastructure.data.formats import HUB_FORMATS
-
-    return (source.hub_id or "").lower() in HUB_FORMATS
-
-
-def preview_records(
-    settings: Settings, input_path: str | Path, data_format: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """Converts the first records of an input for display, without tokenizing or failing on bad records.
-
-    Args:
-        settings: Settings (``data.format``, ``data.field_mapping``, ``data.oasst_language``, ``data.system_prompt``).
-        input_path: ``demo``, a path or a Hub id.
-        data_format: Format to use (default: ``data.format``, ``auto`` detects).
-        limit: Most records returned.
-
-    Returns:
-        One mapping per record: ``source``, ``format``, ``system``, ``prompt`` (last user turn),
-        ``response`` (last answer), ``turns``, ``messages`` (role/content list), ``problems``
-        (``field: problem`` lines joined by ``; ``, empty when valid).
-
-    Raises:
-        ConfigError: When the format cannot be determined.
-    """
-    data = settings.data
-    source = resolve_input(input_path, data.split)
-    records = source.read()
-    chosen_format, _reason = choose_format(
-        records, source.name, data_format or data.format, data.field_mapping, source.hub_id
-    )
-    if chosen_format != "oasst":
-        records = records[:limit]
-    rows = []
-    for outcome in convert_records(records, chosen_format, data.field_mapping, data.oasst_language)[:limit]:
-        conversation = outcome.conversation
-        if conversation is not None:
-            conversation = _with_system_prompt(conversation, data.system_prompt)
-        messages = [message.model_dump() for message in conversation.messages] if conversation else []
-        rows.append(
-            {
-                "source": outcome.source,
-                "format": chosen_format,
-                "system": next((m["content"] for m in messages if m["role"] == "system"), ""),
-                "prompt": next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""),
-                "response": conversation.reference if conversation else "",
-                "turns": len(messages),
-                "messages": messages,
-                "problems": "; ".join(f"{problem.field}: {problem.message}" for problem in outcome.problems)
-                or (outcome.reason or ""),
-            }
-        )
-    return rows
 
 
 def run(arguments: argparse.Namespace) -> int:

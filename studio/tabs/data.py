@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from core.domain.errors import ConfigError
 from studio import data_view
 from studio.charts import length_histogram
 from studio.context import StudioContext, plain_errors
@@ -37,7 +38,20 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
                 placeholder="tatsu-lab/alpaca or data/my.jsonl",
                 visible=default_source != "demo",
             )
-            data_format = gr.Dropdown(FORMATS, value=settings.data.format, label="Format")
+            data_format = gr.Dropdown(FORMATS, value=settings.data.format, label="Format", elem_id="data-format")
+            with gr.Accordion("Column mapping", open=False, elem_id="column-mapping") as mapping_panel:
+                columns_note = gr.Markdown("Load a dataset to see its columns.", elem_id="data-columns")
+                mapping_fields = [
+                    gr.Dropdown(
+                        [],
+                        value=None,
+                        label=f"{name.capitalize()} column"
+                        + ("" if name in ("instruction", "output") else " (optional)"),
+                        elem_id=f"map-{name}",
+                        allow_custom_value=True,
+                    )
+                    for name in data_view.MAPPED_FIELDS
+                ]
             lenient = gr.Checkbox(settings.data.lenient, label="Lenient (skip bad records, report them)")
             load_button = gr.Button("Load and preview", variant="primary", elem_id="load-data")
             prepare_button = gr.Button("Validate and prepare", elem_id="prepare-data")
@@ -79,22 +93,51 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         return name.strip()
 
     @plain_errors
-    def load(selected: str, uploaded: str | None, name: str, chosen_format: str) -> tuple[Any, ...]:
+    def load(selected: str, uploaded: str | None, name: str, chosen_format: str, *mapped: str) -> tuple[Any, ...]:
         dataset = chosen_dataset(selected, uploaded, name)
-        format_name, reason = data_view.detect(dataset)
-        data_settings = data_view.settings_for_dataset(settings, dataset, chosen_format)
-        frame = data_view.preview_frame(data_settings, dataset, chosen_format)
-        rows, label = data_view.page_of(frame, 1)
-        used = chosen_format if chosen_format not in (None, "", "auto") else format_name
-        text = f"**Dataset** `{dataset}`  \n**Detected format** `{format_name}`: {reason}"
+        columns = data_view.input_columns(dataset)
+        try:
+            format_name, reason = data_view.detect(dataset)
+        except ConfigError as error:
+            format_name, reason = None, str(error).removeprefix("data.format: ")
+        pairs = zip(data_view.MAPPED_FIELDS, mapped, strict=True)
+        mapping = {key: column for key, column in pairs if column and column in columns}
+        if chosen_format == "custom" or (chosen_format in (None, "", "auto") and format_name is None):
+            mapping = mapping or data_view.guess_mapping(columns)
+            used = "custom"
+        else:
+            used, mapping = chosen_format if chosen_format not in (None, "", "auto") else format_name, {}
+        text = f"**Dataset** `{dataset}`  \n**Detected format** `{format_name or 'none'}`: {reason}"
         if used != format_name:
-            text += f"  \n**Using** `{used}` (chosen)"
-        return text, rows, 1, label, frame, dataset
+            shown = ", ".join(f"{key} = `{column}`" for key, column in mapping.items()) if used == "custom" else ""
+            text += f"  \n**Using** `{used}`" + (f" with {shown}" if shown else " (chosen)")
+        if used == "custom" and not {"instruction", "output"} <= set(mapping):
+            text += "  \n**Map the instruction and output columns** under Column mapping, then load again."
+            frame = pd.DataFrame({"column": columns})
+        else:
+            data_settings = data_view.settings_for_dataset(settings, dataset, used, field_mapping=mapping)
+            frame = data_view.preview_frame(data_settings, dataset, used)
+        rows, label = data_view.page_of(frame, 1)
+        options = {"dataset": dataset, "format": used, "field_mapping": mapping}
+        fields = [gr.update(choices=["", *columns], value=mapping.get(key, "")) for key in data_view.MAPPED_FIELDS]
+        note = f"Columns: {', '.join(f'`{column}`' for column in columns) or 'none'}"
+        return (text, rows, 1, label, frame, dataset, options, note, gr.update(open=used == "custom"), *fields)
 
     load_button.click(
         load,
-        inputs=[source, upload, named, data_format],
-        outputs=[detected, preview, page, page_label, frame_state, train_tab.dataset],
+        inputs=[source, upload, named, data_format, *mapping_fields],
+        outputs=[
+            detected,
+            preview,
+            page,
+            page_label,
+            frame_state,
+            train_tab.dataset,
+            train_tab.data_options,
+            columns_note,
+            mapping_panel,
+            *mapping_fields,
+        ],
         api_name="load_data",
     )
 
@@ -125,46 +168,64 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         api_name="preview_page",
     )
 
-    @plain_errors
-    def prepare(dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float) -> tuple[Any, ...]:
-        data_settings = data_view.settings_for_dataset(settings, dataset or "demo", chosen_format, skip_bad)
+    def data_settings_for(
+        dataset: str, chosen_format: str, skip_bad: bool, model_name: str, options: dict | None
+    ) -> Any:
+        """Settings of the Data tab's dataset: the options of the last load apply to the dataset loaded."""
+        options = options if options and options.get("dataset") == (dataset or "demo") else {}
+        used = options.get("format") if chosen_format in (None, "", "auto") else chosen_format
+        mapping = options.get("field_mapping") if used == "custom" else None
+        data_settings = data_view.settings_for_dataset(settings, dataset or "demo", used or "auto", skip_bad, mapping)
         if model_name and model_name != data_settings.model.name:
             data_settings = data_settings.model_copy(
                 update={"model": data_settings.model.model_copy(update={"name": model_name})}
             )
+        return data_settings
+
+    @plain_errors
+    def prepare(
+        dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float, options: dict | None
+    ) -> tuple[Any, ...]:
+        data_settings = data_settings_for(dataset, chosen_format, skip_bad, model_name, options)
         prepared = data_view.prepare(data_settings)
         lengths = data_view.token_lengths(prepared)
         view, view_caption = data_view.model_view_html(data_settings, prepared, int(index or 0))
         counts = prepared.info.get("counts", {})
         gr.Info(f"Prepared: {', '.join(f'{split} {count}' for split, count in counts.items())}")
+        data = data_settings.data
+        used = {
+            "dataset": data.dataset,
+            "format": data.format,
+            "field_mapping": data.field_mapping,
+            "lenient": skip_bad,
+        }
         return (
             data_view.report_markdown(prepared.report or prepared.info),
             length_histogram(lengths, data_settings.data.max_seq_length),
             view,
             view_caption,
+            used,
         )
 
-    prepare_outputs = [report, histogram, model_view, caption]
+    prepare_outputs = [report, histogram, model_view, caption, train_tab.data_options]
     prepare_button.click(
         prepare,
-        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index],
+        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index, train_tab.data_options],
         outputs=prepare_outputs,
         api_name="prepare_data",
     )
 
     @plain_errors
-    def example(dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float) -> tuple[str, str]:
-        data_settings = data_view.settings_for_dataset(settings, dataset or "demo", chosen_format, skip_bad)
-        if model_name and model_name != data_settings.model.name:
-            data_settings = data_settings.model_copy(
-                update={"model": data_settings.model.model_copy(update={"name": model_name})}
-            )
+    def example(
+        dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float, options: dict | None
+    ) -> tuple[str, str]:
+        data_settings = data_settings_for(dataset, chosen_format, skip_bad, model_name, options)
         prepared = data_view.prepare(data_settings)
         return data_view.model_view_html(data_settings, prepared, int(index or 0))
 
     show_example.click(
         example,
-        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index],
+        inputs=[train_tab.dataset, data_format, lenient, train_tab.model_name, example_index, train_tab.data_options],
         outputs=[model_view, caption],
         api_name="model_view",
     )

@@ -35,6 +35,7 @@ from studio.training_form import (
     settings_from_form,
     technique_defaults,
     technique_description,
+    with_data_options,
 )
 
 POLL_INTERVAL_S = 2.0
@@ -50,6 +51,7 @@ class TrainTab:
     Attributes:
         run_selector: Dropdown of runs whose progress is shown.
         dataset: Dataset the next run trains on (set by the Data tab).
+        data_options: The Data tab's format, column mapping and leniency for that dataset.
         model_name: Model the next run finetunes.
         timer: The progress poll timer.
         form_restore: Page-load handler putting the form values saved in the browser back.
@@ -57,6 +59,7 @@ class TrainTab:
 
     run_selector: gr.Dropdown
     dataset: gr.Textbox
+    data_options: gr.State
     model_name: gr.Dropdown
     timer: gr.Timer
     form_restore: Refresher
@@ -181,7 +184,9 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             technique = gr.Radio(list(TECHNIQUES), value=initial_technique, label="Technique", elem_id="technique")
             technique_info = gr.Markdown(technique_description(initial_technique))
             run_name = gr.Textbox(label="Run name", placeholder="generated when empty", elem_id="run-name")
-            dataset = gr.Textbox(value=settings.data.dataset, label="Dataset", info="Set from the Data tab")
+            dataset = gr.Textbox(
+                value=settings.data.dataset, label="Dataset", info="Set from the Data tab", elem_id="dataset"
+            )
             start_button = gr.Button("Start training", variant="primary", elem_id="start-button")
             action_message = gr.Markdown(elem_id="train-message")
             with gr.Accordion("Hyper-parameters", open=True):
@@ -300,6 +305,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             queue = gr.Dataframe(label="Queue (one training at a time)", interactive=False, elem_id="queue-table")
     timer = gr.Timer(POLL_INTERVAL_S)
     poll_state = gr.State(None)
+    data_options = gr.State({})
 
     form_inputs = [
         model_name,
@@ -394,8 +400,8 @@ def build_train_tab(context: StudioContext) -> TrainTab:
 
     @plain_errors
     def start(*values: Any) -> tuple[Any, str]:
-        form = form_from(values)
-        planned = settings_from_form(settings, form)
+        form = form_from(values[:-1])
+        planned = with_data_options(settings_from_form(settings, form), values[-1])
         name = planned.run_name or ""
         if (context.runs_dir / name).exists() and load_manifest(context.runs_dir / name) is not None:
             raise ValueError(f"run {name!r} already exists; pick another name, or select it and press Resume")
@@ -413,7 +419,9 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         )
         return gr.update(choices=run_choices(context, name), value=name), message
 
-    start_button.click(start, inputs=form_inputs, outputs=[run_selector, action_message], api_name="start_training")
+    start_button.click(
+        start, inputs=[*form_inputs, data_options], outputs=[run_selector, action_message], api_name="start_training"
+    )
 
     @plain_errors
     def stop(selected: str | None) -> str:
@@ -530,7 +538,12 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         "restore_train_form",
     )
     return TrainTab(
-        run_selector=run_selector, dataset=dataset, model_name=model_name, timer=timer, form_restore=restore
+        run_selector=run_selector,
+        dataset=dataset,
+        data_options=data_options,
+        model_name=model_name,
+        timer=timer,
+        form_restore=restore,
     )
 
 
@@ -602,7 +615,7 @@ def with_sample_prompts(settings: Settings, count: int = 2) -> Settings:
     if not training.sample_every_steps or training.sample_prompts:
         return settings
     try:
-        from core.application.prepare_data import preview_records
+        from core.application.inspect_data import preview_records
 
         records = preview_records(settings, settings.data.dataset, limit=count * 4)
         prompts = [record["prompt"] for record in records if record.get("prompt")][:count]

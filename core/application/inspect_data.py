@@ -1,0 +1,107 @@
+"""Looking at an input before preparing it (the studio's Data tab): its format, its columns, a preview.
+
+Nothing here tokenizes or fails on bad records; :mod:`core.application.prepare_data` does the real work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.application.prepare_data import with_system_prompt
+from core.domain.config import Settings
+from core.infrastructure.data.convert import choose_format, convert_records
+from core.infrastructure.data.sources import InputSource, resolve_input
+
+COLUMN_SAMPLE = 200
+"""Records looked at to list an input's columns."""
+
+
+def input_columns(path: str | Path) -> list[str]:
+    """The field names of an input's first records, in first-seen order (what a mapping can name).
+
+    Args:
+        path: ``demo``, a local file or directory, or a Hub dataset id.
+
+    Returns:
+        Column names (none for a known Hub dataset, which is not read here).
+    """
+    source = resolve_input(path)
+    if _known_hub(source):
+        return []
+    columns: dict[str, None] = {}
+    for record in source.read()[:COLUMN_SAMPLE]:
+        columns.update(dict.fromkeys(record.data))
+    return list(columns)
+
+
+def detect_format(path: str | Path) -> tuple[str, str]:
+    """Detects the format of an input and explains why.
+
+    Args:
+        path: ``demo``, a local file or directory, or a Hub dataset id.
+
+    Returns:
+        ``(format, reason)``.
+
+    Raises:
+        ConfigError: When the format is ambiguous or unrecognised (name it explicitly then).
+    """
+    source = resolve_input(path)
+    records = [] if _known_hub(source) else source.read()
+    return choose_format(records, source.name, "auto", None, source.hub_id)
+
+
+def _known_hub(source: InputSource) -> bool:
+    from core.infrastructure.data.formats import HUB_FORMATS
+
+    return (source.hub_id or "").lower() in HUB_FORMATS
+
+
+def preview_records(
+    settings: Settings, input_path: str | Path, data_format: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Converts the first records of an input for display, without tokenizing or failing on bad records.
+
+    Args:
+        settings: Settings (``data.format``, ``data.field_mapping``, ``data.oasst_language``, ``data.system_prompt``).
+        input_path: ``demo``, a path or a Hub id.
+        data_format: Format to use (default: ``data.format``, ``auto`` detects).
+        limit: Most records returned.
+
+    Returns:
+        One mapping per record: ``source``, ``format``, ``system``, ``prompt`` (last user turn),
+        ``response`` (last answer), ``turns``, ``messages`` (role/content list), ``problems``
+        (``field: problem`` lines joined by ``; ``, empty when valid).
+
+    Raises:
+        ConfigError: When the format cannot be determined.
+    """
+    data = settings.data
+    source = resolve_input(input_path, data.split)
+    records = source.read()
+    chosen_format, _reason = choose_format(
+        records, source.name, data_format or data.format, data.field_mapping, source.hub_id
+    )
+    if chosen_format != "oasst":
+        records = records[:limit]
+    rows = []
+    for outcome in convert_records(records, chosen_format, data.field_mapping, data.oasst_language)[:limit]:
+        conversation = outcome.conversation
+        if conversation is not None:
+            conversation = with_system_prompt(conversation, data.system_prompt)
+        messages = [message.model_dump() for message in conversation.messages] if conversation else []
+        rows.append(
+            {
+                "source": outcome.source,
+                "format": chosen_format,
+                "system": next((m["content"] for m in messages if m["role"] == "system"), ""),
+                "prompt": next((m["content"] for m in reversed(messages) if m["role"] == "user"), ""),
+                "response": conversation.reference if conversation else "",
+                "turns": len(messages),
+                "messages": messages,
+                "problems": "; ".join(f"{problem.field}: {problem.message}" for problem in outcome.problems)
+                or (outcome.reason or ""),
+            }
+        )
+    return rows
