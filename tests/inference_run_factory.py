@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -153,3 +154,22 @@ def reference_greedy(model: torch.nn.Module, prompt_ids: list[int], steps: int) 
             logits = model(input_ids=current, attention_mask=torch.ones_like(current)).logits[:, -1]
             current = torch.cat([current, logits.argmax(-1, keepdim=True)], 1)
     return current[0, len(prompt_ids) :].tolist()
+
+
+def serving_settings(model_dir: Path, root: Path, **serve: Any):
+    """Settings of a test API server on ``model_dir`` with runs and registry under ``root``.
+
+    Args:
+        model_dir: The base model.
+        root: Folder holding ``runs/`` and ``registry/``.
+        **serve: ``serve.*`` values.
+
+    Returns:
+        Validated settings.
+    """
+    from conftest import MODEL_CACHE
+
+    from core.domain.config import settings_from_dict
+
+    paths = {"runs_dir": str(root / "runs"), "model_cache": str(MODEL_CACHE), "registry_dir": str(root / "registry")}
+    return settings_from_dict({"model": {"name": str(model_dir)}, "paths": paths, "serve": serve})

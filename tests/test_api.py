@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import MODEL_CACHE
-from inference_run_factory import make_run
+from inference_run_factory import make_run, serving_settings
 
 from core.domain.config import load_settings, settings_from_dict
 from core.domain.errors import ConfigError
@@ -32,24 +31,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, 
     make_run(runs_dir, "tiny-prefix", llama, "prefix", seed=12)
     make_run(runs_dir, "still-training", llama, "lora", status="training")
     ModelRegistry(root / "registry").register("bot", lora)
-    settings = settings_from_dict(
-        {
-            "model": {"name": str(llama)},
-            "paths": {
-                "runs_dir": str(runs_dir),
-                "model_cache": str(MODEL_CACHE),
-                "registry_dir": str(root / "registry"),
-            },
-            "serve": {
-                "max_concurrency": 1,
-                "max_queue": 1,
-                "queue_timeout_s": 1.0,
-                "max_prompt_tokens": 64,
-                "max_tokens_cap": 32,
-                "max_request_bytes": 8192,
-                "request_timeout_s": 3.0,
-            },
-        }
+    settings = serving_settings(
+        llama,
+        root,
+        max_concurrency=1,
+        max_queue=1,
+        queue_timeout_s=1.0,
+        max_prompt_tokens=64,
+        max_tokens_cap=32,
+        max_request_bytes=8192,
+        request_timeout_s=3.0,
     )
     app = create_app(settings, api_key=API_KEY)
     with BackgroundServer(app, port=0) as running:

@@ -15,12 +15,10 @@ import httpx
 import openai
 import pytest
 import schemathesis
-from conftest import MODEL_CACHE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from inference_run_factory import serving_settings
 from schemathesis import GenerationMode
-
-from core.domain.config import settings_from_dict
 
 API_KEY = "robust-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -34,18 +32,14 @@ def robust_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dic
     from core.infrastructure.serving.server import BackgroundServer
 
     root = tmp_path_factory.mktemp("api-robust")
-    serve_settings = settings_from_dict(
-        {
-            "model": {"name": str(tiny_model_dirs["llama"])},
-            "paths": {"runs_dir": str(root / "runs"), "model_cache": str(MODEL_CACHE), "registry_dir": str(root / "r")},
-            "serve": {
-                "max_prompt_tokens": 64,
-                "max_tokens_cap": 8,
-                "max_request_bytes": 8192,
-                "body_timeout_s": 1.0,
-                "request_timeout_s": 30.0,
-            },
-        }
+    serve_settings = serving_settings(
+        tiny_model_dirs["llama"],
+        root,
+        max_prompt_tokens=64,
+        max_tokens_cap=8,
+        max_request_bytes=8192,
+        body_timeout_s=1.0,
+        request_timeout_s=30.0,
     )
     app = create_app(serve_settings, api_key=API_KEY)
     with BackgroundServer(app, port=0) as running:
