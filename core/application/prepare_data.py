@@ -130,7 +130,7 @@ def prepare_data(
     )
 
     tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
-    kept_splits, tokenized, dropped = _tokenize_splits(tokenizer, splits, settings)
+    kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)
     left_out += dropped
     kept = sum(len(rows) for rows in tokenized.values())
     if kept == 0:
@@ -149,7 +149,10 @@ def prepare_data(
         tokenized=tokenized,
         truncation=data.truncation,
         max_length=data.max_seq_length,
+        length_stats=length_stats,
     )
+    for warning in report["warnings"]:
+        logger.warning("{}", warning)
     report["fingerprint"] = fingerprint
     report["template"] = data.template
     info = {
@@ -175,10 +178,11 @@ def prepare_data(
     )
     counts = report["counts"]
     logger.info(
-        "Prepared {}: read {}, kept {} (train {}, validation {}, test {}), skipped {} {}",
+        "Prepared {}: read {}, kept {} as {} samples (train {}, validation {}, test {}), skipped {} {}",
         directory,
         counts["read"],
         counts["kept"],
+        counts["samples"],
         counts["splits"]["train"],
         counts["splits"]["validation"],
         counts["splits"]["test"],
@@ -256,38 +260,49 @@ def with_system_prompt(conversation: Conversation, system_prompt: str | None) ->
 
 def _tokenize_splits(
     tokenizer: Any, splits: dict[str, list[Conversation]], settings: Settings
-) -> tuple[dict[str, list[Conversation]], dict[str, list[dict[str, Any]]], list[Outcome]]:
-    """Tokenizes every split; conversations dropped by truncation or an empty loss mask are returned as skipped."""
-    from core.infrastructure.data.tokenize import tokenize_with_reason
+) -> tuple[dict[str, list[Conversation]], dict[str, list[dict[str, Any]]], list[Outcome], dict[str, Any]]:
+    """Tokenizes every split into samples (``data.truncation``); left-out conversations come back as skipped.
+
+    Returns:
+        Kept conversations and their sample rows per split, the left-out outcomes, and the counts
+        of the report (lengths before truncation, assistant turns meant and trained, records cut).
+    """
+    from core.infrastructure.data.turn_split import tokenize_record
 
     data = settings.data
     kept: dict[str, list[Conversation]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     dropped: list[Outcome] = []
+    stats: dict[str, Any] = {"lengths": [], "assistant_turns": 0, "assistant_turns_trained": 0, "records_cut": 0}
     for split, conversations in splits.items():
         kept[split], rows[split] = [], []
         for conversation in conversations:
             if data.train_on == "last_assistant":
                 conversation = _train_last_assistant_only(conversation)
             try:
-                example, reason = tokenize_with_reason(
+                samples = tokenize_record(
                     tokenizer, conversation, data.max_seq_length, data.train_on_prompt, data.truncation
                 )
             except ValueError as error:  # a template that is not prefix-stable
                 raise ConfigError(f"data.template: {error}") from error
-            if example is None:
-                dropped.append(Outcome(conversation.source, reason=reason))
+            stats["lengths"].append(samples.length)
+            stats["assistant_turns"] += samples.assistant_turns
+            stats["assistant_turns_trained"] += samples.assistant_turns_trained
+            stats["records_cut"] += samples.cut
+            if not samples.examples:
+                dropped.append(Outcome(conversation.source, reason=samples.reason))
                 continue
             kept[split].append(conversation)
-            rows[split].append(
+            rows[split].extend(
                 {
                     "input_ids": example.input_ids,
                     "labels": example.labels,
                     "trained_tokens": example.trained_tokens,
                     "truncated": example.truncated,
                 }
+                for example in samples.examples
             )
-    return kept, rows, dropped
+    return kept, rows, dropped, stats
 
 
 def ensure_prepared(settings: Settings) -> PreparedData:

@@ -128,8 +128,10 @@ class DataSettings(Section):
     custom_template: str | None = Field(None, description="Jinja chat template when template=custom.")
     system_prompt: str | None = Field(None, description="System prompt added where the data has none.")
     max_seq_length: int = Field(512, ge=16, le=131072)
-    truncation: Literal["truncate", "drop"] = Field(
-        "truncate", description="truncate keeps the prompt end and the response start; drop skips."
+    truncation: Literal["split_turns", "keep_first", "truncate", "drop"] = Field(
+        "split_turns",
+        description="A conversation longer than max_seq_length: split_turns cuts it at turn boundaries into "
+        "samples that train every answer; keep_first (old name: truncate) keeps one window; drop skips it.",
     )
     train_on_prompt: bool = Field(False, description="Also train on prompt tokens (default: assistant only).")
     train_on: Literal["all_assistant", "last_assistant"] = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -110,6 +111,7 @@ def build_report(
     tokenized: dict[str, list[dict[str, Any]]],
     truncation: str,
     max_length: int,
+    length_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Builds the data report.
 
@@ -120,18 +122,24 @@ def build_report(
         lenient: Whether bad records were skipped.
         outcomes: Conversion outcome of every record read.
         left_out: Valid records left out later (max_samples, too long, empty loss mask).
-        splits: Kept conversations per split (aligned with ``tokenized``).
-        tokenized: Tokenized rows per split (``input_ids``, ``labels``, ``trained_tokens``, ``truncated``).
-        truncation: ``truncate`` or ``drop``.
+        splits: Kept conversations per split.
+        tokenized: Training samples per split (``input_ids``, ``labels``, ``trained_tokens``,
+            ``truncated``); a long conversation may give several.
+        truncation: ``data.truncation``.
         max_length: ``data.max_seq_length``.
+        length_stats: From tokenization: ``lengths`` (every conversation's length before any cut),
+            ``assistant_turns``, ``assistant_turns_trained``, ``records_cut``.
 
     Returns:
-        The report as JSON-compatible data; ``counts`` satisfies read = kept + sum(skipped).
+        The report as JSON-compatible data; ``counts`` satisfies read = kept + sum(skipped), where
+        kept counts records (``samples`` counts the training samples they became).
     """
     skipped_outcomes = [outcome for outcome in outcomes if outcome.conversation is None] + left_out
     skipped = Counter(outcome.reason or "unknown" for outcome in skipped_outcomes)
-    kept = sum(len(rows) for rows in tokenized.values())
+    kept = sum(len(conversations) for conversations in splits.values())
     rows = [row for split_rows in tokenized.values() for row in split_rows]
+    stats = length_stats or {"lengths": [len(row["input_ids"]) for row in rows], "records_cut": 0}
+    before = lengths_before_truncation(stats["lengths"], max_length)
     lengths = [len(row["input_ids"]) for row in rows]
     total_tokens = sum(lengths)
     trainable = sum(row["trained_tokens"] for row in rows)
@@ -146,8 +154,14 @@ def build_report(
             "kept": kept,
             "skipped": dict(sorted(skipped.items())),
             "skipped_total": sum(skipped.values()),
-            "splits": {split: len(split_rows) for split, split_rows in tokenized.items()},
+            "splits": {split: len(conversations) for split, conversations in splits.items()},
+            "samples": len(rows),
         },
+        "assistant_turns": stats.get("assistant_turns"),
+        "assistant_turns_trained": stats.get("assistant_turns_trained"),
+        "records_truncated": stats["records_cut"],
+        "lengths_before_truncation": before,
+        "warnings": _length_warnings(stats, before, max_length, truncation),
         "skipped_records": [
             {
                 "source": outcome.source,
@@ -207,6 +221,19 @@ def report_markdown(report: dict[str, Any]) -> str:
         + " |",
         "",
     ]
+    warnings = [f"> **Warning:** {warning}" for warning in report.get("warnings", [])]
+    lines = [lines[0], "", *[line for warning in warnings for line in (warning, "")], *lines[2:]]
+    before = report.get("lengths_before_truncation") or {}
+    if report.get("assistant_turns") is not None:
+        lines += [
+            f"- Training samples: {counts.get('samples', counts['kept'])}; assistant turns trained: "
+            f"{report['assistant_turns_trained']} of {report['assistant_turns']}; records longer than the window: "
+            f"{report.get('records_truncated', 0)}",
+            f"- Lengths before truncation: p50 {before.get('p50')}, p90 {before.get('p90')}, p95 {before.get('p95')}, "
+            f"p99 {before.get('p99')}, max {before.get('max')}; suggested data.max_seq_length "
+            f"{before.get('suggested_max_seq_length')}",
+            "",
+        ]
     if counts["skipped"]:
         lines += ["| skip reason | records |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in counts["skipped"].items()]
@@ -269,3 +296,49 @@ def build_failure_report(
         "problems_total": len(problems),
         "problems": problems[:MAX_LISTED],
     }
+
+
+def lengths_before_truncation(lengths: list[int], max_length: int) -> dict[str, Any]:
+    """Percentiles, histogram and a suggested ``max_seq_length`` of conversations as they are, before any cut.
+
+    Args:
+        lengths: Token length of every conversation.
+        max_length: The configured ``data.max_seq_length`` (the histogram's scale).
+
+    Returns:
+        ``p50``, ``p90``, ``p95``, ``p99``, ``max``, ``suggested_max_seq_length`` (covers 95 % of the
+        records, rounded up to a multiple of 64) and ``histogram``.
+    """
+    ordered = sorted(length for length in lengths if length > 0)
+    if not ordered:
+        return {"p50": 0, "p90": 0, "p95": 0, "p99": 0, "max": 0, "suggested_max_seq_length": None, "histogram": []}
+
+    def percentile(share: float) -> int:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * share) - 1))]
+
+    p95 = percentile(0.95)
+    return {
+        "p50": percentile(0.50),
+        "p90": percentile(0.90),
+        "p95": p95,
+        "p99": percentile(0.99),
+        "max": ordered[-1],
+        "suggested_max_seq_length": -(-p95 // 64) * 64,
+        "histogram": _histogram(ordered, max(max_length, ordered[-1])),
+    }
+
+
+def _length_warnings(stats: dict[str, Any], before: dict[str, Any], max_length: int, truncation: str) -> list[str]:
+    total = len(stats["lengths"])
+    cut = stats["records_cut"]
+    if not total or cut / total <= 0.10:
+        return []
+    what = {
+        "split_turns": "split at turn boundaries into several samples (every answer is still trained)",
+        "drop": "dropped",
+    }.get(truncation, "truncated to one window (later answers are lost)")
+    return [
+        f"{cut} of {total} records ({cut / total:.0%}) are longer than data.max_seq_length={max_length} and were "
+        f"{what}; 95 % of the records fit in {before['p95']} tokens (data.max_seq_length="
+        f"{before['suggested_max_seq_length']} would cover them)"
+    ]
