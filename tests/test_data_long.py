@@ -74,8 +74,11 @@ def test_keep_first_and_drop_are_named_options_and_count_what_they_lose(make_set
     assert "later answers are lost" in kept["warnings"][0]
     short = tmp_path / "mixed.jsonl"
     chats = path.read_text(encoding="utf-8").splitlines()
-    one_turn = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
-    short.write_text("\n".join([*chats[:2], *[json.dumps(one_turn)] * 4]) + "\n", encoding="utf-8")
+    one_turns = [
+        json.dumps({"messages": [{"role": "user", "content": f"Hi {n}?"}, {"role": "assistant", "content": "Hello."}]})
+        for n in range(4)
+    ]
+    short.write_text("\n".join([*chats[:2], *one_turns]) + "\n", encoding="utf-8")
     dropped = prepare_data(
         _settings(make_settings, **{"data.truncation": "drop", "data.lenient": True}), input_path=short
     ).report

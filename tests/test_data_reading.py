@@ -148,7 +148,8 @@ def test_media_and_preference_records_are_refused_by_name(make_settings, tmp_pat
 
     preference = tmp_path / "preference.jsonl"
     preference.write_text(
-        _jsonl([{"prompt": "Pick one.", "chosen": "Good.", "rejected": "Bad."}] * 3), encoding="utf-8"
+        _jsonl([{"prompt": f"Pick one of {n}.", "chosen": "Good.", "rejected": "Bad."} for n in range(3)]),
+        encoding="utf-8",
     )
     with pytest.raises(DataValidationError) as failure:
         prepare_data(make_settings(), input_path=preference, output_dir=tmp_path / "pref")

@@ -141,31 +141,37 @@ def test_lenient_mode_skips_bad_records_and_counts_add_up(tmp_path, make_setting
     assert f"| {path}:4 | missing_field | output: missing field |" in markdown
 
 
-def test_report_counts_duplicates_overlap_and_truncation(tmp_path, make_settings):
+def test_duplicates_and_train_leaks_are_removed_and_counted_and_truncation_reported(tmp_path, make_settings):
     rows = [{"instruction": f"Question number {index}?", "output": f"Answer {index}."} for index in range(6)]
     rows += [
         {"instruction": "Question number 0?", "output": "Answer 0."},  # exact duplicate of row 1
         {"instruction": "question NUMBER 1", "output": "answer 1"},  # normalized duplicate of row 2
-        {"instruction": "Question number 2?", "output": "Answer 2.", "split": "test"},  # test prompt seen in train
+        {"instruction": "Question number 2?", "output": "Answer two.", "split": "test"},  # test prompt seen in train
         {"instruction": " ".join(["long"] * 300), "output": "Too long."},
     ]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     overrides = {"data.validation_fraction": 0, "data.max_seq_length": 64, "data.truncation": "drop"}
     report = prepare_data(make_settings(**overrides), path).report
-    assert report["duplicates"]["exact"] == 2  # row 7 and the test copy of row 3
-    assert report["duplicates"]["normalized"] == 3
-    assert report["overlap"]["test"] == 1 and report["overlap"]["validation"] == 0
+    assert report["counts"]["skipped"] == {"duplicate": 1, "too_long": 1, "train_overlap": 1}
+    assert report["counts"]["read"] == 10 and report["counts"]["kept"] == 7
+    assert report["duplicates"]["exact"] == 0 and report["duplicates"]["normalized"] == 1  # kept: exact mode
+    assert report["overlap"]["test"] == 0 and report["overlap"]["validation"] == 0
+    sources = {record["reason"]: record["source"] for record in report["skipped_records"]}
+    assert sources["duplicate"] == f"{path}:7" and sources["train_overlap"] == f"{path}:9"
     assert report["truncation"] == {"policy": "drop", "max_seq_length": 64, "truncated": 0, "dropped": 1}
-    assert report["counts"]["skipped"] == {"too_long": 1}
-    assert report["counts"]["read"] == 10 and report["counts"]["kept"] == 9
     assert report["empty_loss_mask"]["count"] == 0
     assert 0 < report["tokens"]["trainable_share"] < 0.5
-    assert sum(row["count"] for row in report["tokens"]["histogram"]) == 9
+    assert sum(row["count"] for row in report["tokens"]["histogram"]) == 7
 
-    truncated = prepare_data(make_settings(**{**overrides, "data.truncation": "truncate"}), path).report
+    normalized = prepare_data(make_settings(**{**overrides, "data.deduplicate": "normalized"}), path).report
+    assert normalized["counts"]["skipped"]["duplicate"] == 2 and normalized["counts"]["kept"] == 6
+    everything = prepare_data(make_settings(**{**overrides, "data.deduplicate": "none"}), path).report
+    assert "duplicate" not in everything["counts"]["skipped"] and everything["duplicates"]["exact"] == 1
+
+    truncated = prepare_data(make_settings(**{**overrides, "data.truncation": "keep_first"}), path).report
     assert truncated["truncation"]["truncated"] == 1 and truncated["truncation"]["dropped"] == 0
-    assert truncated["counts"]["kept"] == 10 and truncated["tokens"]["max_length"] == 64
+    assert truncated["counts"]["kept"] == 8 and truncated["tokens"]["max_length"] == 64
 
 
 def test_no_usable_record_is_an_error_even_when_lenient(tmp_path, make_settings):

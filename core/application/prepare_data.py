@@ -24,6 +24,7 @@ from core.domain.errors import ConfigError, DataValidationError
 from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation, Message
 from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
+from core.infrastructure.data.dedup import remove_duplicates, remove_train_overlap
 from core.infrastructure.data.fingerprint import compute_fingerprint
 from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
@@ -123,11 +124,19 @@ def prepare_data(
             logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
 
     valid = [outcome for outcome in outcomes if outcome.conversation is not None]
+    valid, duplicates = remove_duplicates(valid, data.deduplicate)
     valid, left_out = _limit_samples(valid, data.max_samples, data.seed)
+    left_out = duplicates + left_out
     conversations = [with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
     splits = assign_splits(
         conversations, [outcome.split for outcome in valid], data.validation_fraction, data.test_fraction, data.seed
     )
+    splits, leaks = remove_train_overlap(splits)
+    left_out += leaks
+    if duplicates or leaks:
+        logger.info(
+            "Removed {} duplicate(s) and {} held-out record(s) whose prompt is in train", len(duplicates), len(leaks)
+        )
 
     tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
     kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)

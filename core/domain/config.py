@@ -134,6 +134,9 @@ class DataSettings(Section):
         "samples that train every answer; keep_first (old name: truncate) keeps one window; drop skips it.",
     )
     train_on_prompt: bool = Field(False, description="Also train on prompt tokens (default: assistant only).")
+    deduplicate: Literal["exact", "normalized", "none"] = Field(
+        "exact", description="Remove repeated conversations: identical, or also up to case/punctuation/spaces."
+    )
     train_on: Literal["all_assistant", "last_assistant"] = Field(
         "all_assistant", description="Which assistant turns are trained: every one, or the last of each conversation."
     )

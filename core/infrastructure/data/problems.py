@@ -22,6 +22,8 @@ LANGUAGE_FILTER = "language_filter"
 TOO_LONG = "too_long"
 EMPTY_LOSS_MASK = "empty_loss_mask"
 MAX_SAMPLES = "max_samples"
+DUPLICATE = "duplicate"
+TRAIN_OVERLAP = "train_overlap"
 """Reasons a valid record is left out (never errors, also counted in ``skipped``)."""
 
 
