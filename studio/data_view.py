@@ -48,7 +48,7 @@ def settings_for_dataset(
         "dataset": dataset or "demo",
         "format": data_format or "auto",
         "lenient": lenient,
-        "field_mapping": field_mapping or None,
+        "field_mapping": field_mapping or {},
     }
     return settings_from_dict(nested)
 

@@ -330,7 +330,7 @@ def with_data_options(settings: Settings, options: dict[str, Any] | None) -> Set
     nested["data"] = {
         **nested["data"],
         "format": options.get("format") or "auto",
-        "field_mapping": options.get("field_mapping") or None,
+        "field_mapping": options.get("field_mapping") or {},
         "lenient": bool(options.get("lenient")),
     }
     return settings_from_dict(nested)
