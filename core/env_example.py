@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.domain.config import environment_documentation
+from core.domain.settings_environment import environment_documentation
 
 HEADER = """\
 # Finetune Studio settings. Copy to .env and uncomment what you change.

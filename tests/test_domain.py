@@ -96,7 +96,7 @@ def test_catalog_lookup_and_fallback():
 def test_technique_union_traits_and_registry_agree():
     from typing import get_args
 
-    from core.domain.config import TechniqueSettings
+    from core.domain.settings_sections import TechniqueSettings
 
     union_names = {variant.model_fields["name"].default for variant in get_args(get_args(TechniqueSettings)[0])}
     assert union_names == set(TECHNIQUE_TRAITS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.domain.config import CheckSpec
+from core.domain.settings_sections import CheckSpec
 from core.infrastructure.evaluation.checks import CHECKS, run_check, run_checks, summarize_checks
 
 CASES = [

@@ -18,10 +18,11 @@ from typing import Any
 
 from loguru import logger
 
-from core.domain.config import CheckSpec, Settings, load_settings, settings_from_dict
+from core.domain.config import Settings, load_settings, settings_from_dict
 from core.domain.errors import ModelNotAvailableError
 from core.domain.manifest import EVALUATION_FILE, MANIFEST_FILE, RunManifest, read_metrics, write_json_atomic
 from core.domain.records import Conversation
+from core.domain.settings_sections import CheckSpec
 
 HELD_OUT_SPLITS = ("test", "validation")
 """Splits evaluated, in order of preference (validation when the data has no test split)."""

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import importlib.metadata
 import platform
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,15 +18,19 @@ from typing import Any
 
 from loguru import logger
 
+from core.application.run_start import (
+    checkpoint_step_of,
+    checkpoint_to_resume,
+    completed_before,
+    keep_completed_outputs,
+)
 from core.domain.config import Settings, load_settings
-from core.domain.errors import CheckpointError, OutputExistsError
+from core.domain.errors import CheckpointError
 from core.domain.manifest import (
     CHAT_TEMPLATE_FILE,
-    CHECKPOINTS_DIR,
     FINAL_DIR,
     LOG_FILE,
     MANIFEST_FILE,
-    METRICS_FILE,
     STOP_REQUEST_FILE,
     RunManifest,
     read_metrics,
@@ -71,14 +74,14 @@ def train(
     log_file = run_dir / LOG_FILE
     if process.is_main_process:
         add_file_sink(log_file)
-    if _completed_before(settings, run_dir):
+    if completed_before(settings, run_dir):
         logger.success(
             "Run {} already completed with this configuration; nothing to train (raise training.max_steps to "
             "continue it, or set training.resume=never or another run_name to train again)",
             run_name,
         )
         return run_dir
-    _keep_completed_outputs(settings, run_dir, force, process.is_main_process)
+    keep_completed_outputs(settings, run_dir, force, process.is_main_process)
     process.wait_for_everyone()
     manifest = _open_manifest(run_dir, run_name, settings, process.is_main_process)
     try:
@@ -147,7 +150,7 @@ def _train(
     )
 
     # 2. Decide whether to resume (newest complete checkpoint, same configuration) or start over.
-    resume_from = _checkpoint_to_resume(settings, run_dir, is_main)
+    resume_from = checkpoint_to_resume(settings, run_dir, is_main)
     process.wait_for_everyone()
 
     # 3. Load and prepare the model for the technique.
@@ -167,7 +170,7 @@ def _train(
     arguments = build_training_arguments(
         settings, run_dir, precision, has_eval=len(eval_data) > 0, packing=packing, resuming=resume_from is not None
     )
-    resumed_step = _checkpoint_step(resume_from)
+    resumed_step = checkpoint_step_of(resume_from)
     metrics_log = MetricsLog(run_dir, keep_until_step=resumed_step) if is_main else None
     metrics = MetricsCallback(metrics_log, earlier_rows=read_metrics(run_dir) if resume_from and is_main else ())
     stop = StopCallback(run_dir / STOP_REQUEST_FILE, stop_event)
@@ -253,51 +256,6 @@ def _train(
     return run_dir
 
 
-def _completed_before(settings: Settings, run_dir: Path) -> bool:
-    """True when this run completed its budget with the same configuration (training it again is a no-op)."""
-    from core.infrastructure.training.checkpoints import check_resumable, newest_complete_checkpoint, reached_the_end
-
-    if settings.training.resume != "auto" or not (run_dir / MANIFEST_FILE).is_file():
-        return False
-    if RunManifest.load(run_dir).status != "completed" or not (run_dir / FINAL_DIR).is_dir():
-        return False
-    checkpoint = newest_complete_checkpoint(run_dir / CHECKPOINTS_DIR)
-    if checkpoint is None or not reached_the_end(checkpoint, settings.training.max_steps, settings.training.num_epochs):
-        return False
-    try:
-        check_resumable(checkpoint, settings.to_plain_dict())
-    except CheckpointError:
-        return False  # training reports the changed keys
-    return True
-
-
-def _keep_completed_outputs(settings: Settings, run_dir: Path, force: bool, is_main: bool) -> None:
-    """A completed run (it has ``final/``) that would start from scratch: refuse, or with ``force`` move it aside.
-
-    Nothing of the run is touched before this decision (not even its manifest).
-    """
-    from core.infrastructure.output_dirs import move_aside
-    from core.infrastructure.training.checkpoints import check_resumable, newest_complete_checkpoint
-
-    final = run_dir / FINAL_DIR
-    mode = settings.training.resume
-    if not final.is_dir() or mode not in ("auto", "never"):
-        return
-    checkpoint = newest_complete_checkpoint(run_dir / CHECKPOINTS_DIR) if mode == "auto" else None
-    if checkpoint is not None:
-        check_resumable(checkpoint, settings.to_plain_dict())  # a changed configuration stops here, untouched
-        return
-    if not force:
-        why = "training.resume=never" if mode == "never" else "no intact checkpoint to resume from"
-        raise OutputExistsError(
-            f"{run_dir}: this run already completed (its model is in {final}); training it again from scratch "
-            f"({why}) would replace it, so nothing was changed. Choose another --run-name, or pass --force to "
-            f"move its earlier outputs to {run_dir}/previous-<time>/ and train again."
-        )
-    if is_main:
-        move_aside(run_dir, keep=(LOG_FILE,))
-
-
 def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bool) -> RunManifest:
     """Creates the run's manifest, keeping creation time and metrics of an earlier session."""
     previous = RunManifest.load(run_dir) if (run_dir / MANIFEST_FILE).is_file() else None
@@ -331,49 +289,6 @@ def _prepared_data(settings: Settings) -> Any:
     from core.application.prepare_data import ensure_prepared
 
     return ensure_prepared(settings)
-
-
-def _checkpoint_to_resume(settings: Settings, run_dir: Path, is_main: bool) -> Path | None:
-    """Picks the checkpoint to resume from (``training.resume``) or clears the run for a fresh start."""
-    from core.infrastructure.training.checkpoints import (
-        check_resumable,
-        newest_complete_checkpoint,
-        remove_stale_staging,
-    )
-
-    checkpoints_dir = run_dir / CHECKPOINTS_DIR
-    stop_file = run_dir / STOP_REQUEST_FILE
-    if is_main and stop_file.exists():
-        logger.info("Removing an old stop request {}", stop_file)
-        stop_file.unlink()
-    if is_main:
-        remove_stale_staging(checkpoints_dir)
-    mode = settings.training.resume
-    checkpoint: Path | None = None
-    if mode not in ("auto", "never"):
-        checkpoint = Path(mode).expanduser()
-        if not checkpoint.is_dir():
-            raise CheckpointError(f"{checkpoint}: checkpoint not found (training.resume)")
-    elif mode == "auto":
-        checkpoint = newest_complete_checkpoint(checkpoints_dir)
-    if checkpoint is not None:
-        check_resumable(checkpoint, settings.to_plain_dict())
-        return checkpoint
-    if is_main and (checkpoints_dir.exists() or (run_dir / METRICS_FILE).exists()):
-        logger.info(
-            "Starting {} from scratch (training.resume={}); clearing old checkpoints and metrics", run_dir.name, mode
-        )
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)  # an unfinished run's own; final/ is guarded above
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    return None
-
-
-def _checkpoint_step(checkpoint: Path | None) -> int | None:
-    if checkpoint is None:
-        return None
-    from core.infrastructure.training.checkpoints import checkpoint_step
-
-    return checkpoint_step(checkpoint)
 
 
 def _early_stopped(trainer: Any, settings: Settings) -> bool:

@@ -7,7 +7,8 @@ import json
 
 from loguru import logger
 
-from core.domain.config import environment_overrides_present, load_settings
+from core.domain.config import load_settings
+from core.domain.settings_environment import environment_overrides_present
 from core.domain.techniques import traits_for
 
 

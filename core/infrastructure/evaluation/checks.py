@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.domain.config import CheckSpec
+from core.domain.settings_sections import CheckSpec
 
 CheckFunction = Callable[[str, Any, str | None], tuple[bool, str]]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from core.domain.config import EvaluationSettings
+from core.domain.settings_sections import EvaluationSettings
 
 
 @dataclass(frozen=True)

@@ -321,7 +321,7 @@ def quantization_for(source: InferenceSource) -> Any:
     """
     if source.technique != "qlora" or not source.is_adapter:
         return None
-    from core.domain.config import QLoraTechnique
+    from core.domain.settings_sections import QLoraTechnique
     from core.infrastructure.techniques.qlora import quantization_config
     from core.infrastructure.training.precision import choose_precision
 

@@ -1,0 +1,257 @@
+"""The sections of :class:`~core.domain.config.Settings`: model, technique, data, training, evaluation, ...
+
+Every rule about a field lives next to the field: ranges in ``Field``, cross-field rules in
+model validators. How the sections are loaded and combined is :mod:`core.domain.config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from core.domain.catalog import EMBEDDED_MODEL_NAME
+
+
+class Section(BaseModel):
+    """Base class of configuration sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Section):
+    """Which model to finetune and how to load it."""
+
+    name: str = Field(
+        EMBEDDED_MODEL_NAME,
+        description="Catalog name, Hugging Face Hub id, local directory or .gguf file.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the Hub.")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto picks flash_attention_2 on CUDA when installed, sdpa otherwise."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype when loading; auto keeps fp32 master weights for training."
+    )
+    cpu_offload: bool = Field(False, description="Offload layers that do not fit the GPU to CPU (accelerate).")
+
+
+class FullTechnique(Section):
+    """Full finetuning: every parameter is trained."""
+
+    name: Literal["full"] = "full"
+
+
+class LoraTechnique(Section):
+    """LoRA: low-rank adapters on chosen linear layers."""
+
+    name: Literal["lora"] = "lora"
+    rank: int = Field(16, ge=1, le=1024, description="Adapter rank r.")
+    alpha: float = Field(32.0, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Modules to adapt; None uses the catalog default of the model family."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+
+
+class QLoraTechnique(LoraTechnique):
+    """QLoRA: LoRA on a base model quantized with bitsandbytes."""
+
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Dtype of the matmuls on dequantized weights; auto follows training.precision "
+        "(bf16/fp16 autocast, float32 on CPUs without native bf16).",
+    )
+    load_in_8bit: bool = Field(False, description="Use 8-bit (LLM.int8) instead of 4-bit quantization.")
+
+
+class PrefixTechnique(Section):
+    """Prefix Tuning: trainable virtual key/value tokens prepended at every layer."""
+
+    name: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens per layer.")
+    prefix_projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
+    encoder_hidden_size: int | None = Field(None, ge=1, description="Hidden size of that MLP.")
+    init_text: str | None = Field(
+        "Answer the following request accurately and concisely.",
+        min_length=1,
+        description="Initialise the prefix with the model's own keys/values for this text (repeated to "
+        "num_virtual_tokens); null draws it at random (PEFT's default). Ignored with prefix_projection.",
+    )
+
+
+TechniqueSettings = Annotated[
+    FullTechnique | LoraTechnique | QLoraTechnique | PrefixTechnique, Field(discriminator="name")
+]
+"""Discriminated union of the techniques; the ``name`` field selects the variant."""
+
+
+class DataSettings(Section):
+    """Where the data comes from and how it becomes training examples."""
+
+    dataset: str = Field(
+        "demo",
+        description="'demo', a local file/directory (JSON, JSONL, CSV, Parquet) or a Hub dataset id.",
+    )
+    format: Literal["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"] = "auto"
+    field_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom format: maps instruction/input/output/system to the file's column names.",
+    )
+    template: Literal["model", "alpaca", "chatml", "custom"] = Field(
+        "model", description="model uses the tokenizer's own chat template."
+    )
+    custom_template: str | None = Field(None, description="Jinja chat template when template=custom.")
+    system_prompt: str | None = Field(None, description="System prompt added where the data has none.")
+    max_seq_length: int = Field(512, ge=16, le=131072)
+    truncation: Literal["split_turns", "keep_first", "truncate", "drop"] = Field(
+        "split_turns",
+        description="A conversation longer than max_seq_length: split_turns cuts it at turn boundaries into "
+        "samples that train every answer; keep_first (old name: truncate) keeps one window; drop skips it.",
+    )
+    train_on_prompt: bool = Field(False, description="Also train on prompt tokens (default: assistant only).")
+    deduplicate: Literal["exact", "normalized", "none"] = Field(
+        "exact", description="Remove repeated conversations: identical, or also up to case/punctuation/spaces."
+    )
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant", description="Which assistant turns are trained: every one, or the last of each conversation."
+    )
+    validation_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    max_samples: int | None = Field(None, ge=1, description="Keep at most this many records (after shuffling).")
+    lenient: bool = Field(False, description="Skip bad records (reported) instead of stopping.")
+    oasst_language: str | None = Field("en", description="Language filter for OpenAssistant trees.")
+    split: str = Field("train", description="Split to read from a Hub dataset.")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _custom_template_needs_text(self) -> DataSettings:
+        if self.template == "custom" and not self.custom_template:
+            raise ValueError("data.custom_template: required when data.template=custom (a Jinja chat template)")
+        return self
+
+
+class TrainingSettings(Section):
+    """Optimisation hyper-parameters and training-loop behaviour."""
+
+    num_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    per_device_batch_size: int = Field(4, ge=1)
+    eval_batch_size: int = Field(8, ge=1)
+    eval_max_samples: int | None = Field(
+        128, ge=1, description="Validation examples used for in-training evaluation (None: all)."
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "paged_adamw_8bit"] = "adamw_torch"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on CPUs/GPUs that support it, fp16 on older GPUs, else fp32."
+    )
+    gradient_checkpointing: bool = False
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="Padding-free packing; auto enables it when correct for the model and technique."
+    )
+    group_by_length: bool = Field(True, description="Length-grouped batches when not packing.")
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_from_bool(cls, value: Any) -> Any:
+        """Accepts YAML booleans (``packing: off`` parses as False) for the on/off switch."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+    seed: int = 42
+    logging_steps: int = Field(1, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: once per epoch).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at evaluations).")
+    save_total_limit: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_threshold: float = Field(0.0, ge=0.0)
+    sample_every_steps: int | None = Field(None, ge=1, description="Generate samples every N steps.")
+    sample_prompts: list[str] = Field(default_factory=list)
+    nan_policy: Literal["skip", "stop"] = Field("skip", description="On NaN/inf loss: skip the update or stop.")
+    resume: str = Field("auto", description="'auto' (newest complete checkpoint), 'never', or a checkpoint path.")
+    dataloader_num_workers: int = Field(0, ge=0)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Sequences per optimizer step on one process."""
+        return self.per_device_batch_size * self.gradient_accumulation_steps
+
+
+class CheckSpec(Section):
+    """One instruction-following check applied to generated answers (IFEval-style)."""
+
+    kind: Literal[
+        "valid_json",
+        "json_keys",
+        "min_words",
+        "max_words",
+        "max_sentences",
+        "contains",
+        "not_contains",
+        "ends_with",
+        "starts_with",
+        "bullet_count",
+        "language",
+        "regex",
+        "exact_match",
+    ]
+    value: Any = None
+
+
+class EvaluationSettings(Section):
+    """How runs are evaluated."""
+
+    max_new_tokens: int = Field(96, ge=1, le=8192)
+    batch_size: int = Field(8, ge=1)
+    max_samples: int | None = Field(64, ge=1, description="Generate for at most this many test records.")
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1.0)
+    metrics: list[Literal["loss", "perplexity", "rouge", "bleu", "exact_match", "checks"]] = Field(
+        default_factory=lambda: ["loss", "perplexity", "rouge", "bleu", "exact_match", "checks"]
+    )
+    checks: list[CheckSpec] = Field(
+        default_factory=list, description="Checks applied to every answer, in addition to per-record checks."
+    )
+
+
+class MonitoringSettings(Section):
+    """Experiment tracking."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "finetune-studio"
+    wandb_entity: str | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
+    wandb_api_key: SecretStr | None = None
+
+
+class PathSettings(Section):
+    """Where things are stored."""
+
+    runs_dir: Path = Path("runs")
+    model_cache: Path = Path(".cache/models")
+    data_dir: Path = Path("data")
+    registry_dir: Path = Path("registry")
+
+
+class StudioSettings(Section):
+    """Gradio studio."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    share: bool = False
