@@ -161,7 +161,7 @@ def test_each_run_answers_with_its_own_chat_template(runs, cache):
 
 
 def test_targets_resolve_by_name_directory_and_model_and_fail_clearly(runs, tmp_path):
-    from core.infrastructure.inference.loading import resolve_inference_target
+    from core.infrastructure.inference.targets import resolve_inference_target
 
     settings = runs["settings"]
     by_name = resolve_inference_target("tiny-qlora", settings)

@@ -21,7 +21,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str,
 
 
 def test_register_versions_lineage_checksums_stages_and_delete(run_dir, tmp_path, tiny_model_dirs):
-    from core.infrastructure.registry.store import ModelRegistry, RegistryError, sha256_file
+    from core.infrastructure.checksums import sha256_file
+    from core.infrastructure.registry.store import ModelRegistry, RegistryError
 
     registry = ModelRegistry(tmp_path / "registry")
     first = registry.register("support-bot", run_dir)

@@ -33,8 +33,8 @@ def merge(settings: Settings, run: str | Path, output: str | Path | None = None,
         MergeVerificationError: If the merged logits disagree with base plus adapter.
         OutputExistsError: If ``output`` holds files the merge did not write and ``overwrite`` is false.
     """
-    from core.infrastructure.inference.loading import resolve_inference_target
     from core.infrastructure.inference.merging import merge_adapter
+    from core.infrastructure.inference.targets import resolve_inference_target
 
     source = resolve_inference_target(run, settings)
     if source.run_dir is None:

@@ -537,14 +537,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         [technique_info, lora_row, prefix_row, memory_table, *form_inputs],
         "restore_train_form",
     )
-    return TrainTab(
-        run_selector=run_selector,
-        dataset=dataset,
-        data_options=data_options,
-        model_name=model_name,
-        timer=timer,
-        form_restore=restore,
-    )
+    return TrainTab(run_selector, dataset, data_options, model_name, timer, form_restore=restore)
 
 
 def _form_secret(context: StudioContext) -> str:

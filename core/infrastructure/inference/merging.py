@@ -35,14 +35,11 @@ from loguru import logger
 from core.domain.config import Settings
 from core.domain.errors import FinetuneStudioError, UnsupportedOperationError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, RunManifest, write_json_atomic
-from core.infrastructure.inference.loading import (
-    LINEAGE_FILE,
-    InferenceSource,
-    inference_dtype,
-    quantization_for,
-)
+from core.infrastructure.inference.loading import inference_dtype, quantization_for
+from core.infrastructure.inference.targets import InferenceSource
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
 from core.infrastructure.output_dirs import check_replaceable, mark_output, replace_output
+from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
 
 VERIFICATION_PROMPTS: tuple[str, ...] = (

@@ -10,181 +10,18 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from core.infrastructure.data.tokenize import render_prompt_ids
 from core.infrastructure.inference.generation import generate_ids
 from core.infrastructure.inference.loading import LoadedModel
-
-FinishReason = Literal["stop", "length", "cancelled"]
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How to decode.
-
-    Attributes:
-        max_new_tokens: Longest answer in tokens.
-        temperature: 0 (or ``do_sample=False``) decodes greedily; above 0 samples.
-        top_p: Nucleus sampling mass.
-        seed: Seed for sampling (None: leave the random state alone).
-        stop: Strings that end the answer (not included in it).
-        do_sample: Force greedy (False) or sampling (True); None decides from the temperature.
-    """
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    do_sample: bool | None = None
-
-    @property
-    def sampling(self) -> bool:
-        """True when tokens are sampled; below 1e-6 the scaled logits overflow, so that decodes greedily."""
-        if self.do_sample is not None:
-            return self.do_sample and self.temperature >= 1e-6
-        return self.temperature >= 1e-6
-
-
-@dataclass
-class Completion:
-    """One generated answer.
-
-    Attributes:
-        text: The answer (without the stop string or EOS).
-        prompt_tokens: Tokens in the prompt.
-        completion_tokens: Tokens generated (EOS included when it ended the answer).
-        finish_reason: ``stop`` (EOS or a stop string), ``length`` or ``cancelled``.
-    """
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: FinishReason
-
-
-class _CancelCriteria(StoppingCriteria):
-    """Stops every sequence once an event is set (request timeout, client gone)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-def _trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    positions = [text.find(marker) for marker in stop if marker and marker in text]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
-
-
-class TextStream:
-    """Iterator over the text chunks of a streamed answer; after it ends it knows how the answer ended.
-
-    Attributes:
-        finish_reason: Set once the stream is exhausted.
-        prompt_tokens: Tokens in the prompt.
-        completion_tokens: Tokens generated, set once the stream is exhausted.
-    """
-
-    def __init__(
-        self,
-        predictor: Predictor,
-        prompt_ids: list[int],
-        options: SamplingOptions,
-        cancel_event: threading.Event | None,
-        timeout_s: float | None,
-    ) -> None:
-        self.prompt_tokens = len(prompt_ids)
-        self.completion_tokens = 0
-        self.finish_reason: FinishReason | None = None
-        self._predictor = predictor
-        self._options = options
-        self._cancel = cancel_event or threading.Event()
-        self._streamer = TextIteratorStreamer(
-            predictor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s
-        )
-        self._results: list[Completion] = []
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(prompt_ids,), daemon=True, name="generate-stream")
-        self._iterator = self._chunks()
-        self._thread.start()
-
-    def _run(self, prompt_ids: list[int]) -> None:
-        try:
-            self._results = self._predictor.complete_ids(
-                [prompt_ids], self._options, cancel_event=self._cancel, streamer=self._streamer
-            )
-        except BaseException as error:  # re-raised in the consuming thread
-            self._error = error
-        finally:
-            self._streamer.end()
-
-    def _chunks(self) -> Iterator[str]:
-        stop = [marker for marker in self._options.stop if marker]
-        holdback = max((len(marker) for marker in stop), default=1) - 1
-        pending = ""
-        stopped = exhausted = False
-        try:
-            for piece in self._streamer:
-                if stopped:
-                    continue
-                pending += piece
-                trimmed, found = _trim_at_stop(pending, stop)
-                if found:
-                    stopped = True
-                    self._cancel.set()
-                    if trimmed:
-                        yield trimmed
-                    pending = ""
-                    continue
-                ready = len(pending) - holdback
-                if ready > 0:
-                    yield pending[:ready]
-                    pending = pending[ready:]
-            exhausted = True
-            if pending and not stopped:
-                yield pending
-        finally:
-            if not exhausted:  # the consumer stopped early: end generation instead of running on
-                self._cancel.set()
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        result = self._results[0] if self._results else None
-        self.completion_tokens = result.completion_tokens if result else 0
-        self.finish_reason = "stop" if stopped else (result.finish_reason if result else "cancelled")
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._iterator)
-
-    def cancel(self) -> None:
-        """Stops generation early (the stream then ends with ``finish_reason == "cancelled"``)."""
-        self._cancel.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Waits for the generation thread to end.
-
-        Args:
-            timeout: Longest wait in seconds (None: no limit).
-        """
-        self._thread.join(timeout)
-
-    def close(self) -> None:
-        """Cancels generation and waits for its thread."""
-        self._cancel.set()
-        self._iterator.close()
+from core.infrastructure.inference.options import CancelOnEvent, Completion, FinishReason, SamplingOptions, trim_at_stop
+from core.infrastructure.inference.streams import TextStream
 
 
 @dataclass
@@ -320,7 +157,7 @@ class Predictor:
         longest = max(len(ids) for ids in prompts)
         input_ids = torch.tensor([[pad_id] * (longest - len(ids)) + list(ids) for ids in prompts])
         attention = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in prompts])
-        criteria = StoppingCriteriaList([_CancelCriteria(cancel_event)] if cancel_event is not None else [])
+        criteria = StoppingCriteriaList([CancelOnEvent(cancel_event)] if cancel_event is not None else [])
         criteria.extend(stopping_criteria)
         with self.loaded.activated() as module:
             generation_config = self._build_generation_config(options, pad_id)
@@ -395,7 +232,7 @@ class Predictor:
                 cut = position
                 break
         text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
-        text, stopped = _trim_at_stop(text, options.stop)
+        text, stopped = trim_at_stop(text, options.stop)
         if ended_by_eos or stopped or cut < len(ids):
             reason: FinishReason = "stop"
         else:

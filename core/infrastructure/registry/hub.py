@@ -18,8 +18,9 @@ from pathlib import Path
 from loguru import logger
 
 from core.domain.errors import FinetuneStudioError
+from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
-from core.infrastructure.registry.store import LINEAGE_FILE, ModelRegistry, RegisteredVersion
+from core.infrastructure.registry.store import ModelRegistry, RegisteredVersion
 
 HUB_METADATA_FILE = "finetune_studio.json"
 

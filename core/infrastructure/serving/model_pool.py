@@ -17,12 +17,9 @@ from loguru import logger
 
 from core.domain.config import Settings
 from core.domain.manifest import FINAL_DIR, MANIFEST_FILE, RunManifest
-from core.infrastructure.inference.loading import (
-    InferenceCache,
-    registry_version_source,
-    resolve_inference_target,
-)
+from core.infrastructure.inference.loading import InferenceCache
 from core.infrastructure.inference.predictor import Predictor
+from core.infrastructure.inference.targets import registry_version_source, resolve_inference_target
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}$")
 

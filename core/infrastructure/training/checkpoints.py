@@ -7,7 +7,6 @@ truncated or corrupted one is skipped with a log line naming the problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from loguru import logger
 
 from core.domain.errors import CheckpointError
 from core.domain.manifest import write_json_atomic
+from core.infrastructure.checksums import sha256_file
 
 CHECKPOINT_MANIFEST = "checkpoint_manifest.json"
 TRAINING_CONFIG_FILE = "training_config.json"
@@ -78,22 +78,6 @@ def reached_the_end(checkpoint: Path, max_steps: int, num_epochs: float | None) 
     if num_epochs is None or planned_epochs is None or int(planned_epochs) != math.ceil(num_epochs):
         return False
     return global_step >= int(state.get("max_steps") or 0) > 0
-
-
-def sha256_file(path: Path) -> str:
-    """Hashes a file.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The hex sha256 digest.
-    """
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:
