@@ -45,7 +45,7 @@ def test_cli_overrides_switch_technique_and_set_fields():
             "training.gradient_checkpointing: technique=prefix",
         ),
         (["no_such_key=1"], "no_such_key: unknown setting"),
-        (["rank=0"], "technique.lora.rank"),
+        (["rank=0"], "technique.rank: Input should be greater than or equal to 1 (got 0)"),
     ],
 )
 def test_invalid_values_name_the_field(overrides, expected):

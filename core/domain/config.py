@@ -57,21 +57,40 @@ _load_context: ContextVar[_LoadContext | None] = ContextVar("_load_context", def
 class _YamlPresetSource(PydanticBaseSettingsSource):
     """Reads the YAML preset named by ``--config`` (lowest priority source).
 
-    When the command line switches the technique (``technique=prefix`` over a LoRA preset), the
-    preset's technique fields that the new technique does not have are dropped.
+    A technique field set on a higher source (``rank=32``, ``FINETUNE_TECHNIQUE__RANK=32``) merges
+    into the preset's technique and keeps its name. When a higher source switches the technique
+    (``technique=prefix`` over a LoRA preset), the preset's technique fields that the new technique
+    does not have are dropped; fields the user set are never dropped.
     """
+
+    def __init__(self, settings_cls: type[BaseSettings], higher: tuple[PydanticBaseSettingsSource, ...] = ()):
+        super().__init__(settings_cls)
+        self._higher = higher
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
+
+    def _technique_chosen_above(self, context: _LoadContext) -> str | None:
+        if context.technique_override:
+            return context.technique_override
+        for source in self._higher:
+            technique = normalize_technique(source()).get("technique")
+            if isinstance(technique, dict) and technique.get("name"):
+                return str(technique["name"])
+        return None
 
     def __call__(self) -> dict[str, Any]:
         context = _load_context.get()
         if context is None or context.yaml_file is None:
             return {}
         preset = normalize_technique(read_yaml(context.yaml_file))
-        switched = context.technique_override
-        if switched and isinstance(preset.get("technique"), dict) and preset["technique"].get("name") != switched:
-            preset["technique"] = compatible_technique_fields({**preset["technique"], "name": switched})
+        technique = preset.get("technique")
+        if isinstance(technique, dict):
+            technique = {"name": "lora", **technique}
+            switched = self._technique_chosen_above(context)
+            if switched and technique["name"] != switched:
+                technique = compatible_technique_fields({**technique, "name": switched})
+            preset["technique"] = technique
         return preset
 
 
@@ -118,12 +137,19 @@ class Settings(BaseSettings):
         context = _load_context.get()
         if context is not None and not context.read_environment:
             return init_settings, _YamlPresetSource(settings_cls)
-        return init_settings, env_settings, dotenv_settings, _YamlPresetSource(settings_cls)
+        preset = _YamlPresetSource(settings_cls, higher=(env_settings, dotenv_settings))
+        return init_settings, env_settings, dotenv_settings, preset
 
     @model_validator(mode="before")
     @classmethod
     def _technique_by_name(cls, data: Any) -> Any:
-        return normalize_technique(data) if isinstance(data, dict) else data
+        """Expands ``technique: qlora``; a technique mapping named by no source is LoRA (the default)."""
+        if not isinstance(data, dict):
+            return data
+        data = normalize_technique(data)
+        if isinstance(data.get("technique"), dict) and "name" not in data["technique"]:
+            data = {**data, "technique": {"name": "lora", **data["technique"]}}
+        return data
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Settings:
@@ -163,6 +189,9 @@ class Settings(BaseSettings):
 def normalize_technique(data: dict[str, Any]) -> dict[str, Any]:
     """Accepts ``technique: qlora`` as shorthand for ``technique: {name: qlora}``.
 
+    A technique mapping without a name keeps it unnamed: the name comes from whichever source
+    sets it (CLI, environment, preset), LoRA when none does.
+
     Args:
         data: Raw configuration mapping.
 
@@ -172,8 +201,6 @@ def normalize_technique(data: dict[str, Any]) -> dict[str, Any]:
     technique = data.get("technique")
     if isinstance(technique, str):
         data = {**data, "technique": {"name": technique}}
-    elif isinstance(technique, dict) and "name" not in technique:
-        data = {**data, "technique": {"name": "lora", **technique}}
     return data
 
 
@@ -215,7 +242,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
 
 def _technique_fields() -> set[str]:
     fields: set[str] = set()
-    for variant in (FullTechnique, LoraTechnique, QLoraTechnique, PrefixTechnique):
+    for variant in TECHNIQUE_VARIANTS.values():
         fields.update(variant.model_fields)
     return fields - {"name"}
 
@@ -293,17 +320,41 @@ def format_validation_error(error: ValidationError) -> str:
     """
     lines = []
     for problem in error.errors():
-        location = ".".join(str(part) for part in problem["loc"] if not str(part).startswith("function-"))
+        parts = [str(part) for part in problem["loc"] if not str(part).startswith("function-")]
+        if parts[:1] == ["technique"] and len(parts) > 2 and parts[1] in TECHNIQUE_VARIANTS:
+            parts = ["technique", *parts[2:]]  # technique.rank, not technique.lora.rank
+        location = ".".join(parts)
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "union_tag_invalid":
             location = location or "technique.name"
             got = problem.get("input", {}).get("name") if isinstance(problem.get("input"), dict) else None
             allowed = problem.get("ctx", {}).get("expected_tags", "")
             message = f"unknown technique {got!r}; allowed values: {allowed}"
+        elif problem["type"] == "extra_forbidden" and len(problem["loc"]) == 3 and problem["loc"][0] == "technique":
+            location, message = _foreign_technique_field(str(problem["loc"][1]), str(problem["loc"][2]))
         elif "input" in problem and not isinstance(problem["input"], dict | list):
             message = f"{message} (got {problem['input']!r})"
         lines.append(f"{location}: {message}" if location else message)
     return "\n".join(lines)
+
+
+TECHNIQUE_VARIANTS: dict[str, type[BaseModel]] = {
+    "full": FullTechnique,
+    "lora": LoraTechnique,
+    "qlora": QLoraTechnique,
+    "prefix": PrefixTechnique,
+}
+
+
+def _foreign_technique_field(technique: str, key: str) -> tuple[str, str]:
+    owners = [name for name, variant in TECHNIQUE_VARIANTS.items() if key in variant.model_fields]
+    if not owners:
+        return f"technique.{key}", f"not a setting of any technique (technique is {technique!r})"
+    return (
+        f"technique.{key}",
+        f"does not apply to technique {technique!r}; it is a setting of {', '.join(owners)} "
+        f"(choose e.g. technique={owners[0]} or drop {key})",
+    )
 
 
 def load_settings(
@@ -353,13 +404,7 @@ def compatible_technique_fields(technique: dict[str, Any]) -> dict[str, Any]:
     Returns:
         The mapping restricted to the fields of the named variant.
     """
-    variants = {
-        "full": FullTechnique,
-        "lora": LoraTechnique,
-        "qlora": QLoraTechnique,
-        "prefix": PrefixTechnique,
-    }
-    variant = variants.get(technique.get("name", ""))
+    variant = TECHNIQUE_VARIANTS.get(technique.get("name", ""))
     if variant is None:
         return technique
     return {key: value for key, value in technique.items() if key in variant.model_fields}
