@@ -7,7 +7,9 @@ loguru, so every message ends up in the same sinks with the same format.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from loguru import logger
@@ -75,6 +77,21 @@ class _OptionalKernelNotice(logging.Filter):
         return True
 
 
+def _quiet_library_output() -> None:
+    """Keeps library output a newcomer would read as failure out of the terminal and log files.
+
+    - Progress bars only on a terminal: redirected to a file (a studio job's log, CI), tqdm's
+      carriage-return redraws become one giant line. ``TQDM_DISABLE`` is tqdm's own switch
+      (read when tqdm is first imported, which every entry point does after this call).
+    - peft reads transformers' deprecated ``model.is_gradient_checkpointing`` on every adapter
+      load (peft_model.py), which warns ``FutureWarning`` once per process; the model's own API is
+      not involved, so the warning says nothing to the user.
+    """
+    if not _CurrentStderr().isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configures loguru's stderr sink and routes standard-library logging into it.
 
@@ -84,6 +101,7 @@ def configure_logging(level: str = "INFO") -> None:
         level: Minimum level shown on stderr.
     """
     global _STDERR_SINK_ID
+    _quiet_library_output()
     if _STDERR_SINK_ID is not None:
         logger.remove(_STDERR_SINK_ID)
     else:

@@ -20,9 +20,12 @@ PRESET = REPO_ROOT / "examples" / "configs" / "smollm2-lora.yaml"
 pytestmark = pytest.mark.slow
 
 
-def cli(workdir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs ``finetune-studio`` in a fresh process with paths inside ``workdir``."""
-    environment = {
+STDERR_SEEN: dict[str, str] = {}
+"""Each command's stderr, for the check that no library noise reaches the user."""
+
+
+def _environment(workdir: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "FINETUNE_PATHS__RUNS_DIR": str(workdir / "runs"),
         "FINETUNE_PATHS__DATA_DIR": str(workdir / "data"),
@@ -31,14 +34,20 @@ def cli(workdir: Path, *arguments: str, check: bool = True) -> subprocess.Comple
         "FINETUNE_MONITORING__TENSORBOARD": "true",
         "HF_HUB_OFFLINE": "1",
     }
+
+
+def cli(workdir: Path, *arguments: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs ``finetune-studio`` in a fresh process with paths inside ``workdir``."""
     result = subprocess.run(
         [sys.executable, "-m", "core.cli", *arguments],
         cwd=workdir,
-        env=environment,
+        env=_environment(workdir),
         capture_output=True,
         text=True,
         timeout=900,
+        input=stdin,
     )
+    STDERR_SEEN[arguments[0]] = result.stderr
     if check:
         assert result.returncode == 0, f"{arguments} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
@@ -125,3 +134,53 @@ def test_generate_and_merge_and_register(workdir: Path, trained_run: Path):
     cli(workdir, "registry", "register", "--name", "demo-extractor", "--run", "e2e-lora")
     listed = cli(workdir, "registry", "list")
     assert "demo-extractor" in listed.stdout
+
+
+def _serve_briefly(workdir: Path) -> str:
+    """Starts ``serve``, waits until it answers ``/v1/models``, stops it, and returns its stderr."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", "--port", str(port), "--api-key", "k"],
+        cwd=workdir,
+        env=_environment(workdir),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer k"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    assert "e2e-lora" in response.read().decode()
+                    break
+            except OSError:
+                assert server.poll() is None, "serve exited early"
+                time.sleep(1)
+        else:
+            raise AssertionError("serve did not answer within 300 s")
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=60)
+    return stderr
+
+
+def test_commands_print_no_library_warnings_or_progress_bars(workdir: Path, trained_run: Path):
+    """A LoRA train, chat, serve, generate and merge print no bitsandbytes or deprecation warnings,
+    and neither their stderr (not a terminal here) nor the run's log file holds progress-bar redraws."""
+    chat = cli(workdir, "chat", "--run", "e2e-lora", "--max-new-tokens", "8", stdin="Convert 3 km to m.\n/exit\n")
+    assert chat.stdout.strip()
+    STDERR_SEEN["serve"] = _serve_briefly(workdir)
+    assert {"train", "chat", "serve", "generate", "merge"} <= set(STDERR_SEEN)
+    for command, stderr in STDERR_SEEN.items():
+        for noise in ("Warning", "warnings.warn", "kernels-community", "bitsandbytes", "\r"):
+            assert noise not in stderr, f"{command!r} printed {noise!r}:\n{stderr[-3000:]}"
+    assert "\r" not in (trained_run / "train.log").read_text(encoding="utf-8")

@@ -65,10 +65,18 @@ def test_interrupted_batch_job_resumes_without_duplicates(setup, tmp_path):
     summary = run_batch_inference(predictor, setup["input"], complete, options, batch_size=2)
     assert (summary.total, summary.already_done, summary.generated) == (7, 0, 7)
     reference = {row["id"]: row for row in _rows(complete)}
-    assert set(reference) == {"q1", "q2", "line-3", "q4", "q5", "q6", "q7"}
-    # batches are sorted by prompt length (longest first)
-    lengths = [row["prompt_tokens"] for row in _rows(complete)]
-    assert lengths == sorted(lengths, reverse=True)
+    # generated longest first in batches, written back in input order with the input and the settings
+    assert [row["id"] for row in _rows(complete)] == ["q1", "q2", "line-3", "q4", "q5", "q6", "q7"]
+    assert reference["q2"]["prompt"] == RECORDS[1]["prompt"] and reference["q6"]["system"] == "You are terse."
+    assert reference["q4"]["messages"] == RECORDS[3]["messages"] and "prompt" not in reference["q4"]
+    assert reference["q1"]["settings"] == {
+        "max_new_tokens": 5,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "seed": None,
+        "stop": [],
+        "do_sample": None,
+    }
 
     class Crash(Exception):
         pass
@@ -87,7 +95,7 @@ def test_interrupted_batch_job_resumes_without_duplicates(setup, tmp_path):
     summary = run_batch_inference(predictor, setup["input"], resumed, options, batch_size=2)
     assert (summary.already_done, summary.generated) == (4, 3)
     rows = _rows(resumed)
-    assert sorted(row["id"] for row in rows) == sorted(reference)  # each id exactly once
+    assert [row["id"] for row in rows] == list(reference)  # each id exactly once, in input order
     assert {row["id"]: row["output"] for row in rows} == {key: row["output"] for key, row in reference.items()}
     again = run_batch_inference(predictor, setup["input"], resumed, options, batch_size=2)
     assert (again.already_done, again.generated) == (7, 0)

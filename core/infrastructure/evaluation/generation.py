@@ -69,7 +69,9 @@ def generate_answers(
     outputs: list[str] = [""] * len(prompts)
     output_tokens: list[int] = [0] * len(prompts)
     started = time.perf_counter()
-    with tqdm(total=len(prompts), desc="Generating", unit="answer", disable=not show_progress or not prompts) as bar:
+    with tqdm(
+        total=len(prompts), desc="Generating", unit="answer", disable=None if show_progress and prompts else True
+    ) as bar:
         for start in range(0, len(order), evaluation.batch_size):
             chunk = order[start : start + evaluation.batch_size]
             completions = predictor.complete_ids([prompt_ids[index] for index in chunk], options)

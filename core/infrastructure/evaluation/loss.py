@@ -75,7 +75,7 @@ def response_loss(
     total_tokens = 0
     batches = _batches(rows, batch_size)
     try:
-        for batch in tqdm(batches, desc="Loss", unit="batch", disable=not show_progress or not batches):
+        for batch in tqdm(batches, desc="Loss", unit="batch", disable=None if show_progress and batches else True):
             width = max(len(row["input_ids"]) for row in batch)
             input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
             labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)

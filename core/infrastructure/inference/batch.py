@@ -1,13 +1,17 @@
 """Batch inference: JSONL in, JSONL out, batched by length, resumable after an interruption.
 
 Input lines hold ``{"prompt": "..."}`` or ``{"messages": [...]}`` and an optional ``"id"``
-(default: ``line-<n>``) and ``"system"``. Each output line repeats the id and adds the answer::
+(default: ``line-<n>``) and ``"system"``. Each output line repeats the id and the input, and adds
+the answer and the decoding settings used::
 
-    {"id": "q1", "output": "...", "finish_reason": "stop", "prompt_tokens": 21, "completion_tokens": 9}
+    {"id": "q1", "prompt": "...", "output": "...", "finish_reason": "stop", "prompt_tokens": 21,
+     "completion_tokens": 9, "settings": {"max_new_tokens": 128, "temperature": 0.0, ...}}
 
-Outputs are appended and flushed (fsync) after every batch. A rerun reads the ids already in the
-output file, drops a partially written last line, and generates only the missing records, so an
-interrupted job never duplicates or loses an answer.
+Prompts are generated in batches of similar length (longest first), so answers arrive out of
+order; they are appended and flushed (fsync) after every batch. A rerun reads the ids already in
+the output file, drops a partially written last line, and generates only the missing records, so
+an interrupted job never duplicates or loses an answer. When every record is answered the file is
+rewritten in input order (atomically; rows of ids the input no longer holds are kept at the end).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,12 @@ class BatchRecord:
     Attributes:
         record_id: Identifier copied to the output.
         messages: The conversation to answer.
+        given: The input line's own ``prompt`` / ``system`` / ``messages`` fields, copied to the output.
     """
 
     record_id: str
     messages: list[dict[str, str]]
+    given: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ def read_batch_input(path: Path) -> list[BatchRecord]:
             problems.append(f"{where}: duplicate id {record_id!r}")
             continue
         seen.add(record_id)
-        records.append(BatchRecord(record_id, messages))
+        given = {key: data[key] for key in ("prompt", "system", "messages") if key in data}
+        records.append(BatchRecord(record_id, messages, given))
     if problems:
         raise DataValidationError(problems)
     return records
@@ -135,11 +142,26 @@ def completed_ids(output_file: Path) -> set[str]:
         logger.warning("{}: dropping a partially written last line from an interrupted run", path)
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
-    done = set()
-    for line in complete.decode("utf-8").splitlines():
-        if line.strip():
-            done.add(str(json.loads(line)["id"]))
-    return done
+    return {str(row["id"]) for row in _read_rows(path)}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _rewrite_in_input_order(output_file: Path, records: list[BatchRecord]) -> None:
+    """Rewrites the output with rows in input order; rows of ids not in the input follow, kept."""
+    rows = _read_rows(output_file)
+    position = {record.record_id: index for index, record in enumerate(records)}
+    ordered = sorted(rows, key=lambda row: position.get(str(row["id"]), len(position)))
+    if ordered == rows:
+        return
+    partial = output_file.with_name(output_file.name + ".ordering")
+    with partial.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in ordered)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, output_file)
 
 
 def run_batch_inference(
@@ -165,6 +187,7 @@ def run_batch_inference(
     Returns:
         The summary.
     """
+    settings = {**asdict(options), "stop": list(options.stop)}
     records = read_batch_input(Path(input_file))
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +202,9 @@ def run_batch_inference(
     written = 0
     with (
         output_file.open("a", encoding="utf-8") as handle,
-        tqdm(total=len(records), initial=len(records) - len(pending), desc="generate", unit="prompt") as progress,
+        tqdm(
+            total=len(records), initial=len(records) - len(pending), desc="generate", unit="prompt", disable=None
+        ) as progress,
     ):
         for start in range(0, len(pending), batch_size):
             if stop_event is not None and stop_event.is_set():
@@ -190,10 +215,12 @@ def run_batch_inference(
             for record, completion in zip(batch, completions, strict=True):
                 row = {
                     "id": record.record_id,
+                    **record.given,
                     "output": completion.text,
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
                     "completion_tokens": completion.completion_tokens,
+                    "settings": settings,
                 }
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
@@ -202,4 +229,6 @@ def run_batch_inference(
             progress.update(len(batch))
             if on_batch is not None:
                 on_batch(written)
+    if len(completed_ids(output_file) & {record.record_id for record in records}) == len(records):
+        _rewrite_in_input_order(output_file, records)
     return BatchSummary(output_file, len(records), len(records) - len(pending), written)
