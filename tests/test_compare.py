@@ -42,7 +42,7 @@ def two_runs(make_settings, tiny_llama_dir, tmp_path):
     return settings, lora, prefix
 
 
-def test_compare_two_runs_writes_one_report(two_runs, tmp_path):
+def test_compare_two_runs_writes_one_report(two_runs, make_settings, tmp_path):
     settings, lora, prefix = two_runs
     output = compare(settings, ["tiny-lora", str(prefix)], output=tmp_path / "report")
     assert output == tmp_path / "report"
@@ -71,6 +71,12 @@ def test_compare_two_runs_writes_one_report(two_runs, tmp_path):
     # a second comparison reuses the up-to-date evaluations instead of generating again
     stamp = (lora / "evaluation.json").stat().st_mtime_ns
     compare(settings, ["tiny-lora"], output=tmp_path / "again")
+    assert (lora / "evaluation.json").stat().st_mtime_ns == stamp
+    # without evaluation settings of its own (compare --runs, no --config) each run is scored with its
+    # own config's evaluation settings, so the existing evaluation is still current
+    plain = make_settings(**{"model.name": settings.model.name, "data.dataset": settings.data.dataset})
+    assert plain.evaluation.max_samples != settings.evaluation.max_samples
+    compare(plain, ["tiny-lora"], output=tmp_path / "plain")
     assert (lora / "evaluation.json").stat().st_mtime_ns == stamp
 
 

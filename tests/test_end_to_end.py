@@ -184,3 +184,20 @@ def test_commands_print_no_library_warnings_or_progress_bars(workdir: Path, trai
         for noise in ("Warning", "warnings.warn", "kernels-community", "bitsandbytes", "\r"):
             assert noise not in stderr, f"{command!r} printed {noise!r}:\n{stderr[-3000:]}"
     assert "\r" not in (trained_run / "train.log").read_text(encoding="utf-8")
+
+
+def test_docs_excerpts_match_what_the_commands_print(workdir: Path, trained_run: Path):
+    """Quickstart's prepare-data, train and evaluate excerpts have the shape these commands print."""
+    from docs_excerpts import assert_printed, text_block_after
+
+    if "prepare-data" not in STDERR_SEEN or "evaluate" not in STDERR_SEEN:  # this test run alone
+        cli(workdir, "prepare-data", "--config", str(PRESET), "data.max_seq_length=128")
+        cli(workdir, "evaluate", "--config", str(PRESET), "--run", "e2e-lora", *SHORT_RUN)
+    prepared = text_block_after("Quickstart.md", "The report (also `report.json`")
+    assert_printed(prepared, STDERR_SEEN["prepare-data"], "Quickstart §1")
+    summary = [line for line in text_block_after("Quickstart.md", "ends with the summary") if "SUCCESS" in line]
+    assert summary and "train" in STDERR_SEEN
+    assert_printed(summary, STDERR_SEEN["train"], "Quickstart §2")
+    assert_printed(
+        text_block_after("Quickstart.md", "match and the demo's instruction checks"), STDERR_SEEN["evaluate"], "§3"
+    )

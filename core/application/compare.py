@@ -260,7 +260,8 @@ def _read_evaluation(directory: Path) -> dict[str, Any] | None:
 
 def _run_evaluation(settings: Settings, run_dir: Path, manifest: RunManifest) -> dict[str, Any]:
     existing = _read_evaluation(run_dir)
-    if existing and _is_current(existing, settings, manifest.data_fingerprint, manifest.updated_at):
+    effective = settings_for_run(settings, manifest)  # the evaluation settings evaluate() would use
+    if existing and _is_current(existing, effective, manifest.data_fingerprint, manifest.updated_at):
         logger.info("Reusing the up-to-date evaluation of {}", manifest.run_name)
         return existing
     return evaluate(settings, run=run_dir)
@@ -269,7 +270,7 @@ def _run_evaluation(settings: Settings, run_dir: Path, manifest: RunManifest) ->
 def _base_evaluation(settings: Settings, manifest: RunManifest) -> dict[str, Any]:
     base_settings = settings_for_run(settings, manifest)
     existing = _read_evaluation(base_output_dir(settings, base_settings.model.name))
-    if existing and _is_current(existing, settings, manifest.data_fingerprint, None):
+    if existing and _is_current(existing, base_settings, manifest.data_fingerprint, None):
         logger.info("Reusing the up-to-date evaluation of the base model {}", base_settings.model.name)
         return existing
     return evaluate(base_settings, base=True)

@@ -68,7 +68,7 @@ def evaluate(
 
     prepared = _prepared_data(data_settings, manifest)
     split = next((name for name in HELD_OUT_SPLITS if prepared.conversations(name)), HELD_OUT_SPLITS[0])
-    evaluation = evaluate_loaded(loaded, prepared, split, settings, show_progress=show_progress)
+    evaluation = evaluate_loaded(loaded, prepared, split, data_settings, show_progress=show_progress)
     evaluation.update(
         name=loaded.name,
         run_dir=str(output_dir) if manifest else None,
@@ -221,6 +221,10 @@ def find_run_dir(settings: Settings, run: str | Path) -> Path:
 def settings_for_run(settings: Settings, manifest: RunManifest) -> Settings:
     """The settings a run was trained with, with this session's paths and evaluation settings.
 
+    Evaluation settings are the run's own (its preset's ``evaluation.max_samples``...), overridden
+    only by the evaluation fields this session sets (``--config``, environment, ``key=value``), so
+    ``evaluate --run R`` alone scores R as its preset would.
+
     Args:
         settings: Current settings.
         manifest: The run's manifest.
@@ -232,8 +236,10 @@ def settings_for_run(settings: Settings, manifest: RunManifest) -> Settings:
         return settings
     stored = dict(manifest.config)
     current = settings.model_dump()
-    for section in ("paths", "evaluation", "monitoring", "serve", "studio"):
+    for section in ("paths", "monitoring", "serve", "studio"):
         stored[section] = current[section]
+    chosen = settings.evaluation.model_dump(include=settings.evaluation.model_fields_set)
+    stored["evaluation"] = {**(stored.get("evaluation") or {}), **chosen}
     return settings_from_dict(stored)
 
 

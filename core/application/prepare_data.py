@@ -185,20 +185,25 @@ def prepare_data(
         report=report,
         report_markdown=report_markdown(report),
     )
-    counts = report["counts"]
-    logger.info(
-        "Prepared {}: read {}, kept {} as {} samples (train {}, validation {}, test {}), skipped {} {}",
-        directory,
-        counts["read"],
-        counts["kept"],
-        counts["samples"],
-        counts["splits"]["train"],
-        counts["splits"]["validation"],
-        counts["splits"]["test"],
-        counts["skipped_total"],
-        counts["skipped"] or "",
-    )
+    _log_summary(directory, report)
     return prepared
+
+
+def _log_summary(directory: Path, report: dict[str, Any]) -> None:
+    """Logs the two lines a user reads after ``prepare-data``: counts, then lengths."""
+    counts, lengths, tokens = report["counts"], report["lengths_before_truncation"], report["tokens"]
+    splits = counts["splits"]
+    reasons = f" {counts['skipped']}" if counts["skipped"] else ""
+    logger.info(
+        f"Prepared {directory}: read {counts['read']}, kept {counts['kept']} as {counts['samples']} samples "
+        f"(train {splits['train']}, validation {splits['validation']}, test {splits['test']}), "
+        f"skipped {counts['skipped_total']}{reasons}"
+    )
+    logger.info(
+        f"Lengths before truncation: median {lengths['p50']}, p95 {lengths['p95']}, max {lengths['max']} tokens "
+        f"(suggested max_seq_length {lengths['suggested_max_seq_length']}); mean {tokens['mean_length']} tokens "
+        f"per sample, {100 * tokens['trainable_share']:.1f} % of tokens trained"
+    )
 
 
 def _replaceable(directory: Path) -> bool:
