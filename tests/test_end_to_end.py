@@ -201,3 +201,57 @@ def test_docs_excerpts_match_what_the_commands_print(workdir: Path, trained_run:
     assert_printed(
         text_block_after("Quickstart.md", "match and the demo's instruction checks"), STDERR_SEEN["evaluate"], "§3"
     )
+
+
+def _hub_layout_cache(root: Path, repo_id: str, files_from: Path) -> Path:
+    """A Hugging Face cache holding ``repo_id`` as the Hub would lay it out (snapshots, refs/main)."""
+    commit = "0" * 39 + "1"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in files_from.iterdir():
+        if file.is_file():
+            (snapshot / file.name).symlink_to(file.resolve())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_final_adapter_is_portable_and_loads_with_plain_peft_elsewhere(workdir: Path, trained_run: Path, tmp_path):
+    """From another directory, offline, plain peft loads runs/<run>/final against a Hub-layout cache,
+    and nothing shipped (final/, merged/) holds a path of this machine."""
+    final = trained_run / "final"
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = (final / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "More Information Needed" not in card
+    hub = _hub_layout_cache(
+        tmp_path / "hub", adapter["base_model_name_or_path"], REPO_ROOT / ".cache" / "models" / "smollm2-135m-instruct"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import sys; from peft import AutoPeftModelForCausalLM; "
+        "model = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]); "
+        "print(type(model).__name__, model.peft_config['default'].base_model_name_or_path)"
+    )
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "HF_HOME": str(tmp_path / "hf")}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, str(final)],
+        cwd=elsewhere,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in loaded.stdout
+    machine_paths = (str(workdir), str(REPO_ROOT), ".cache/models", str(Path.home()))
+    shipped = [path for folder in (final, trained_run / "merged") for path in folder.rglob("*") if path.is_file()]
+    assert any(path.parent.name == "merged" for path in shipped), "merge ran earlier in this module"
+    for path in shipped:
+        if path.suffix in {".safetensors", ".bin"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for machine_path in machine_paths:
+            assert machine_path not in text, f"{path} contains {machine_path!r}"

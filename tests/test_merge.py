@@ -77,8 +77,9 @@ def test_merge_output_has_weights_tokenizer_template_generation_config_and_card(
     generation = json.loads((output / "generation_config.json").read_text())
     assert generation["eos_token_id"] == 2
     card = (output / "README.md").read_text()
+    assert str(tiny_model_dirs["llama"]) not in card  # a local base is named, never its machine path
     for fact in (
-        str(tiny_model_dirs["llama"]),
+        "| Base model | `llama` |",
         "fingerprint-test-0001",
         "| Technique | lora |",
         "final_eval_loss",

@@ -233,6 +233,7 @@ def _train(
             early_stopped=status == "completed" and _early_stopped(trainer, settings),
         )
         manifest.metrics = {**manifest.metrics, **summary}
+        _make_final_shareable(final_dir, manifest, run_dir)
         manifest.final_path = FINAL_DIR
         manifest.error = None
         _set_status(manifest, run_dir, status, is_main)
@@ -254,6 +255,26 @@ def _train(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return run_dir
+
+
+def _make_final_shareable(final_dir: Path, manifest: RunManifest, run_dir: Path) -> None:
+    """Names the base model by its Hub id in ``final/`` and replaces peft's placeholder card."""
+    from core.domain.portable import base_model_reference, make_adapter_portable, portable_lineage
+    from core.infrastructure.registry.artifacts import run_lineage
+    from core.infrastructure.registry.model_card import render_model_card
+
+    model_name = str((manifest.config.get("model") or {}).get("name"))
+    reference = base_model_reference(model_name, manifest.base_model_path)
+    make_adapter_portable(final_dir, reference)
+    if "/" not in reference:
+        logger.warning(
+            "final/ names its base model {!r} (a local model, no Hub id); another machine needs that model "
+            "under the same name to load the adapter",
+            reference,
+        )
+    kind = "adapter" if (final_dir / "adapter_config.json").is_file() else "model"
+    lineage = {**portable_lineage(run_lineage(manifest, run_dir)), "kind": kind, "name": manifest.run_name}
+    (final_dir / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
 
 
 def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bool) -> RunManifest:

@@ -226,6 +226,8 @@ class InferenceCache:
                 shared=shared,
                 lock=shared.lock,
             )
+        if source.base_model_path is not None and not Path(source.base_model_path).is_dir():
+            source = _with_resolved_base(source, settings)
         if source.base_model_path is None or not Path(source.base_model_path).is_dir():
             raise ModelNotAvailableError(
                 f"{source.name}: the base model {source.base_model_path} of this adapter is not available locally"
@@ -283,3 +285,24 @@ def load_for_inference(
         ModelNotAvailableError: If the target cannot be found or its base model is missing.
     """
     return (cache or InferenceCache()).load(target, settings)
+
+
+def _with_resolved_base(source: InferenceSource, settings: Settings) -> InferenceSource:
+    """Resolves an adapter's base given by Hub id (a portable adapter) to a local directory.
+
+    The catalog's models come from the model cache, other ids from the Hugging Face cache
+    (downloaded only when online); an id that cannot be resolved is left as it is.
+    """
+    from dataclasses import replace
+
+    from core.domain.portable import is_hub_id
+    from core.infrastructure.models.resolve import resolve_model
+
+    reference = str(source.base_model_path)
+    if not is_hub_id(reference):
+        return source
+    try:
+        resolved = resolve_model(reference, Path(settings.paths.model_cache))
+    except ModelNotAvailableError:
+        return source
+    return replace(source, base_model_path=resolved.path)

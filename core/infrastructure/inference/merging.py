@@ -35,6 +35,7 @@ from loguru import logger
 from core.domain.config import Settings
 from core.domain.errors import FinetuneStudioError, UnsupportedOperationError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, RunManifest, write_json_atomic
+from core.domain.portable import portable_lineage
 from core.infrastructure.inference.loading import inference_dtype, quantization_for
 from core.infrastructure.inference.targets import InferenceSource
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
@@ -269,7 +270,7 @@ def merge_adapter(
             "quantization_drift": drift,
             "seconds": round(time.perf_counter() - started, 2),
         }
-        lineage = _lineage(source, verification)
+        lineage = portable_lineage(_lineage(source, verification))  # merged/ ships: no machine paths
         write_json_atomic(staging / LINEAGE_FILE, lineage)
         (staging / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
         mark_output(staging, MERGE_OUTPUT)

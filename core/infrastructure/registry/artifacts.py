@@ -37,6 +37,34 @@ def validate_name(name: str) -> str:
     return name
 
 
+def run_lineage(manifest: RunManifest, run_dir: Path) -> dict[str, Any]:
+    """A run's lineage record: base model, data, technique, settings, metrics, chat template.
+
+    Args:
+        manifest: The run's manifest.
+        run_dir: The run directory (for the chat template file of older runs).
+
+    Returns:
+        The record (it holds the local ``base_model_path``; see ``core.domain.portable``).
+    """
+    technique = (manifest.config.get("technique") or {}).get("name") or manifest.technique.get("name")
+    chat_template = manifest.chat_template
+    if chat_template is None and (run_dir / CHAT_TEMPLATE_FILE).is_file():
+        chat_template = (run_dir / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    return {
+        "run_name": manifest.run_name,
+        "base_model": (manifest.config.get("model") or {}).get("name"),
+        "base_model_path": manifest.base_model_path,
+        "dataset": (manifest.config.get("data") or {}).get("dataset"),
+        "data_fingerprint": manifest.data_fingerprint,
+        "technique": technique,
+        "config": manifest.config,
+        "metrics": manifest.metrics,
+        "chat_template": chat_template,
+        "versions": manifest.versions,
+    }
+
+
 def describe_source(source: Path) -> tuple[Path, str, dict[str, Any]]:
     """Works out what a directory to register holds.
 
@@ -56,22 +84,7 @@ def describe_source(source: Path) -> tuple[Path, str, dict[str, Any]]:
         if manifest.status != "completed" or not artifact.is_dir():
             raise RegistryError(f"{source}: run is {manifest.status} and has no final model; register a completed run")
         kind = "adapter" if (artifact / "adapter_config.json").is_file() else "model"
-        technique = (manifest.config.get("technique") or {}).get("name") or manifest.technique.get("name")
-        chat_template = manifest.chat_template
-        if chat_template is None and (source / CHAT_TEMPLATE_FILE).is_file():
-            chat_template = (source / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
-        lineage = {
-            "run_name": manifest.run_name,
-            "base_model": (manifest.config.get("model") or {}).get("name"),
-            "base_model_path": manifest.base_model_path,
-            "dataset": (manifest.config.get("data") or {}).get("dataset"),
-            "data_fingerprint": manifest.data_fingerprint,
-            "technique": technique,
-            "config": manifest.config,
-            "metrics": manifest.metrics,
-            "chat_template": chat_template,
-            "versions": manifest.versions,
-        }
+        lineage = run_lineage(manifest, source)
         return artifact, kind, lineage
     if (source / "config.json").is_file():
         lineage_file = source / LINEAGE_FILE

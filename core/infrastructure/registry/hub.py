@@ -18,6 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 from core.domain.errors import FinetuneStudioError
+from core.domain.portable import portable_lineage
 from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
 from core.infrastructure.registry.store import ModelRegistry, RegisteredVersion
@@ -54,7 +55,8 @@ def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Pat
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
-    lineage = {**registered.lineage, "kind": registered.kind, "name": registered.lineage.get("name") or registered.name}
+    shipped = portable_lineage(registered.lineage)
+    lineage = {**shipped, "kind": registered.kind, "name": registered.lineage.get("name") or registered.name}
     (destination / "README.md").write_text(
         render_model_card(lineage, title=f"{registered.name} (version {registered.version})"), encoding="utf-8"
     )
@@ -63,7 +65,7 @@ def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Pat
         "version": registered.version,
         "kind": registered.kind,
         "created_at": registered.created_at,
-        "lineage": registered.lineage,
+        "lineage": shipped,
         "checksums": registered.checksums,
     }
     (destination / HUB_METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
