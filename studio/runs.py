@@ -9,10 +9,13 @@ poll cheap while a run trains.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from core.domain.manifest import EVALUATION_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE, RunManifest
 from studio.jobs import STUDIO_DIR, JobSupervisor, tail_text
@@ -157,7 +160,40 @@ def run_status(runs_dir: Path, run_name: str, supervisor: JobSupervisor | None) 
                 return "stopping"
             return status if status in {"preparing", "training"} else "starting"
     manifest = load_manifest(Path(runs_dir) / run_name)
+    if manifest is not None and manifest.status in {"preparing", "training"} and training_process_gone(manifest):
+        return "interrupted"
     return manifest.status if manifest else "unknown"
+
+
+INTERRUPTED_MESSAGE = (
+    "The training process ended without finishing (killed, out of memory, or stopped with the studio); "
+    "press Resume to continue from the last checkpoint."
+)
+
+
+def training_process_gone(manifest: RunManifest) -> bool:
+    """True when a run says it is training but its process on this machine no longer exists.
+
+    A run trained on another machine, or one whose manifest predates the process record, is taken
+    at its word (False).
+
+    Args:
+        manifest: The run's manifest.
+
+    Returns:
+        Whether the recorded training process is gone (or its pid now belongs to another process).
+    """
+    owner = manifest.process or {}
+    if not owner.get("pid") or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(owner["pid"]))
+        reused = abs(process.create_time() - float(owner.get("started", process.create_time()))) > 1.0
+        return reused or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 @dataclass

@@ -306,6 +306,37 @@ def test_a_question_answer_csv_is_mapped_in_the_data_tab_and_trained_on(studio, 
     assert [row["step"] for row in read_metrics(run_dir) if "loss" in row] == [1, 2]
 
 
+def test_a_killed_run_shows_interrupted_with_the_way_out(studio, page) -> None:
+    """A run whose training process died (kill -9, OOM) is not shown as training forever."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from core.domain.manifest import RunManifest
+
+    blocks, _context, settings = studio
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(child.pid).create_time()
+    child.wait()
+    run_dir = Path(settings.paths.runs_dir) / "killed-run"
+    run_dir.mkdir(parents=True)
+    process = {"pid": child.pid, "host": socket.gethostname(), "started": started}
+    RunManifest(run_name="killed-run", status="training", process=process).save(run_dir)
+    rows = [{"step": 0, "eval_loss": 1.3}, {"step": 1, "loss": 1.4, "tokens_per_second": 90.0, "elapsed_s": 5.0}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    page.goto(blocks.local_url)
+    page.locator("#start-button").wait_for()
+    choose(page, "run-selector", "killed-run")
+    wait_until(lambda: status_word(page) == "interrupted", 30, message=f"status shown: {status_word(page)!r}")
+    assert "press Resume to continue" in page.locator("#run-status").inner_text()
+    assert page.locator("#resume-button").is_visible()
+    shot(page, "train-interrupted")
+
+
 def test_screenshots_are_small_pngs() -> None:
     """The README screenshots in assets/screenshots are PNGs of modest size."""
     folder = Path(__file__).resolve().parents[1] / "assets" / "screenshots"

@@ -125,6 +125,9 @@ def test_three_random_kill9_points_then_resume_auto_is_bit_identical(
     first = chooser.randint(1, 3)
     _kill_when(_start(crashed), lambda: _last_step(run_dir) >= first, f"step {first}")
     kills.append(f"after step {first} was logged")
+    from studio.runs import run_status  # what the studio shows for a killed run: never "training"
+
+    assert RunManifest.load(run_dir).status == "training" and run_status(run_dir.parent, "crash", None) == "interrupted"
 
     # 2. Inside the next checkpoint write: files in staging, not hashed, sealed or renamed yet.
     resumed_from = newest_complete_checkpoint(checkpoints_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import os
 import platform
 import threading
 from collections.abc import Sequence
@@ -296,8 +297,19 @@ def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bo
 
 def _set_status(manifest: RunManifest, run_dir: Path, status: str, is_main: bool) -> None:
     manifest.status = status  # type: ignore[assignment]
+    if status in {"preparing", "training"}:
+        manifest.process = _this_process()
     if is_main:
         manifest.save(run_dir)
+
+
+def _this_process() -> dict[str, Any]:
+    """Identifies the training process, for readers that must tell a live run from a killed one."""
+    import socket
+
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
 
 
 def _prepared_data(settings: Settings) -> Any:

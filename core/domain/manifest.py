@@ -43,6 +43,9 @@ class RunManifest(BaseModel):
         error: Message of the failure when ``status == "failed"``.
         final_path: Directory of the final adapter or model, relative to the run directory.
         hardware: Device description (CPU/GPU, memory).
+        process: The training process while the run is preparing or training (``pid``, ``host``,
+            ``started`` as the process creation time), so a reader can tell a live run from one
+            whose process was killed.
     """
 
     run_name: str
@@ -61,6 +64,7 @@ class RunManifest(BaseModel):
     error: str | None = None
     final_path: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict)
+    process: dict[str, Any] = Field(default_factory=dict)
 
     def save(self, run_dir: Path) -> Path:
         """Writes the manifest atomically (temporary file, fsync, rename).

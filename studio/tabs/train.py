@@ -19,6 +19,7 @@ from studio.charts import loss_figure, rate_figure
 from studio.context import Refresher, StudioContext, plain_errors
 from studio.jobs import plain_config
 from studio.runs import (
+    INTERRUPTED_MESSAGE,
     METRICS,
     compute_progress,
     format_duration,
@@ -99,6 +100,8 @@ def status_html(context: StudioContext, run_name: str | None) -> tuple[str, list
     error = ""
     if manifest is not None and manifest.error and status in {"failed", "stopped"}:
         error = f'<p class="fit-no">{html.escape(manifest.error)}</p>'
+    elif status == "interrupted":
+        error = f'<p class="fit-no">{html.escape(INTERRUPTED_MESSAGE)}</p>'
     job = context.supervisor.latest_job_for(run_name)
     if job is not None and job.state == "failed" and not error:
         error = f'<p class="fit-no">{html.escape(job.message)}</p>'
