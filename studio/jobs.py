@@ -150,6 +150,20 @@ class JobSupervisor:
         """Jobs waiting to start, in the order they will run."""
         return [job for job in self.jobs() if job.state == "queued"]
 
+    def jobs_ahead(self, job_id: str) -> int | None:
+        """How many jobs run before a queued job, the running one included.
+
+        Args:
+            job_id: A job.
+
+        Returns:
+            The count, or None when the job is no longer queued (it started or ended).
+        """
+        queued = [job.job_id for job in self.queued()]
+        if job_id not in queued:
+            return None
+        return queued.index(job_id) + (1 if self.current() is not None else 0)
+
     def current(self) -> Job | None:
         """The running job, if any."""
         with self._lock:

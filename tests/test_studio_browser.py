@@ -306,6 +306,41 @@ def test_a_question_answer_csv_is_mapped_in_the_data_tab_and_trained_on(studio, 
     assert [row["step"] for row in read_metrics(run_dir) if "loss" in row] == [1, 2]
 
 
+def test_a_failed_validation_replaces_the_previous_files_report(studio, page, tmp_path: Path) -> None:
+    """Prepare a good file, then a bad one: the report shows the bad file's problems, not the old report."""
+    import json
+
+    blocks, _context, _settings = studio
+
+    def conversations(count: int) -> list[dict]:
+        return [
+            {"conversations": [{"from": "human", "value": f"Question {n}?"}, {"from": "gpt", "value": f"Answer {n}."}]}
+            for n in range(count)
+        ]
+
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text("".join(json.dumps(record) + "\n" for record in conversations(30)))
+    broken = conversations(8)
+    broken[2]["conversations"][1]["value"] = "   "
+    bad.write_text("".join(json.dumps(record) + "\n" for record in broken))
+
+    page.goto(blocks.local_url)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-source label", has_text="path or Hub dataset").click()
+    for path in (good, bad):
+        page.get_by_label("Local path or Hub dataset id").fill(str(path))
+        page.locator("#load-data").click()
+        page.locator("#preview", has_text="Question 1?").wait_for()
+        page.locator("#prepare-data").click()
+        if path is good:
+            page.locator("#data-report", has_text="Validation report").wait_for(timeout=120_000)
+    page.locator("#data-report", has_text="Validation failed").wait_for(timeout=120_000)
+    report = page.locator("#data-report").inner_text()
+    assert "bad.jsonl:3: conversations[1].value: empty or whitespace-only response" in report
+    assert "Validation report" not in report and "Lenient" in report
+    shot(page, "data-validation-failed")
+
+
 def test_a_killed_run_shows_interrupted_with_the_way_out(studio, page) -> None:
     """A run whose training process died (kill -9, OOM) is not shown as training forever."""
     import json

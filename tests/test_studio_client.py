@@ -105,6 +105,13 @@ def test_start_poll_stop_resume_and_second_client(studio, tiny_llama_dir: Path) 
     other_status, other_step, _ = poll(other, run_name)
     assert other_status == "training" and other_step >= step
 
+    # a second run waits behind the one that trains, and the message counts it
+    _selector, queued_message = client.predict(
+        *start_arguments(str(tiny_llama_dir), "client-second", max_steps=3), api_name="/start_training"
+    )
+    assert "1 job(s) ahead of it" in queued_message, queued_message
+    assert "removed from the queue" in client.predict("client-second", api_name="/stop_training")
+
     stop_message = client.predict(run_name, api_name="/stop_training")
     assert "stopping" in stop_message
     _status, stopped_step, _ = wait_for(client, run_name, lambda status, step: status == "stopped", timeout_s=120)

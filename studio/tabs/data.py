@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from core.domain.errors import ConfigError
+from core.domain.errors import ConfigError, DataValidationError
 from studio import data_view
 from studio.charts import length_histogram
 from studio.context import StudioContext, plain_errors
@@ -187,7 +187,11 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         dataset: str, chosen_format: str, skip_bad: bool, model_name: str, index: float, options: dict | None
     ) -> tuple[Any, ...]:
         data_settings = data_settings_for(dataset, chosen_format, skip_bad, model_name, options)
-        prepared = data_view.prepare(data_settings)
+        try:
+            prepared = data_view.prepare(data_settings)
+        except DataValidationError as error:  # this file's problems replace the previous file's report
+            gr.Warning(f"{len(error.problems)} problem(s) in {dataset}; see the report")
+            return _failed_report(dataset, error), None, "", "", gr.update()
         lengths = data_view.token_lengths(prepared)
         view, view_caption = data_view.model_view_html(data_settings, prepared, int(index or 0))
         counts = prepared.info.get("counts", {})
@@ -229,3 +233,20 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         outputs=[model_view, caption],
         api_name="model_view",
     )
+
+
+def _failed_report(dataset: str, error: DataValidationError) -> str:
+    """The report shown when strict validation stops: every problem of *this* dataset, and what to do."""
+    shown = "\n".join(f"- {_escaped(problem)}" for problem in error.problems[:50])
+    more = f"\n- ... and {len(error.problems) - 50} more" if len(error.problems) > 50 else ""
+    return (
+        f"### Validation failed: {len(error.problems)} problem(s) in `{dataset}`\n\n"
+        f"{shown}{more}\n\n"
+        + (f"{error.note}\n\n" if error.note else "")
+        + "Fix the records, or tick **Lenient** to skip them (each skipped record is counted in the report)."
+    )
+
+
+def _escaped(text: str) -> str:
+    """Text shown verbatim in Markdown (paths and field names keep their ``_``, ``*`` and brackets)."""
+    return "".join(f"\\{character}" if character in "\\`*_[]<>#|" else character for character in text)

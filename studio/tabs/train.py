@@ -416,10 +416,15 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             )
         planned = with_sample_prompts(planned)
         job = context.supervisor.submit("train", name, planned)
-        position = len(context.supervisor.queued())
-        message = f"Queued **{name}** ({job.job_id})." + (
-            f" {position - 1} job(s) ahead of it." if position > 1 or context.supervisor.current() else ""
-        )
+        ahead = context.supervisor.jobs_ahead(job.job_id)
+        if ahead is None:
+            message = f"Started **{name}** ({job.job_id})."
+        elif ahead == 0:
+            message = f"Queued **{name}** ({job.job_id}); it starts now."
+        else:
+            running = context.supervisor.current()
+            now = f" ({running.run_name} is running now)" if running is not None else ""
+            message = f"Queued **{name}** ({job.job_id}); {ahead} job(s) ahead of it{now}."
         return gr.update(choices=run_choices(context, name), value=name), message
 
     start_button.click(
