@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ class ChatModels:
         self._predictors: dict[str, Any] = {}
         self._cache: Any = None
         self._lock = threading.Lock()
+        self._streams: dict[str, set[Any]] = {}
+        self._streams_lock = threading.Lock()
 
     def get(self, label: str) -> Any:
         """Loads (or reuses) the model behind a label.
@@ -111,6 +114,20 @@ class ChatModels:
         predictor = self.get(label)
         return predictor.loaded.chat_template or predictor.tokenizer.chat_template or ""
 
+    def context_use(self, label: str, messages: list[dict[str, str]]) -> ContextUse:
+        """How much of the model's context window a conversation's prompt takes.
+
+        Args:
+            label: Chat target label.
+            messages: Conversation ending with a user turn.
+
+        Returns:
+            Prompt tokens and the model's window.
+        """
+        predictor = self.get(label)
+        window = getattr(predictor.loaded.model.config, "max_position_embeddings", None) or 2048
+        return ContextUse(prompt_tokens=len(predictor.render(messages)), window=int(window))
+
     def stream(
         self,
         label: str,
@@ -118,6 +135,7 @@ class ChatModels:
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         seed: int = 42,
+        session: str | None = None,
     ) -> Iterator[str]:
         """Streams an answer; yields the text generated so far after each new piece.
 
@@ -127,6 +145,7 @@ class ChatModels:
             max_new_tokens: Longest answer.
             temperature: 0 for greedy decoding, else sampling temperature.
             seed: Sampling seed (the same for every model in N-column mode).
+            session: The browser session asking; :meth:`cancel` with it stops this generation.
 
         Yields:
             The answer so far.
@@ -135,10 +154,49 @@ class ChatModels:
         stream = predictor.stream(
             messages, max_new_tokens=int(max_new_tokens), temperature=float(temperature), seed=int(seed)
         )
+        key = session or ""
+        with self._streams_lock:
+            self._streams.setdefault(key, set()).add(stream)
         text = ""
         try:
             for piece in stream:
                 text += piece
                 yield text
         finally:
+            with self._streams_lock:
+                self._streams.get(key, set()).discard(stream)
             stream.close()
+
+    def cancel(self, session: str | None) -> int:
+        """Stops every answer being generated for a browser session (generation ends within one token).
+
+        Args:
+            session: The session given to :meth:`stream`.
+
+        Returns:
+            How many generations were stopped.
+        """
+        with self._streams_lock:
+            streams = list(self._streams.pop(session or "", set()))
+        for stream in streams:
+            stream.cancel()
+        if streams:
+            logger.info("Chat: stopped {} generation(s) on request", len(streams))
+        return len(streams)
+
+
+@dataclass(frozen=True)
+class ContextUse:
+    """A prompt's length against the model's context window.
+
+    Attributes:
+        prompt_tokens: Tokens of the rendered conversation (assistant header included).
+        window: The model's context window (``max_position_embeddings``).
+    """
+
+    prompt_tokens: int
+    window: int
+
+    def room(self, max_new_tokens: int) -> int:
+        """New tokens that still fit after the prompt (at most *max_new_tokens*, never below 0)."""
+        return max(0, min(int(max_new_tokens), self.window - self.prompt_tokens))

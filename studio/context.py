@@ -64,13 +64,17 @@ def plain_message(error: BaseException) -> str:
     return f"Unexpected error ({error.__class__.__name__}): {text}. Details are in the studio log."
 
 
+USER_ERROR_TOAST_S = 10
+"""Seconds a message about something the user can fix stays up (an unexpected error stays until closed)."""
+
+
 def _raise_plain(name: str, error: Exception) -> None:
     if isinstance(error, gr.Error):
         raise error
     if isinstance(error, FinetuneStudioError | ValueError | FileNotFoundError | KeyError):
         logger.warning("{} failed: {}", name, error)
-    else:
-        logger.opt(exception=error).error("{} failed", name)
+        raise gr.Error(plain_message(error), duration=USER_ERROR_TOAST_S) from error
+    logger.opt(exception=error).error("{} failed", name)
     raise gr.Error(plain_message(error), duration=None) from error
 
 

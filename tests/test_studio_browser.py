@@ -390,3 +390,40 @@ def copy_best_screenshots() -> None:  # used by hand: python -c "from tests.test
         source = ARTIFACTS / f"{name}.png"
         if source.exists():
             shutil.copyfile(source, target / f"studio-{name}.png")
+
+
+def test_chat_stop_ends_generation_and_the_context_is_shown(studio, page) -> None:
+    """Stop halts the answer on the server (no generation thread left), and the chat stays usable."""
+    import threading
+
+    blocks, _context, _settings = studio
+
+    def generating() -> bool:
+        return any(thread.name == "generate-stream" and thread.is_alive() for thread in threading.enumerate())
+
+    page.goto(blocks.local_url)
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-max-tokens input[type=number]").fill("512")
+    page.locator("#chat-max-tokens input[type=number]").press("Enter")
+    page.locator("#chat-input textarea").fill("Write a very long story about a lighthouse keeper and the sea.")
+    page.locator("#chat-send").click()
+    bot = page.locator("#chatbot .bot")
+    wait_until(lambda: bot.count() and len(bot.last.inner_text().strip()) > 30, 120, message="no answer streamed")
+    assert generating()
+    page.locator("#chat-stop").click()
+    wait_until(lambda: not generating(), 10, message="generation went on after Stop")
+    stopped_text = bot.last.inner_text()
+    time.sleep(2)
+    assert bot.last.inner_text() == stopped_text, "the answer kept growing after Stop"
+    assert len(stopped_text.split()) < 300, "Stop landed only after the whole answer"
+    context_note = page.locator("#chat-context").inner_text()
+    assert "Context:" in context_note and "of 8,192 tokens" in context_note, context_note
+    shot(page, "chat-stopped")
+
+    # the chat is usable again, and a message longer than the window is refused in plain words
+    page.locator("#chat-input textarea").fill("word " * 10_000)
+    page.locator("#chat-send").click()
+    page.get_by_text("the model reads at most 8,192").first.wait_for(timeout=60_000)
+    page.locator("#chat-input textarea").fill("Say hello.")
+    page.locator("#chat-send").click()
+    wait_until(lambda: bot.count() >= 2 and bot.last.inner_text().strip(), 120, message="no second answer")

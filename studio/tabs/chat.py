@@ -49,6 +49,24 @@ def history_messages(history: list[dict[str, Any]] | None) -> list[dict[str, str
     ]
 
 
+def context_line(prompt_tokens: int, room: int, max_new_tokens: int, window: int) -> str:
+    """The line under the chat that says how much of the model's context the conversation uses.
+
+    Args:
+        prompt_tokens: Tokens of the conversation so far, the new message included.
+        room: New tokens the answer may take.
+        max_new_tokens: New tokens asked for.
+        window: The model's context window.
+
+    Returns:
+        Markdown text.
+    """
+    line = f"Context: {prompt_tokens:,} of {window:,} tokens used by the conversation"
+    if room < max_new_tokens:
+        return f"{line}; **the answer is limited to {room:,} tokens** (the window is nearly full: press Clear)"
+    return line
+
+
 def build_chat_tab(context: StudioContext) -> Refresher:
     """Builds the Chat tab inside the current Blocks context.
 
@@ -65,7 +83,7 @@ def build_chat_tab(context: StudioContext) -> Refresher:
             with gr.Column(scale=1, min_width=260, elem_classes=["tool-panel"]):
                 target = gr.Dropdown(targets, value=base_label, label="Model", elem_id="chat-target")
                 system_prompt = gr.Textbox(label="System prompt (optional)", lines=2)
-                max_new_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
+                max_new_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens", elem_id="chat-max-tokens")
                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0: greedy)")
                 seed = gr.Number(42, label="Seed", precision=0)
                 with gr.Accordion("Chat template", open=False):
@@ -76,7 +94,9 @@ def build_chat_tab(context: StudioContext) -> Refresher:
                 with gr.Row():
                     prompt = gr.Textbox(placeholder="Ask something…", show_label=False, scale=6, elem_id="chat-input")
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                    stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
                     clear = gr.Button("Clear", scale=1)
+                context_note = gr.Markdown(elem_id="chat-context", elem_classes=["hint"])
         with gr.Tab("N columns", id="columns"):
             with gr.Row():
                 column_targets = gr.CheckboxGroup(
@@ -90,6 +110,7 @@ def build_chat_tab(context: StudioContext) -> Refresher:
                     elem_id="columns-input",
                 )
                 column_send = gr.Button("Send to all", variant="primary", scale=1, elem_id="columns-send")
+                column_stop = gr.Button("Stop", variant="stop", scale=1, elem_id="columns-stop")
             with gr.Row():
                 columns = [
                     gr.Chatbot(label=f"Model {index + 1}", height=380, visible=index == 0, elem_classes=["chat-column"])
@@ -105,7 +126,8 @@ def build_chat_tab(context: StudioContext) -> Refresher:
         tokens: float,
         heat: float,
         chosen_seed: float,
-    ) -> Iterator[tuple[list[dict[str, str]], str]]:
+        request: gr.Request,
+    ) -> Iterator[tuple[list[dict[str, str]], str, str]]:
         if not (message or "").strip():
             raise ValueError("type a message first")
         if not label:
@@ -113,16 +135,32 @@ def build_chat_tab(context: StudioContext) -> Refresher:
         messages = history_messages(history)
         conversation = ([{"role": "system", "content": system}] if system and system.strip() else []) + messages
         conversation.append({"role": "user", "content": message})
+        use = context.chat_models.context_use(label, conversation)
+        room = use.room(int(tokens))
+        if room == 0:
+            raise ValueError(
+                f"the conversation is {use.prompt_tokens:,} tokens and the model reads at most {use.window:,}: "
+                "shorten the message or press Clear to start a new conversation"
+            )
+        note = context_line(use.prompt_tokens, room, int(tokens), use.window)
         shown = [*messages, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield shown, ""
-        for text in context.chat_models.stream(label, conversation, int(tokens), float(heat), int(chosen_seed or 0)):
+        yield shown, "", note
+        session = request.session_hash if request is not None else None
+        for text in context.chat_models.stream(label, conversation, room, float(heat), int(chosen_seed or 0), session):
             shown[-1] = {"role": "assistant", "content": text}
-            yield shown, ""
+            yield shown, "", note
 
     chat_inputs = [prompt, chatbot, target, system_prompt, max_new_tokens, temperature, seed]
-    send.click(chat, inputs=chat_inputs, outputs=[chatbot, prompt], api_name="chat", concurrency_limit=2)
-    prompt.submit(chat, inputs=chat_inputs, outputs=[chatbot, prompt], api_name="chat_submit", concurrency_limit=2)
-    clear.click(lambda: [], outputs=chatbot, api_name="clear_chat")
+    chat_outputs = [chatbot, prompt, context_note]
+    sent = send.click(chat, inputs=chat_inputs, outputs=chat_outputs, api_name="chat", concurrency_limit=2)
+    submitted = prompt.submit(
+        chat, inputs=chat_inputs, outputs=chat_outputs, api_name="chat_submit", concurrency_limit=2
+    )
+    clear.click(lambda: ([], ""), outputs=[chatbot, context_note], api_name="clear_chat")
+
+    def stop_generation(request: gr.Request) -> None:
+        """Ends this browser session's generations on the server (not only the stream to the page)."""
+        context.chat_models.cancel(request.session_hash if request is not None else None)
 
     @plain_errors
     def show(label: str) -> str:
@@ -141,7 +179,7 @@ def build_chat_tab(context: StudioContext) -> Refresher:
 
     @plain_errors
     def chat_columns(
-        message: str, selected: list[str] | None, tokens: float, heat: float, chosen_seed: float
+        message: str, selected: list[str] | None, tokens: float, heat: float, chosen_seed: float, request: gr.Request
     ) -> Iterator[tuple[Any, ...]]:
         selected = list(dict.fromkeys(selected or []))
         if not selected:
@@ -160,9 +198,10 @@ def build_chat_tab(context: StudioContext) -> Refresher:
             return (*shown, "")
 
         yield frame()
+        session = request.session_hash if request is not None else None
         streams = {
             index: context.chat_models.stream(
-                label, [{"role": "user", "content": message}], int(tokens), float(heat), int(chosen_seed or 0)
+                label, [{"role": "user", "content": message}], int(tokens), float(heat), int(chosen_seed or 0), session
             )
             for index, label in enumerate(selected)
         }
@@ -177,10 +216,14 @@ def build_chat_tab(context: StudioContext) -> Refresher:
             yield frame()
 
     column_inputs = [column_prompt, column_targets, max_new_tokens, temperature, seed]
-    column_send.click(chat_columns, inputs=column_inputs, outputs=[*columns, column_prompt], api_name="chat_columns")
-    column_prompt.submit(
+    column_sent = column_send.click(
+        chat_columns, inputs=column_inputs, outputs=[*columns, column_prompt], api_name="chat_columns"
+    )
+    column_submitted = column_prompt.submit(
         chat_columns, inputs=column_inputs, outputs=[*columns, column_prompt], api_name="chat_columns_submit"
     )
+    stop.click(stop_generation, cancels=[sent, submitted], api_name="stop_chat", queue=False)
+    column_stop.click(stop_generation, cancels=[column_sent, column_submitted], api_name="stop_columns", queue=False)
 
     def refresh(current: str | None, selected: list[str] | None) -> tuple[Any, Any]:
         labels = chat_targets(context.settings)
