@@ -30,9 +30,10 @@ from benchmarks.training_throughput import (
     load_benchmark_settings,
     run_child,
 )
+from core.domain.techniques import technique_names
 
 TOLERANCE = 0.25
-TECHNIQUES = ("full", "lora", "qlora", "prefix")
+TECHNIQUES = technique_names()
 SEQUENCE_LENGTH = 128
 BATCH_SIZE = 4
 
@@ -160,7 +161,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "training.packing='off'",
                     "monitoring.tensorboard=false",
                     f"run_name={label}-{technique}",
-                    *(technique_overrides(technique, precision) if technique != "prefix" else ["technique=prefix"]),
+                    *technique_overrides(technique, precision),
                 ]
                 settings = load_benchmark_settings(None, overrides)
                 spec = {

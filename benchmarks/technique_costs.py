@@ -36,6 +36,7 @@ from benchmarks.training_throughput import (
     prepare_benchmark_data,
     run_child,
 )
+from core.domain.techniques import technique_spec
 
 TECHNIQUE_OVERRIDES = {
     "full": ["technique=full", "training.learning_rate=1e-4"],
@@ -48,14 +49,14 @@ def technique_overrides(technique: str, precision: str) -> list[str]:
     """Overrides selecting a technique (QLoRA computes in float32 when training runs in fp32).
 
     Args:
-        technique: ``full``, ``lora`` or ``qlora``.
+        technique: A registered technique (``full``, ``lora`` and ``qlora`` carry their own overrides).
         precision: The training precision chosen for this machine.
 
     Returns:
         ``key=value`` overrides.
     """
-    overrides = list(TECHNIQUE_OVERRIDES[technique])
-    if technique == "qlora" and precision == "fp32":
+    overrides = list(TECHNIQUE_OVERRIDES.get(technique, [f"technique={technique}"]))
+    if "compute_dtype" in technique_spec(technique).settings.model_fields and precision == "fp32":
         overrides.append("technique.compute_dtype=float32")
     return overrides
 

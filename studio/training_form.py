@@ -13,12 +13,34 @@ from loguru import logger
 
 from core.domain.catalog import CATALOG, find_entry
 from core.domain.config import Settings, read_yaml, settings_from_dict
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import DEFAULT_TECHNIQUE, technique_names, technique_spec, traits_for
 from studio.jobs import plain_config
 from studio.resources import available_memory_mb
 
-TECHNIQUES = ("lora", "qlora", "full", "prefix")
-"""Techniques offered, in the order the studio lists them."""
+TECHNIQUES = (DEFAULT_TECHNIQUE, *(name for name in technique_names() if name != DEFAULT_TECHNIQUE))
+"""Techniques offered (every registered one), the default first."""
+
+FORM_TECHNIQUE_FIELDS = {
+    "lora_rank": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "virtual_tokens": "num_virtual_tokens",
+}
+"""Form field -> the technique setting it sets, for every technique whose settings have that field."""
+
+
+def shows_setting(technique: str, setting: str) -> bool:
+    """True when the Train form shows a technique setting (``rank``, ``num_virtual_tokens``) for a technique.
+
+    Args:
+        technique: Technique name.
+        setting: A technique setting named in some technique's ``form_fields``.
+
+    Returns:
+        Whether the technique lists it among its form fields.
+    """
+    return technique in technique_names() and setting in technique_spec(technique).form_fields
+
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "examples" / "configs"
 
@@ -145,14 +167,13 @@ def settings_from_form(base: Settings, form: TrainForm) -> Settings:
         ConfigError: With one ``field: problem`` line per invalid value.
     """
     nested = plain_config(base)
-    technique: dict[str, Any] = {"name": form.technique}
-    if form.technique in {"lora", "qlora"}:
-        technique.update(rank=int(form.lora_rank), alpha=float(form.lora_alpha), dropout=float(form.lora_dropout))
-    if form.technique == "prefix":
-        technique["num_virtual_tokens"] = int(form.virtual_tokens)
-    if form.technique == "qlora":
-        technique.update({key: value for key, value in technique_preset("qlora").get("technique", {}).items()})
-        technique.update(rank=int(form.lora_rank), alpha=float(form.lora_alpha), dropout=float(form.lora_dropout))
+    spec = technique_spec(form.technique)
+    preset_technique = technique_preset(form.technique).get("technique")
+    technique: dict[str, Any] = {**(preset_technique if isinstance(preset_technique, dict) else {})}
+    technique["name"] = form.technique
+    for form_field, setting in FORM_TECHNIQUE_FIELDS.items():
+        if setting in spec.settings.model_fields:
+            technique[setting] = getattr(form, form_field)
     nested["technique"] = technique
     nested["run_name"] = form.run_name.strip() or default_run_name(form.model_name, form.technique)
     nested["model"] = {**nested.get("model", {}), "name": form.model_name.strip()}
@@ -168,7 +189,7 @@ def settings_from_form(base: Settings, form: TrainForm) -> Settings:
         num_epochs=float(form.num_epochs),
         per_device_batch_size=int(form.batch_size),
         gradient_accumulation_steps=int(form.gradient_accumulation_steps),
-        gradient_checkpointing=bool(form.gradient_checkpointing) and form.technique != "prefix",
+        gradient_checkpointing=bool(form.gradient_checkpointing) and spec.traits.supports_gradient_checkpointing,
         eval_steps=int(form.eval_steps) if form.eval_steps else None,
         save_steps=int(form.save_steps) if form.save_steps else None,
         sample_every_steps=int(form.sample_every_steps) if form.sample_every_steps else None,
@@ -239,8 +260,10 @@ def technique_description(technique: str) -> str:
     Returns:
         Markdown text.
     """
-    traits = TECHNIQUE_TRAITS.get(technique)
-    return f"**{traits.title}**: {traits.description}" if traits else ""
+    if technique not in technique_names():
+        return ""
+    traits = traits_for(technique)
+    return f"**{traits.title}**: {traits.description}"
 
 
 def memory_estimates(settings: Settings) -> list[dict[str, Any]]:
@@ -290,7 +313,8 @@ def _estimate_mb(settings: Settings, technique: str, device: str) -> float:
         settings.data.max_seq_length,
         settings.training.per_device_batch_size,
         precision="bf16" if device == "GPU" else "fp32",
-        gradient_checkpointing=settings.training.gradient_checkpointing and technique != "prefix",
+        gradient_checkpointing=settings.training.gradient_checkpointing
+        and traits_for(technique).supports_gradient_checkpointing,
         lora_rank=getattr(configured, "rank", 16),
         lora_target_modules=tuple(targets) if isinstance(targets, list) else None,
         lora_dropout=getattr(configured, "dropout", 0.05),

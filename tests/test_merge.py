@@ -127,7 +127,7 @@ def test_a_merge_that_fails_verification_is_not_written(tiny_model_dirs, tmp_pat
 
     settings = _settings(tmp_path, tiny_model_dirs["llama"])
     make_run(tmp_path / "runs", "strict", tiny_model_dirs["llama"], "lora", seed=9)
-    monkeypatch.setitem(merging.TOLERANCES, ("lora", "float32"), (-1.0, 0.0))  # no difference can pass
+    monkeypatch.setitem(merging.FLOAT32_TOLERANCES, False, (-1.0, 0.0))  # no difference can pass
     with pytest.raises(merging.MergeVerificationError, match="merge was not written"):
         merge(settings, "strict")
     assert not (tmp_path / "runs" / "strict" / "merged").exists()

@@ -8,7 +8,8 @@ import pytest
 from test_training_support import isolated_overrides, make_prepared, train_in_subprocess
 
 from core.domain.catalog import CATALOG, LLAMA, CatalogEntry
-from core.domain.memory import GB, estimate_memory, format_memory_table, lora_parameters, memory_table
+from core.domain.memory import GB, estimate_memory, format_memory_table, memory_table
+from core.domain.model_shapes import lora_parameters
 
 SMOLLM = CATALOG["smollm2-135m-instruct"]
 
@@ -25,7 +26,7 @@ def test_components_follow_the_technique():
     checkpointed = estimate_memory(SMOLLM, "full", 256, 4, precision="fp32", gradient_checkpointing=True)
     assert checkpointed.activations < full.activations
     with pytest.raises(ValueError, match="unknown technique"):
-        estimate_memory(SMOLLM, "ia3", 256, 4)
+        estimate_memory(SMOLLM, "no-such-technique", 256, 4)
 
 
 def test_lora_parameter_count_matches_the_real_135m_adapter():

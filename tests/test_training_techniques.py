@@ -13,7 +13,7 @@ from core.domain.errors import UnsupportedOperationError
 from core.domain.techniques import TECHNIQUE_TRAITS
 from core.infrastructure.models.loading import load_causal_lm
 from core.infrastructure.models.resolve import resolve_model
-from core.infrastructure.techniques import TECHNIQUES
+from core.infrastructure.techniques import implementations, technique_for
 from core.infrastructure.techniques.lora import lora_config, target_modules_for
 from core.infrastructure.techniques.qlora import quantization_config
 from core.infrastructure.training.precision import Precision
@@ -33,8 +33,8 @@ def config_union_names() -> set[str]:
 
 
 def test_registry_config_union_and_traits_agree():
-    assert set(TECHNIQUES) == set(TECHNIQUE_TRAITS) == config_union_names()
-    for name, technique in TECHNIQUES.items():
+    assert set(implementations()) == set(TECHNIQUE_TRAITS) == config_union_names()
+    for name, technique in implementations().items():
         assert technique.traits is TECHNIQUE_TRAITS[name]
 
 
@@ -264,7 +264,7 @@ def test_prefix_refuses_gradient_checkpointing(tiny_llama_dir, make_settings):
     resolved = resolve_model(str(tiny_llama_dir), settings.paths.model_cache)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with pytest.raises(UnsupportedOperationError, match="gradient checkpointing"):
-        TECHNIQUES["prefix"].prepare(base, settings.technique, resolved.architecture, gradient_checkpointing=True)
+        technique_for("prefix").prepare(base, settings.technique, resolved.architecture, gradient_checkpointing=True)
 
 
 @pytest.mark.parametrize("technique", ["lora", "prefix"])

@@ -26,14 +26,12 @@ from core.application.evaluate import base_output_dir, evaluate, find_run_dir, s
 from core.domain.config import Settings, load_settings, read_yaml, settings_from_dict
 from core.domain.errors import ConfigError
 from core.domain.manifest import EVALUATION_FILE, RunManifest, read_metrics
+from core.domain.techniques import technique_names, technique_spec
 
-TECHNIQUES = ("full", "lora", "qlora", "prefix")
-"""Techniques trained by ``--train-all``, in report order."""
+TECHNIQUES = technique_names()
+"""Techniques trained by ``--train-all``, in report order (every registered technique)."""
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "examples" / "configs"
-
-FALLBACK_LEARNING_RATES = {"full": 5e-5, "lora": 1e-3, "qlora": 1e-3, "prefix": 1e-2}
-"""Learning rates used when a technique's preset file is not available."""
 
 
 def compare(
@@ -151,14 +149,15 @@ def technique_settings(settings: Settings, technique: str, run_name: str) -> Set
     technique_section = preset.get("technique") or {"name": technique}
     if isinstance(technique_section, str):
         technique_section = {"name": technique_section}
-    learning_rate = (preset.get("training") or {}).get("learning_rate", FALLBACK_LEARNING_RATES[technique])
+    spec = technique_spec(technique)
+    learning_rate = (preset.get("training") or {}).get("learning_rate", spec.learning_rate)
     data = settings.model_dump()
     data["technique"] = {**technique_section, "name": technique}
     data["training"] = {**data["training"], "learning_rate": float(learning_rate), "resume": "never"}
-    if technique == "prefix":  # prefix tuning supports neither gradient checkpointing nor forced packing
+    if not spec.traits.supports_gradient_checkpointing:
         data["training"]["gradient_checkpointing"] = False
-        if data["training"]["packing"] == "on":
-            data["training"]["packing"] = "auto"
+    if not spec.traits.supports_packing and data["training"]["packing"] == "on":
+        data["training"]["packing"] = "auto"
     data["run_name"] = run_name
     return settings_from_dict(data)
 

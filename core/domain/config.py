@@ -30,17 +30,14 @@ from core.domain.serve_settings import ServeSettings
 from core.domain.settings_sections import (
     DataSettings,
     EvaluationSettings,
-    FullTechnique,
-    LoraTechnique,
     ModelSettings,
     MonitoringSettings,
     PathSettings,
-    PrefixTechnique,
-    QLoraTechnique,
     StudioSettings,
     TechniqueSettings,
     TrainingSettings,
 )
+from core.domain.techniques import DEFAULT_TECHNIQUE, technique_spec, technique_specs
 
 
 class _LoadContext(BaseModel):
@@ -86,7 +83,7 @@ class _YamlPresetSource(PydanticBaseSettingsSource):
         preset = normalize_technique(read_yaml(context.yaml_file))
         technique = preset.get("technique")
         if isinstance(technique, dict):
-            technique = {"name": "lora", **technique}
+            technique = {"name": DEFAULT_TECHNIQUE, **technique}
             switched = self._technique_chosen_above(context)
             if switched and technique["name"] != switched:
                 technique = compatible_technique_fields({**technique, "name": switched})
@@ -115,7 +112,7 @@ class Settings(BaseSettings):
         "INFO", description="Minimum level of log messages on stderr."
     )
     model: ModelSettings = Field(default_factory=ModelSettings)
-    technique: TechniqueSettings = Field(default_factory=LoraTechnique)
+    technique: TechniqueSettings = Field(default_factory=lambda: technique_spec(DEFAULT_TECHNIQUE).settings())
     data: DataSettings = Field(default_factory=DataSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
@@ -143,26 +140,28 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _technique_by_name(cls, data: Any) -> Any:
-        """Expands ``technique: qlora``; a technique mapping named by no source is LoRA (the default)."""
+        """Expands ``technique: qlora``; a technique mapping named by no source is the default (LoRA)."""
         if not isinstance(data, dict):
             return data
         data = normalize_technique(data)
         if isinstance(data.get("technique"), dict) and "name" not in data["technique"]:
-            data = {**data, "technique": {"name": "lora", **data["technique"]}}
+            data = {**data, "technique": {"name": DEFAULT_TECHNIQUE, **data["technique"]}}
         return data
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Settings:
-        if self.technique.name == "prefix" and self.training.gradient_checkpointing:
+        name = self.technique.name
+        traits = technique_spec(name).traits
+        if not traits.supports_gradient_checkpointing and self.training.gradient_checkpointing:
             raise ValueError(
-                "training.gradient_checkpointing: technique=prefix does not support it "
-                "(the virtual key/value prefix is not recomputed); set it to false"
+                f"training.gradient_checkpointing: technique={name} does not support it "
+                "(what it adds is not recomputed); set it to false"
             )
-        if self.technique.name == "prefix" and self.training.packing == "on":
-            raise ValueError("training.packing: technique=prefix does not support packing=on; use auto or off")
-        if self.technique.name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("technique.name: qlora requires the bitsandbytes package; install it or pick lora")
-        if self.training.precision == "fp16" and self.technique.name == "qlora":
+        if not traits.supports_packing and self.training.packing == "on":
+            raise ValueError(f"training.packing: technique={name} does not support packing=on; use auto or off")
+        if traits.needs_bitsandbytes and importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(f"technique.name: {name} requires the bitsandbytes package; install it or pick lora")
+        if self.training.precision == "fp16":
             compute = getattr(self.technique, "compute_dtype", "auto")
             if compute == "bfloat16":
                 raise ValueError(
@@ -338,12 +337,8 @@ def format_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-TECHNIQUE_VARIANTS: dict[str, type[BaseModel]] = {
-    "full": FullTechnique,
-    "lora": LoraTechnique,
-    "qlora": QLoraTechnique,
-    "prefix": PrefixTechnique,
-}
+TECHNIQUE_VARIANTS: dict[str, type[BaseModel]] = {spec.name: spec.settings for spec in technique_specs()}
+"""Technique name -> its settings class, from the registry."""
 
 
 def _foreign_technique_field(technique: str, key: str) -> tuple[str, str]:

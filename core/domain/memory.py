@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.domain.catalog import CATALOG, CatalogEntry
+from core.domain.techniques import MemoryInputs, technique_names, technique_spec, traits_for
 
 BYTES_PER_VALUE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
 OPTIMIZER_BYTES_PER_PARAMETER = {
@@ -40,7 +41,7 @@ class MemoryEstimate:
     """Predicted peak memory of one training process, by component (bytes).
 
     Attributes:
-        technique: ``full``, ``lora``, ``qlora`` or ``prefix``.
+        technique: A registered technique's name.
         trainable_parameters: Parameters updated by training.
         weights: Model weights as loaded.
         gradients: Gradients of trainable parameters (fp32).
@@ -87,74 +88,6 @@ class MemoryEstimate:
         return {name: round(value / GB, 2) for name, value in parts.items()}
 
 
-def _linear_shapes(entry: CatalogEntry) -> dict[str, list[tuple[int, int]]]:
-    """(in, out) shapes of each named linear layer of one transformer block."""
-    hidden, intermediate = entry.hidden_size, entry.intermediate_size
-    kv = hidden * entry.num_key_value_heads // max(entry.num_attention_heads, 1)
-    family = entry.architecture.family
-    if family == "gpt2":
-        return {
-            "c_attn": [(hidden, 3 * hidden)],
-            "c_proj": [(hidden, hidden), (intermediate, hidden)],
-            "c_fc": [(hidden, intermediate)],
-        }
-    if family == "phi":
-        return {
-            "q_proj": [(hidden, hidden)],
-            "k_proj": [(hidden, kv)],
-            "v_proj": [(hidden, kv)],
-            "dense": [(hidden, hidden)],
-            "fc1": [(hidden, intermediate)],
-            "fc2": [(intermediate, hidden)],
-        }
-    return {
-        "q_proj": [(hidden, hidden)],
-        "k_proj": [(hidden, kv)],
-        "v_proj": [(hidden, kv)],
-        "o_proj": [(hidden, hidden)],
-        "gate_proj": [(hidden, intermediate)],
-        "up_proj": [(hidden, intermediate)],
-        "down_proj": [(intermediate, hidden)],
-    }
-
-
-def lora_parameters(entry: CatalogEntry, rank: int, target_modules: tuple[str, ...] | None = None) -> int:
-    """Number of LoRA parameters: ``rank x (in + out)`` per adapted layer.
-
-    Args:
-        entry: Model shape.
-        rank: LoRA rank.
-        target_modules: Adapted module names (default: the family's; ``("all-linear",)`` for all).
-
-    Returns:
-        Trainable parameter count.
-    """
-    shapes = _linear_shapes(entry)
-    targets = target_modules or entry.architecture.lora_target_modules
-    if "all-linear" in targets:
-        targets = tuple(shapes)
-    per_layer = sum(rank * (fan_in + fan_out) for name in targets for fan_in, fan_out in shapes.get(name, []))
-    return per_layer * entry.num_layers
-
-
-def _lora_activation_values(entry: CatalogEntry, target_modules: tuple[str, ...] | None, dropout: bool) -> int:
-    """Extra values per token and layer that LoRA keeps: adapter outputs (and dropped-out inputs)."""
-    shapes = _linear_shapes(entry)
-    targets = target_modules or entry.architecture.lora_target_modules
-    if "all-linear" in targets:
-        targets = tuple(shapes)
-    return sum(fan_out + (fan_in if dropout else 0) for name in targets for fan_in, fan_out in shapes.get(name, []))
-
-
-def _block_linear_parameters(entry: CatalogEntry) -> int:
-    return entry.num_layers * sum(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
-
-
-def _key_value_width(entry: CatalogEntry) -> int:
-    """Width of one layer's keys (or values): key/value heads times the head size (grouped-query attention)."""
-    return entry.num_key_value_heads * (entry.hidden_size // entry.num_attention_heads)
-
-
 def estimate_memory(
     entry: CatalogEntry,
     technique: str,
@@ -174,7 +107,7 @@ def estimate_memory(
 
     Args:
         entry: Model shape (parameters, layers, hidden/intermediate size, heads, vocabulary).
-        technique: ``full``, ``lora``, ``qlora`` or ``prefix``.
+        technique: A registered technique's name.
         sequence_length: Tokens per sequence (padded length; packing lowers the real need).
         batch_size: Sequences per micro-batch on one device.
         precision: ``fp32``, ``bf16`` or ``fp16`` (activation precision; master weights stay fp32).
@@ -193,39 +126,33 @@ def estimate_memory(
     Raises:
         ValueError: For an unknown technique or precision.
     """
-    if technique not in ("full", "lora", "qlora", "prefix"):
-        raise ValueError(f"unknown technique {technique!r}")
+    try:
+        rule = technique_spec(technique).memory
+    except KeyError:
+        raise ValueError(f"unknown technique {technique!r}") from None
     if precision not in BYTES_PER_VALUE:
         raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    value_bytes = BYTES_PER_VALUE[precision]
+    inputs = MemoryInputs(
+        precision=precision,
+        bytes_per_value=value_bytes,
+        rank=lora_rank,
+        target_modules=lora_target_modules,
+        dropout=lora_dropout,
+        num_virtual_tokens=num_virtual_tokens,
+        quantization_bits=quantization_bits,
+    )
     notes: list[str] = []
-    parameters = entry.parameters
-    block_linear = min(_block_linear_parameters(entry), parameters)
-    if technique == "qlora":
-        bits_per_weight = quantization_bits + (0.127 if quantization_bits == 4 else 0.0)  # double-quant constants
-        weights = block_linear * bits_per_weight / 8 + (parameters - block_linear) * 4.0
-        notes.append(f"{quantization_bits}-bit linear layers, fp32 embeddings and norms")
-    elif technique == "full":
-        weights = parameters * 4.0
-    else:
-        weights = parameters * BYTES_PER_VALUE[precision]  # frozen base held in the compute dtype
-        notes.append(f"frozen base in {precision}")
-
-    if technique == "full":
-        trainable = parameters
-    elif technique in ("lora", "qlora"):
-        trainable = lora_parameters(entry, lora_rank, lora_target_modules)
-    else:
-        trainable = num_virtual_tokens * entry.num_layers * 2 * _key_value_width(entry)
+    weights, weights_note = rule.weights(entry, inputs)
+    if weights_note:
+        notes.append(weights_note)
+    trainable = rule.trainable_parameters(entry, inputs)
     gradients = trainable * 4.0
     optimizer_states = trainable * OPTIMIZER_BYTES_PER_PARAMETER.get(optimizer, 8.0)
 
     tokens = sequence_length * batch_size
-    extra_tokens = num_virtual_tokens if technique == "prefix" else 0
-    tokens_attended = (sequence_length + extra_tokens) * batch_size
-    value_bytes = BYTES_PER_VALUE[precision]
-    per_token_layer = 10 * entry.hidden_size + 4 * entry.intermediate_size
-    if technique in ("lora", "qlora"):
-        per_token_layer += _lora_activation_values(entry, lora_target_modules, lora_dropout > 0)
+    tokens_attended = (sequence_length + rule.extra_tokens(inputs)) * batch_size
+    per_token_layer = 10 * entry.hidden_size + 4 * entry.intermediate_size + rule.activation_values(entry, inputs)
     full_layer = tokens_attended * per_token_layer * value_bytes
     if gradient_checkpointing:
         layer_activations = entry.num_layers * tokens * entry.hidden_size * value_bytes + full_layer
@@ -234,11 +161,7 @@ def estimate_memory(
         layer_activations = entry.num_layers * full_layer
     logits = 2 * tokens * entry.vocab_size * 4.0  # fp32 logits and their gradient
     activations = layer_activations + logits + 2 * tokens * entry.hidden_size * 4.0
-
-    transient = 0.0
-    if technique == "qlora":
-        largest = max(i * o for shapes in _linear_shapes(entry).values() for i, o in shapes)
-        transient += 2 * largest * value_bytes  # dequantized weight and its gradient buffer
+    transient = float(rule.transient(entry, inputs))
     overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
     return MemoryEstimate(
         technique=technique,
@@ -255,7 +178,7 @@ def estimate_memory(
 
 def memory_table(
     model_names: tuple[str, ...] = ("llama-3.2-1b-instruct", "mistral-7b"),
-    techniques: tuple[str, ...] = ("full", "lora", "qlora", "prefix"),
+    techniques: tuple[str, ...] | None = None,
     sequence_length: int = 512,
     batch_size: int = 4,
     precision: str = "bf16",
@@ -266,11 +189,11 @@ def memory_table(
 
     Args:
         model_names: Catalog names.
-        techniques: Techniques to estimate.
+        techniques: Techniques to estimate (None: every registered one).
         sequence_length: Tokens per sequence.
         batch_size: Sequences per micro-batch.
         precision: Activation precision.
-        gradient_checkpointing: Assume gradient checkpointing (Prefix never uses it).
+        gradient_checkpointing: Assume gradient checkpointing (where the technique supports it).
         gpu_sizes_gb: GPU memory sizes to test the estimate against.
 
     Returns:
@@ -280,14 +203,14 @@ def memory_table(
     rows: list[dict[str, object]] = []
     for name in model_names:
         entry = CATALOG[name]
-        for technique in techniques:
+        for technique in techniques or technique_names():
             estimate = estimate_memory(
                 entry,
                 technique,
                 sequence_length,
                 batch_size,
                 precision=precision,
-                gradient_checkpointing=gradient_checkpointing and technique != "prefix",
+                gradient_checkpointing=gradient_checkpointing and traits_for(technique).supports_gradient_checkpointing,
             )
             fitting = next((size for size in gpu_sizes_gb if estimate.fits(size)), None)
             rows.append(

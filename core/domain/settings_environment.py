@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from core.domain.config import SECTION_MODELS, Settings
-from core.domain.settings_sections import FullTechnique, LoraTechnique, PrefixTechnique, QLoraTechnique
+from core.domain.techniques import DEFAULT_TECHNIQUE, technique_spec, technique_specs
 
 
 def environment_documentation() -> list[tuple[str, str, str]]:
@@ -32,7 +32,8 @@ def environment_documentation() -> list[tuple[str, str, str]]:
                     info.description or "",
                 )
             )
-    for variant in (LoraTechnique, QLoraTechnique, PrefixTechnique, FullTechnique):
+    default_first = [technique_spec(DEFAULT_TECHNIQUE), *(s for s in technique_specs() if s.name != DEFAULT_TECHNIQUE)]
+    for variant in (spec.settings for spec in default_first):
         for field_name, info in variant.model_fields.items():
             name = f"FINETUNE_TECHNIQUE__{field_name.upper()}"
             if all(row[0] != name for row in rows):

@@ -7,17 +7,13 @@ model validators. How the sections are loaded and combined is :mod:`core.domain.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from core.domain.catalog import EMBEDDED_MODEL_NAME
-
-
-class Section(BaseModel):
-    """Base class of configuration sections: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from core.domain.section import Section
+from core.domain.techniques import technique_specs
 
 
 class ModelSettings(Section):
@@ -38,59 +34,11 @@ class ModelSettings(Section):
     cpu_offload: bool = Field(False, description="Offload layers that do not fit the GPU to CPU (accelerate).")
 
 
-class FullTechnique(Section):
-    """Full finetuning: every parameter is trained."""
-
-    name: Literal["full"] = "full"
-
-
-class LoraTechnique(Section):
-    """LoRA: low-rank adapters on chosen linear layers."""
-
-    name: Literal["lora"] = "lora"
-    rank: int = Field(16, ge=1, le=1024, description="Adapter rank r.")
-    alpha: float = Field(32.0, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="Modules to adapt; None uses the catalog default of the model family."
-    )
-    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
-    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
-
-
-class QLoraTechnique(LoraTechnique):
-    """QLoRA: LoRA on a base model quantized with bitsandbytes."""
-
-    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
-    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
-    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto",
-        description="Dtype of the matmuls on dequantized weights; auto follows training.precision "
-        "(bf16/fp16 autocast, float32 on CPUs without native bf16).",
-    )
-    load_in_8bit: bool = Field(False, description="Use 8-bit (LLM.int8) instead of 4-bit quantization.")
-
-
-class PrefixTechnique(Section):
-    """Prefix Tuning: trainable virtual key/value tokens prepended at every layer."""
-
-    name: Literal["prefix"] = "prefix"
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens per layer.")
-    prefix_projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
-    encoder_hidden_size: int | None = Field(None, ge=1, description="Hidden size of that MLP.")
-    init_text: str | None = Field(
-        "Answer the following request accurately and concisely.",
-        min_length=1,
-        description="Initialise the prefix with the model's own keys/values for this text (repeated to "
-        "num_virtual_tokens); null draws it at random (PEFT's default). Ignored with prefix_projection.",
-    )
-
-
 TechniqueSettings = Annotated[
-    FullTechnique | LoraTechnique | QLoraTechnique | PrefixTechnique, Field(discriminator="name")
+    Union[tuple(spec.settings for spec in technique_specs())],  # noqa: UP007 (built from the registry)
+    Field(discriminator="name"),
 ]
-"""Discriminated union of the techniques; the ``name`` field selects the variant."""
+"""Discriminated union of the registered techniques' settings; the ``name`` field selects the variant."""
 
 
 class DataSettings(Section):

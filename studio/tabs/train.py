@@ -34,6 +34,7 @@ from studio.training_form import (
     memory_estimates,
     model_choices,
     settings_from_form,
+    shows_setting,
     technique_defaults,
     technique_description,
     with_data_options,
@@ -172,7 +173,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         Components other tabs use.
     """
     settings = context.settings
-    initial_technique = settings.technique.name if settings.technique.name in TECHNIQUES else "lora"
+    initial_technique = settings.technique.name if settings.technique.name in TECHNIQUES else TECHNIQUES[0]
     defaults = technique_defaults(initial_technique)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320, elem_classes=["tool-panel"]):
@@ -250,13 +251,13 @@ def build_train_tab(context: StudioContext) -> TrainTab:
                         precision=0,
                         elem_id="sample-every",
                     )
-                with gr.Row(visible=initial_technique in {"lora", "qlora"}) as lora_row:
+                with gr.Row(visible=shows_setting(initial_technique, "rank")) as lora_row:
                     lora_rank = gr.Number(
                         min_width=90, value=defaults["lora_rank"], label="LoRA rank", precision=0, minimum=1
                     )
                     lora_alpha = gr.Number(min_width=90, value=defaults["lora_alpha"], label="LoRA alpha")
                     lora_dropout = gr.Number(min_width=90, value=defaults["lora_dropout"], label="LoRA dropout")
-                with gr.Row(visible=initial_technique == "prefix") as prefix_row:
+                with gr.Row(visible=shows_setting(initial_technique, "num_virtual_tokens")) as prefix_row:
                     virtual_tokens = gr.Number(
                         min_width=90,
                         value=defaults["virtual_tokens"],
@@ -347,8 +348,8 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         values = technique_defaults(selected)
         return (
             technique_description(selected),
-            gr.update(visible=selected in {"lora", "qlora"}),
-            gr.update(visible=selected == "prefix"),
+            gr.update(visible=shows_setting(selected, "rank")),
+            gr.update(visible=shows_setting(selected, "num_virtual_tokens")),
             values["learning_rate"],
             values["max_steps"],
             values["num_epochs"],
@@ -533,8 +534,8 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             table = gr.skip()
         return (
             technique_description(chosen),
-            gr.update(visible=chosen in {"lora", "qlora"}),
-            gr.update(visible=chosen == "prefix"),
+            gr.update(visible=shows_setting(chosen, "rank")),
+            gr.update(visible=shows_setting(chosen, "num_virtual_tokens")),
             table,
             *(values[name] if name in values else gr.skip() for name in FORM_FIELDS),
         )

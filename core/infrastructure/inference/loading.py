@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.domain.config import Settings
 from core.domain.errors import ModelNotAvailableError
+from core.domain.techniques import technique_names, technique_spec
 from core.infrastructure.inference.targets import InferenceSource, resolve_inference_target
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
 
@@ -36,15 +37,18 @@ class SharedBase:
     """One loaded base model and the adapters attached to it.
 
     Attributes:
-        module: The base ``PreTrainedModel`` (LoRA layers are injected into it once an adapter loads).
-        lora_model: The ``PeftModel`` holding every LoRA/DoRA adapter on this base, or None.
-        prefix_models: Prefix Tuning ``PeftModel`` wrappers by adapter name.
+        module: The base ``PreTrainedModel`` (adapter layers are injected into it once an adapter loads).
+        adapter_model: The ``PeftModel`` holding every injected adapter (LoRA, DoRA, IA3, ...) on this
+            base, all of one PEFT type, or None.
+        adapter_type: That PEFT type (``LORA``, ``IA3``, ...), or None.
+        prompt_models: Prompt-learning (Prefix Tuning) ``PeftModel`` wrappers by adapter name.
         lock: Serialises generation (and adapter switching) on this base.
     """
 
     module: torch.nn.Module
-    lora_model: Any = None
-    prefix_models: dict[str, Any] = field(default_factory=dict)
+    adapter_model: Any = None
+    adapter_type: str | None = None
+    prompt_models: dict[str, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -84,14 +88,14 @@ class LoadedModel:
             The module to generate with.
         """
         with self.lock:
-            lora_model = self.shared.lora_model if self.shared is not None else None
-            if lora_model is None:
+            adapter_model = self.shared.adapter_model if self.shared is not None else None
+            if adapter_model is None:
                 yield self.model
             elif self.adapter_name is not None and not self.prompt_learning:
-                lora_model.set_adapter(self.adapter_name)
+                adapter_model.set_adapter(self.adapter_name)
                 yield self.model
             else:
-                with lora_model.disable_adapter():
+                with adapter_model.disable_adapter():
                     yield self.model
 
 
@@ -111,6 +115,19 @@ def inference_dtype(settings: Settings) -> torch.dtype:
     return torch.float32
 
 
+def peft_type_name(peft_config: Any) -> str:
+    """A PEFT config's type as plain text (``LORA``, ``IA3``, ``PREFIX_TUNING``).
+
+    Args:
+        peft_config: A ``PeftConfig`` (or its JSON mapping).
+
+    Returns:
+        The type's name.
+    """
+    peft_type = peft_config.get("peft_type") if isinstance(peft_config, dict) else peft_config.peft_type
+    return str(getattr(peft_type, "value", peft_type))
+
+
 def quantization_for(source: InferenceSource) -> Any:
     """The bitsandbytes config a QLoRA run was trained with (None for other techniques).
 
@@ -120,14 +137,16 @@ def quantization_for(source: InferenceSource) -> Any:
     Returns:
         A ``BitsAndBytesConfig`` or None.
     """
-    if source.technique != "qlora" or not source.is_adapter:
+    if source.technique not in technique_names() or not source.is_adapter:
         return None
-    from core.domain.settings_sections import QLoraTechnique
+    spec = technique_spec(source.technique)
+    if not spec.traits.needs_bitsandbytes:
+        return None
     from core.infrastructure.techniques.qlora import quantization_config
     from core.infrastructure.training.precision import choose_precision
 
-    fields = QLoraTechnique.model_fields
-    technique = QLoraTechnique(**{key: value for key, value in source.technique_config.items() if key in fields})
+    fields = spec.settings.model_fields
+    technique = spec.settings(**{key: value for key, value in source.technique_config.items() if key in fields})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return quantization_config(technique, choose_precision("auto", device).compute_dtype)
 
@@ -190,9 +209,9 @@ class InferenceCache:
         with self._lock:
             return [model.name for model in self._models.values()]
 
-    def _shared_base(self, path: Path, settings: Settings, quantization: Any) -> SharedBase:
+    def _shared_base(self, path: Path, settings: Settings, quantization: Any, variant: str = "") -> SharedBase:
         dtype = torch.float32 if quantization is not None else inference_dtype(settings)
-        key = (str(Path(path).resolve()), _quantization_key(quantization), str(dtype))
+        key = (str(Path(path).resolve()), _quantization_key(quantization), str(dtype), variant)
         if key not in self._bases:
             logger.info("Loading base model {}{}", path, " (quantized, as in training)" if quantization else "")
             module = load_causal_lm(
@@ -206,6 +225,20 @@ class InferenceCache:
                 module.to(self.device)
             self._bases[key] = SharedBase(module=module)
         return self._bases[key]
+
+    def _base_for_adapter(self, source: InferenceSource, settings: Settings, peft_config: Any) -> SharedBase:
+        """The base an adapter attaches to: the shared one, or a second copy for another injected PEFT type.
+
+        Adapters of one PEFT type (LoRA and DoRA, or IA3, ...) share one injected ``PeftModel``;
+        prompt-learning adapters wrap any base. An injected adapter of a different type than the one
+        already on the shared base gets a base of its own (PEFT does not mix types in one model).
+        """
+        quantization = quantization_for(source)
+        shared = self._shared_base(source.base_model_path, settings, quantization)
+        peft_type = peft_type_name(peft_config)
+        if peft_config.is_prompt_learning or shared.adapter_type in (None, peft_type):
+            return shared
+        return self._shared_base(source.base_model_path, settings, quantization, variant=peft_type)
 
     def _load(self, source: InferenceSource, settings: Settings) -> LoadedModel:
         from peft import PeftConfig, PeftModel
@@ -232,20 +265,19 @@ class InferenceCache:
             raise ModelNotAvailableError(
                 f"{source.name}: the base model {source.base_model_path} of this adapter is not available locally"
             )
-        quantization = quantization_for(source)
-        shared = self._shared_base(source.base_model_path, settings, quantization)
-        adapter_name = f"adapter{len(self._models)}"
         peft_config = PeftConfig.from_pretrained(str(source.artifact_dir))
+        shared = self._base_for_adapter(source, settings, peft_config)
+        adapter_name = f"adapter{len(self._models)}"
         with shared.lock:
             if peft_config.is_prompt_learning:
                 model = PeftModel.from_pretrained(shared.module, str(source.artifact_dir), adapter_name=adapter_name)
-                shared.prefix_models[adapter_name] = model
-            elif shared.lora_model is None:
+                shared.prompt_models[adapter_name] = model
+            elif shared.adapter_model is None:
                 model = PeftModel.from_pretrained(shared.module, str(source.artifact_dir), adapter_name=adapter_name)
-                shared.lora_model = model
+                shared.adapter_model, shared.adapter_type = model, peft_type_name(peft_config)
             else:
-                shared.lora_model.load_adapter(str(source.artifact_dir), adapter_name=adapter_name)
-                model = shared.lora_model
+                shared.adapter_model.load_adapter(str(source.artifact_dir), adapter_name=adapter_name)
+                model = shared.adapter_model
             model.eval()
         logger.info("Loaded adapter {} ({}) on {}", source.name, source.technique, source.base_model_path)
         return LoadedModel(

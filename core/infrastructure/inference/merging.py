@@ -21,7 +21,6 @@ Prefix Tuning has no weights to fold in and cannot be merged; it stays servable 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from core.domain.config import Settings
 from core.domain.errors import FinetuneStudioError, UnsupportedOperationError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, RunManifest, write_json_atomic
 from core.domain.portable import portable_lineage
-from core.infrastructure.inference.loading import inference_dtype, quantization_for
+from core.domain.techniques import technique_names, traits_for
+from core.infrastructure.inference.loading import inference_dtype, peft_type_name, quantization_for
 from core.infrastructure.inference.targets import InferenceSource
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
 from core.infrastructure.output_dirs import check_replaceable, mark_output, replace_output
@@ -50,11 +50,9 @@ VERIFICATION_PROMPTS: tuple[str, ...] = (
 )
 """Fixed user prompts whose logits are compared (rendered with the run's chat template)."""
 
-TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
-    ("lora", "float32"): (1e-4, 1e-5),
-    ("qlora", "float32"): (1e-3, 1e-4),
-}
-"""``(atol, rtol)`` by (technique, merge dtype); 16-bit merges use ``HALF_PRECISION_TOLERANCE``."""
+FLOAT32_TOLERANCES: dict[bool, tuple[float, float]] = {False: (1e-4, 1e-5), True: (1e-3, 1e-4)}
+"""``(atol, rtol)`` of a float32 merge, by whether the run trained on a quantized base (QLoRA);
+16-bit merges use ``HALF_PRECISION_TOLERANCE``."""
 
 HALF_PRECISION_TOLERANCE = (5e-2, 1e-2)
 MERGE_OUTPUT = "merge"  # the kind named in the output marker
@@ -84,22 +82,18 @@ class MergeResult:
     quantization_drift: float | None = None
 
 
-def merge_tolerance(technique: str, dtype: torch.dtype, reference_scale: float) -> float:
+def merge_tolerance(quantized_base: bool, dtype: torch.dtype, reference_scale: float) -> float:
     """The stated tolerance for a merge: ``atol + rtol * reference_scale``.
 
     Args:
-        technique: ``lora`` (DoRA included) or ``qlora``.
+        quantized_base: True when the adapter was trained on a quantized base (QLoRA).
         dtype: Merge precision.
         reference_scale: Largest absolute reference logit.
 
     Returns:
         The max abs logit difference allowed.
     """
-    dtype_name = str(dtype).removeprefix("torch.")
-    if dtype_name != "float32":
-        atol, rtol = HALF_PRECISION_TOLERANCE
-    else:
-        atol, rtol = TOLERANCES.get((technique, dtype_name), TOLERANCES[("lora", "float32")])
+    atol, rtol = HALF_PRECISION_TOLERANCE if dtype != torch.float32 else FLOAT32_TOLERANCES[quantized_base]
     return atol + rtol * reference_scale
 
 
@@ -150,21 +144,22 @@ def check_mergeable(source: InferenceSource) -> None:
     Raises:
         UnsupportedOperationError: For Prefix Tuning, full finetuning, or non-adapter artifacts.
     """
-    adapter_config = source.artifact_dir / "adapter_config.json"
-    peft_type = json.loads(adapter_config.read_text(encoding="utf-8")).get("peft_type") if source.is_adapter else None
-    if source.technique == "prefix" or peft_type == "PREFIX_TUNING":
-        raise UnsupportedOperationError(
-            f"{source.name}: Prefix Tuning cannot be merged -- its virtual key/value prefix is not a weight "
-            "update that can be folded into the base model. Serve it as an adapter instead "
-            f"(finetune-studio serve, or generate --run {source.name})."
-        )
+    from peft import PeftConfig
+
     if not source.is_adapter:
         raise UnsupportedOperationError(
             f"{source.name}: nothing to merge -- {source.artifact_dir} is already a full model "
             f"(technique {source.technique or 'none'}); serve or register it directly."
         )
-    if peft_type not in (None, "LORA"):
-        raise UnsupportedOperationError(f"{source.name}: merging {peft_type} adapters is not supported")
+    peft_config = PeftConfig.from_pretrained(str(source.artifact_dir))
+    traits = traits_for(source.technique) if source.technique in technique_names() else None
+    if peft_config.is_prompt_learning or (traits is not None and not traits.can_merge):
+        title = traits.title if traits is not None else peft_type_name(peft_config)
+        raise UnsupportedOperationError(
+            f"{source.name}: {title} cannot be merged -- what it learns (virtual tokens) is not a weight "
+            "update that can be folded into the base model. Serve it as an adapter instead "
+            f"(finetune-studio serve, or generate --run {source.name})."
+        )
 
 
 def merge_adapter(
@@ -197,17 +192,15 @@ def merge_adapter(
     output_dir = Path(output_dir)
     check_replaceable(output_dir, MERGE_OUTPUT, overwrite)
     started = time.perf_counter()
-    technique = "qlora" if source.technique == "qlora" else "lora"
+    quantization = quantization_for(source)
     dtype = inference_dtype(settings)
     tokenizer = load_tokenizer(source.artifact_dir, chat_template=source.chat_template)
     prompts = _prompt_ids(tokenizer)
 
     quantization_logits = None
-    if technique == "qlora":
-        logger.info("QLoRA: measuring the quantized base plus adapter (the training-time model) first")
-        quantized = load_causal_lm(
-            source.base_model_path, dtype=torch.float32, quantization_config=quantization_for(source)
-        )
+    if quantization is not None:
+        logger.info("Quantized base: measuring the quantized base plus adapter (the training-time model) first")
+        quantized = load_causal_lm(source.base_model_path, dtype=torch.float32, quantization_config=quantization)
         quantization_logits = prompt_logits(
             PeftModel.from_pretrained(quantized, str(source.artifact_dir)).eval(), prompts
         )
@@ -218,7 +211,7 @@ def merge_adapter(
     with_adapter = PeftModel.from_pretrained(base, str(source.artifact_dir)).eval()
     reference = prompt_logits(with_adapter, prompts)
     reference_scale = max(float(logits.abs().max()) for logits in reference)
-    tolerance = merge_tolerance(technique, dtype, reference_scale)
+    tolerance = merge_tolerance(quantization is not None, dtype, reference_scale)
     merged = with_adapter.merge_and_unload()
     generation_config = merged.generation_config
     if generation_config.eos_token_id is None:
@@ -264,7 +257,7 @@ def merge_adapter(
             "tolerance": tolerance,
             "tolerance_rule": "atol + rtol * max|reference logit|",
             "atol_rtol": list(
-                HALF_PRECISION_TOLERANCE if dtype != torch.float32 else TOLERANCES[(technique, "float32")]
+                HALF_PRECISION_TOLERANCE if dtype != torch.float32 else FLOAT32_TOLERANCES[quantization is not None]
             ),
             "reference_max_abs_logit": reference_scale,
             "quantization_drift": drift,

@@ -23,6 +23,7 @@ from typing import Any
 from core.domain.config import Settings
 from core.domain.errors import ModelNotAvailableError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, FINAL_DIR, MANIFEST_FILE, RunManifest
+from core.domain.techniques import technique_of_adapter
 from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.store import ARTIFACT_DIR, VERSION_FILE
 
@@ -157,7 +158,7 @@ def _directory_source(path: Path) -> InferenceSource:
             kind="model",
             artifact_dir=path,
             base_model_path=base,
-            technique="prefix" if peft_type == "PREFIX_TUNING" else "lora",
+            technique=technique_of_adapter(peft_type),
         )
     raise ModelNotAvailableError(
         f"{path}: not a run, model or adapter directory (no manifest.json, config.json or adapter_config.json)"

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.domain.errors import FinetuneStudioError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, FINAL_DIR, MANIFEST_FILE, RunManifest
+from core.domain.techniques import technique_of_adapter
 
 LINEAGE_FILE = "lineage.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -93,6 +94,6 @@ def describe_source(source: Path) -> tuple[Path, str, dict[str, Any]]:
     if (source / "adapter_config.json").is_file():
         adapter = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
         base = adapter.get("base_model_name_or_path")
-        technique = "prefix" if adapter.get("peft_type") == "PREFIX_TUNING" else "lora"
+        technique = technique_of_adapter(adapter.get("peft_type"))
         return source, "adapter", {"base_model": base, "base_model_path": base, "technique": technique}
     raise RegistryError(f"{source}: not a run, model or adapter directory")

@@ -1,24 +1,16 @@
-"""Technique implementations and THE registry of them, keyed like :data:`core.domain.techniques.TECHNIQUE_TRAITS`.
+"""Technique implementations: ``core/infrastructure/techniques/<name>.py`` for each registered technique.
 
-Adding a technique: a variant in the config union (:mod:`core.domain.config`), its traits in
-:mod:`core.domain.techniques`, one module here and one line in :data:`TECHNIQUES`.
+The registry of techniques is :mod:`core.domain.techniques`; the implementation of technique
+``<name>`` is the ``IMPLEMENTATION`` object of the module of the same name here, found by that
+name, so adding a technique adds one module here and nothing else in this package.
 """
 
 from __future__ import annotations
 
-from core.infrastructure.techniques.base import LoadOptions, Technique
-from core.infrastructure.techniques.full import FullFinetuning
-from core.infrastructure.techniques.lora import LoraFinetuning
-from core.infrastructure.techniques.prefix import PrefixFinetuning
-from core.infrastructure.techniques.qlora import QLoraFinetuning
+import importlib
 
-TECHNIQUES: dict[str, Technique] = {
-    "full": FullFinetuning(),
-    "lora": LoraFinetuning(),
-    "qlora": QLoraFinetuning(),
-    "prefix": PrefixFinetuning(),
-}
-"""Technique name -> implementation (load options + model preparation)."""
+from core.domain.techniques import technique_names, technique_spec
+from core.infrastructure.techniques.base import LoadOptions, Technique
 
 
 def technique_for(name: str) -> Technique:
@@ -31,12 +23,21 @@ def technique_for(name: str) -> Technique:
         The technique.
 
     Raises:
-        KeyError: If no implementation is registered; the message lists the known ones.
+        KeyError: If the technique is not registered or has no implementation; the message lists the known ones.
     """
+    technique_spec(name)  # unknown names fail with the list of registered techniques
     try:
-        return TECHNIQUES[name]
-    except KeyError:
-        raise KeyError(f"no implementation for technique {name!r}; registered: {sorted(TECHNIQUES)}") from None
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+        raise KeyError(f"no implementation for technique {name!r} ({__name__}.{name} is missing)") from None
+    return module.IMPLEMENTATION
 
 
-__all__ = ["TECHNIQUES", "LoadOptions", "Technique", "technique_for"]
+def implementations() -> dict[str, Technique]:
+    """Every registered technique's implementation, keyed by name (registry order)."""
+    return {name: technique_for(name) for name in technique_names()}
+
+
+__all__ = ["LoadOptions", "Technique", "implementations", "technique_for"]

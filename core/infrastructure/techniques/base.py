@@ -26,7 +26,7 @@ class LoadOptions:
 
 
 class Technique(Protocol):
-    """One finetuning technique (an entry of :data:`core.infrastructure.techniques.TECHNIQUES`).
+    """One finetuning technique (found by :func:`core.infrastructure.techniques.technique_for`).
 
     Attributes:
         traits: The framework-independent description from :mod:`core.domain.techniques`.

@@ -8,14 +8,14 @@ import torch
 from transformers import PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import traits_for
 from core.infrastructure.techniques.base import LoadOptions, enable_gradient_checkpointing
 
 
 class FullFinetuning:
     """Trains all weights in fp32 master precision (mixed precision comes from autocast)."""
 
-    traits = TECHNIQUE_TRAITS["full"]
+    traits = traits_for("full")
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
         """Loads fp32 master weights; autocast provides bf16/fp16 compute.
@@ -52,3 +52,7 @@ class FullFinetuning:
         if gradient_checkpointing:
             enable_gradient_checkpointing(model)
         return model
+
+
+IMPLEMENTATION = FullFinetuning()
+"""The implementation :func:`core.infrastructure.techniques.technique_for` finds by this module's name."""

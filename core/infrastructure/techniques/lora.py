@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import traits_for
 from core.infrastructure.techniques.base import LoadOptions, enable_gradient_checkpointing
 
 
@@ -58,7 +58,7 @@ def lora_config(technique_settings: Any, architecture: ArchitectureDefaults) -> 
 class LoraFinetuning:
     """LoRA on a frozen base held in the compute dtype; only the (fp32) adapters train."""
 
-    traits = TECHNIQUE_TRAITS["lora"]
+    traits = traits_for("lora")
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
         """Loads the frozen base in the compute dtype (bf16/fp16 halves its memory; fp32 stays fp32).
@@ -98,3 +98,7 @@ class LoraFinetuning:
         if gradient_checkpointing:
             enable_gradient_checkpointing(model)
         return get_peft_model(model, lora_config(technique_settings, architecture))
+
+
+IMPLEMENTATION = LoraFinetuning()
+"""The implementation :func:`core.infrastructure.techniques.technique_for` finds by this module's name."""

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
 from core.domain.errors import UnsupportedOperationError
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import traits_for
 from core.infrastructure.models.loading import load_tokenizer
 from core.infrastructure.techniques.base import LoadOptions
 from core.infrastructure.techniques.prefix_init import initialise_prefix_from_text, supports_text_initialisation
@@ -39,7 +39,7 @@ def prefix_config(technique_settings: Any) -> PrefixTuningConfig:
 class PrefixFinetuning:
     """Frozen base, trainable per-layer key/value prefixes."""
 
-    traits = TECHNIQUE_TRAITS["prefix"]
+    traits = traits_for("prefix")
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
         """Loads the frozen base in the compute dtype (the prefix encoder stays fp32).
@@ -86,3 +86,7 @@ class PrefixFinetuning:
         elif text:
             logger.info("Prefix drawn at random: text initialisation needs prefix_projection=false")
         return peft_model
+
+
+IMPLEMENTATION = PrefixFinetuning()
+"""The implementation :func:`core.infrastructure.techniques.technique_for` finds by this module's name."""

@@ -9,7 +9,7 @@ from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import traits_for
 from core.infrastructure.techniques.base import LoadOptions
 from core.infrastructure.techniques.lora import lora_config
 
@@ -41,7 +41,7 @@ def quantization_config(technique_settings: Any, precision_dtype: torch.dtype) -
 class QLoraFinetuning:
     """Quantized frozen base (bitsandbytes), fp32 LoRA adapters, compute in ``compute_dtype``."""
 
-    traits = TECHNIQUE_TRAITS["qlora"]
+    traits = traits_for("qlora")
 
     def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
         """Loads the linear layers quantized; the rest (norms, embeddings) in fp32.
@@ -84,3 +84,7 @@ class QLoraFinetuning:
         if gradient_checkpointing:
             model.config.use_cache = False
         return get_peft_model(model, lora_config(technique_settings, architecture))
+
+
+IMPLEMENTATION = QLoraFinetuning()
+"""The implementation :func:`core.infrastructure.techniques.technique_for` finds by this module's name."""
