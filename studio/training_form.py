@@ -209,7 +209,7 @@ def sweep_settings(
     model_name: str | None = None,
     stamp: str | None = None,
 ) -> list[Settings]:
-    """Settings of a "train all four techniques" sweep on one dataset, from the presets.
+    """Settings of a "train every technique" sweep on one dataset, from the presets.
 
     Every run trains the same model on the same data; the hyper-parameters are each technique's
     preset, so the comparison shows the techniques as they are meant to be used.

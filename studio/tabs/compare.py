@@ -146,7 +146,9 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
             report_button = gr.Button("Build comparison report", elem_id="report-button")
             gr.Markdown("### Sweep", elem_classes=["panel-title"])
             sweep_steps = gr.Number(60, label="Steps per technique", precision=0, minimum=1)
-            sweep_button = gr.Button("Train all four techniques on this data", variant="primary", elem_id="sweep")
+            sweep_button = gr.Button(
+                f"Train all {len(TECHNIQUES)} techniques on this data", variant="primary", elem_id="sweep"
+            )
             message = gr.Markdown()
         with gr.Column(scale=3):
             overlay = gr.Plot(label="Loss curves", elem_id="compare-plot")
