@@ -75,3 +75,35 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     """
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+
+
+class FrozenBaseTechnique:
+    """Base of techniques that train only what they add to a frozen base (LoRA, Prefix Tuning, IA3, ...)."""
+
+    def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
+        """Loads the frozen base in the compute dtype (bf16/fp16 halves its memory; fp32 stays fp32).
+
+        The base never receives updates, so it needs no fp32 master copy; PEFT keeps the added
+        parameters in fp32 and autocast runs the matmuls in the compute dtype.
+
+        Args:
+            technique_settings: The technique's section.
+            compute_dtype: Training compute dtype.
+
+        Returns:
+            The load options.
+        """
+        return LoadOptions(dtype=compute_dtype)
+
+    @staticmethod
+    def freeze(model: PreTrainedModel, gradient_checkpointing: bool) -> None:
+        """Freezes every base parameter and turns on activation checkpointing when asked.
+
+        Args:
+            model: The loaded base model.
+            gradient_checkpointing: Enable activation checkpointing.
+        """
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(model)

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from core.domain.catalog import ArchitectureDefaults
 from core.domain.techniques import traits_for
-from core.infrastructure.techniques.base import LoadOptions, enable_gradient_checkpointing
+from core.infrastructure.techniques.base import FrozenBaseTechnique
 
 
 def target_modules_for(technique_settings: Any, architecture: ArchitectureDefaults) -> list[str] | str:
@@ -55,25 +55,10 @@ def lora_config(technique_settings: Any, architecture: ArchitectureDefaults) -> 
     )
 
 
-class LoraFinetuning:
+class LoraFinetuning(FrozenBaseTechnique):
     """LoRA on a frozen base held in the compute dtype; only the (fp32) adapters train."""
 
     traits = traits_for("lora")
-
-    def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
-        """Loads the frozen base in the compute dtype (bf16/fp16 halves its memory; fp32 stays fp32).
-
-        The base never receives updates, so it needs no fp32 master copy; PEFT keeps the adapters
-        in fp32 and autocast runs the matmuls in the compute dtype.
-
-        Args:
-            technique_settings: The ``lora`` section.
-            compute_dtype: Training compute dtype.
-
-        Returns:
-            The load options.
-        """
-        return LoadOptions(dtype=compute_dtype)
 
     def prepare(
         self,
@@ -93,10 +78,7 @@ class LoraFinetuning:
         Returns:
             The PEFT model.
         """
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        if gradient_checkpointing:
-            enable_gradient_checkpointing(model)
+        self.freeze(model, gradient_checkpointing)
         return get_peft_model(model, lora_config(technique_settings, architecture))
 
 

@@ -13,7 +13,7 @@ from core.domain.catalog import ArchitectureDefaults
 from core.domain.errors import UnsupportedOperationError
 from core.domain.techniques import traits_for
 from core.infrastructure.models.loading import load_tokenizer
-from core.infrastructure.techniques.base import LoadOptions
+from core.infrastructure.techniques.base import FrozenBaseTechnique
 from core.infrastructure.techniques.prefix_init import initialise_prefix_from_text, supports_text_initialisation
 
 
@@ -36,22 +36,10 @@ def prefix_config(technique_settings: Any) -> PrefixTuningConfig:
     return PrefixTuningConfig(**options)
 
 
-class PrefixFinetuning:
+class PrefixFinetuning(FrozenBaseTechnique):
     """Frozen base, trainable per-layer key/value prefixes."""
 
     traits = traits_for("prefix")
-
-    def load_options(self, technique_settings: Any, compute_dtype: torch.dtype) -> LoadOptions:
-        """Loads the frozen base in the compute dtype (the prefix encoder stays fp32).
-
-        Args:
-            technique_settings: The ``prefix`` section.
-            compute_dtype: Training compute dtype.
-
-        Returns:
-            The load options.
-        """
-        return LoadOptions(dtype=compute_dtype)
 
     def prepare(
         self,
@@ -76,8 +64,7 @@ class PrefixFinetuning:
         """
         if gradient_checkpointing:
             raise UnsupportedOperationError("technique=prefix does not support gradient checkpointing")
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        self.freeze(model, gradient_checkpointing=False)
         peft_model = get_peft_model(model, prefix_config(technique_settings))
         text = technique_settings.init_text
         if text and supports_text_initialisation(peft_model):
