@@ -49,6 +49,6 @@ def test_quickstart_bad_file_example_prints_what_it_shows(tmp_path):
 def test_readme_validation_error_example_prints_what_it_shows(tmp_path):
     result = _cli(tmp_path, "validate-config", "technique=dora2")
     assert result.returncode == 2
-    documented = "technique: unknown technique 'dora2'; allowed values: 'full', 'lora', 'qlora', 'prefix'"
+    documented = "technique: unknown technique 'dora2'; allowed values: 'full', 'lora', 'qlora', 'prefix', 'ia3'"
     assert documented in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert f" ERROR   {documented}" in result.stderr.replace(" __main__ ", " ").replace(" core.cli ", " ")

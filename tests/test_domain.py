@@ -38,7 +38,7 @@ def test_cli_overrides_switch_technique_and_set_fields():
         (["learning_rate=-1"], "training.learning_rate: Input should be greater than 0 (got -1)"),
         (
             ["technique=dora2"],
-            "technique: unknown technique 'dora2'; allowed values: 'full', 'lora', 'qlora', 'prefix'",
+            "technique: unknown technique 'dora2'; allowed values: 'full', 'lora', 'qlora', 'prefix', 'ia3'",
         ),
         (
             ["technique=prefix", "gradient_checkpointing=true"],

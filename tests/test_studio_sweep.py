@@ -1,8 +1,8 @@
-"""The Compare tab's "train all four techniques on this data" sweep, scripted with gradio_client.
+"""The Compare tab's "train all techniques on this data" sweep, scripted with gradio_client.
 
-One click queues four training jobs (full, LoRA, QLoRA, Prefix Tuning) of the Train form's model on
-the same data; the supervisor trains them one at a time in child processes, and the Compare tab then
-shows all four side by side. The tiny llama model and two steps per run keep it short.
+One click queues one training job per registered technique (full, LoRA, QLoRA, Prefix Tuning, IA3)
+of the Train form's model on the same data; the supervisor trains them one at a time in child
+processes, and the Compare tab then shows them all side by side. The tiny llama model and two steps per run keep it short.
 """
 
 from __future__ import annotations
@@ -39,24 +39,26 @@ def table_rows(table: dict) -> list[dict]:
     return [dict(zip(table["headers"], row, strict=True)) for row in table["data"]]
 
 
-def test_sweep_trains_all_four_techniques_one_at_a_time(studio, tiny_llama_dir: Path) -> None:
+def test_sweep_trains_every_technique_one_at_a_time(studio, tiny_llama_dir: Path) -> None:
     from gradio_client import Client
 
     from core.domain.manifest import RunManifest
+    from core.domain.techniques import technique_names
 
+    count = len(technique_names())
     blocks, context, settings = studio
     client = Client(blocks.local_url, verbose=False)
     # the sweep takes the Train form's model (here the tiny model, not the studio's default) and dataset
     message = client.predict(str(tiny_llama_dir), "demo", STEPS, api_name="/train_all_techniques")
-    assert message.startswith("Queued 4 runs"), message
+    assert message.startswith(f"Queued {count} runs"), message
 
     jobs = [job for job in context.supervisor.jobs() if job.kind == "train"]
-    assert len(jobs) == 4
+    assert len(jobs) == count
     names = [job.run_name for job in jobs]
-    assert len(set(names)) == 4, names
+    assert len(set(names)) == count, names
     configs = {job.run_name: yaml.safe_load(context.supervisor.config_path(job.job_id).read_text()) for job in jobs}
     techniques = {name: config["technique"]["name"] for name, config in configs.items()}
-    assert sorted(techniques.values()) == ["full", "lora", "prefix", "qlora"]
+    assert sorted(techniques.values()) == sorted(technique_names())
     for name, config in configs.items():
         assert name.endswith(techniques[name]) and config["run_name"] == name
         assert config["model"]["name"] == str(tiny_llama_dir)
@@ -88,7 +90,7 @@ def test_sweep_trains_all_four_techniques_one_at_a_time(studio, tiny_llama_dir: 
         manifest = RunManifest.load(Path(settings.paths.runs_dir) / name)
         assert manifest.status == "completed", (name, manifest.status, manifest.error)
 
-    # the Compare tab lists the four runs and shows them side by side
+    # the Compare tab lists the runs and shows them side by side
     choices, _report = client.predict([], api_name="/refresh_compare")
     listed = [choice[0] if isinstance(choice, list | tuple) else choice for choice in choices["choices"]]
     assert set(names) <= set(listed), listed

@@ -10,7 +10,7 @@ import torch
 
 from core.domain.config import Settings
 from core.domain.errors import UnsupportedOperationError
-from core.domain.techniques import TECHNIQUE_TRAITS
+from core.domain.techniques import TECHNIQUE_TRAITS, technique_names
 from core.infrastructure.models.loading import load_causal_lm
 from core.infrastructure.models.resolve import resolve_model
 from core.infrastructure.techniques import implementations, technique_for
@@ -60,8 +60,31 @@ def expected_lora_parameters(base: torch.nn.Module, targets: list[str], rank: in
     return total
 
 
+def expected_ia3_parameters(base: torch.nn.Module) -> int:
+    """One scale per output channel of each target (per input channel of feed-forward targets), as PEFT's defaults."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+    )
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS,
+    )
+
+    model_type = base.config.model_type
+    total = 0
+    for name, module in base.named_modules():
+        target = next((t for t in TARGETS[model_type] if name == t or name.endswith("." + t)), None)
+        weight = getattr(module, "weight", None)
+        if target is None or weight is None or weight.dim() != 2:
+            continue
+        fan_in, fan_out = (
+            (weight.shape[0], weight.shape[1]) if type(module).__name__ == "Conv1D" else weight.shape[::-1]
+        )
+        total += fan_in if target in FEEDFORWARD[model_type] else fan_out
+    return total
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("technique", ["full", "lora", "qlora", "prefix"])
+@pytest.mark.parametrize("technique", technique_names())
 def test_technique_matrix_trains_exactly_its_parameters_and_reloads(
     technique, family, tiny_model_dirs, make_settings, tmp_path
 ):
@@ -92,6 +115,9 @@ def test_technique_matrix_trains_exactly_its_parameters_and_reloads(
         assert trainable == expected_lora_parameters(base, targets, rank=4)
         assert all("lora_" in name for name in trainable_names)
         assert trainable / total_base < 0.2
+    elif technique == "ia3":
+        assert trainable == expected_ia3_parameters(AutoModelForCausalLM.from_pretrained(model_dir)) > 0
+        assert all("ia3_l" in name for name in trainable_names)
     else:
         config = model.peft_config["default"]
         assert trainable == 3 * config.num_layers * 2 * config.token_dim

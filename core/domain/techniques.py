@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.domain.catalog import CatalogEntry
     from core.domain.section import Section
 
-BUILTIN_TECHNIQUES: tuple[str, ...] = ("full", "lora", "qlora", "prefix")
+BUILTIN_TECHNIQUES: tuple[str, ...] = ("full", "lora", "qlora", "prefix", "ia3")
 """Modules of :mod:`core.domain.technique_specs`, in the order techniques are listed everywhere."""
 DEFAULT_TECHNIQUE = "lora"
 """The technique of a configuration that names none."""
