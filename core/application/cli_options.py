@@ -8,7 +8,12 @@ import argparse
 
 def prepare_data(parser: argparse.ArgumentParser) -> None:
     """Options of ``prepare-data``."""
-    parser.add_argument("--input", help="Input file, directory, 'demo' or Hub dataset id (default: data.dataset).")
+    parser.add_argument(
+        "--input",
+        action="append",
+        help="Input file, directory, 'demo' or Hub dataset id (default: data.dataset / data.datasets); "
+        "repeat it to mix several inputs (data.mix_strategy, concat by default).",
+    )
     parser.add_argument(
         "--format",
         choices=["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"],

@@ -341,9 +341,10 @@ def run(arguments: argparse.Namespace) -> int:
         0 on success (invalid data raises ``DataValidationError``: exit code 2 in the CLI).
     """
     settings = load_settings(arguments.config, arguments.overrides)
+    inputs = getattr(arguments, "input", None)
     prepared = prepare_data(
         settings,
-        input_path=getattr(arguments, "input", None),
+        input_path=inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs,
         data_format=getattr(arguments, "format", None),
         output_dir=getattr(arguments, "output", None),
         lenient=True if getattr(arguments, "lenient", False) else None,
