@@ -76,6 +76,24 @@ def _reusable(directory: Path, fingerprint: str) -> PreparedData | None:
     return prepared if prepared.fingerprint == fingerprint else None
 
 
+def preparation_fingerprint(
+    settings: Settings, input_path: str | Path | list[str] | None = None, data_format: str | None = None
+) -> str:
+    """The fingerprint ``prepare_data`` would give these settings: inputs, tokenizer, data and mix settings.
+
+    Args:
+        settings: Validated settings.
+        input_path: As for :func:`prepare_data`.
+        data_format: As for :func:`prepare_data`.
+
+    Returns:
+        The 16-character fingerprint (the prepared directory's name).
+    """
+    specs = source_specs(settings, input_path, data_format)
+    relevant = _relevant_settings(settings, specs, settings.data.lenient)
+    return compute_fingerprint(resolve_sources(specs), _model_dir(settings), relevant)
+
+
 def prepare_data(
     settings: Settings,
     input_path: str | Path | list[str] | None = None,

@@ -105,7 +105,8 @@ def sources_summary(report: dict[str, Any]) -> str | None:
         return None
     parts = []
     for source in sources:
-        skipped = f" (skipped {source['skipped_total']}: {source['skipped']})" if source["skipped_total"] else ""
+        reasons = ", ".join(f"{reason} {count}" for reason, count in source["skipped"].items())
+        skipped = f" (skipped {source['skipped_total']}: {reasons})" if source["skipped_total"] else ""
         parts.append(
             f"{source['dataset']} ({source['format']}, weight {source['weight']:g}): read {source['read']}, "
             f"kept {source['kept']}{skipped}, used {source['used']}, repeated {source['repeated']}"
