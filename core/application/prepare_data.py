@@ -138,28 +138,9 @@ def prepare_data(
     tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
     kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)
     left_out += dropped
-    if sum(len(rows) for rows in tokenized.values()) == 0:
-        raise DataValidationError(
-            [
-                f"{mixed.label}: record: no usable records ({len(mixed.outcomes)} read, all skipped; see the problems above)"
-            ]
-        )
-    report = build_report(
-        input_name=mixed.label,
-        data_format=mixed.data_format,
-        format_reason=mixed.format_reason,
-        lenient=lenient,
-        outcomes=mixed.outcomes,
-        left_out=left_out,
-        splits=kept_splits,
-        tokenized=tokenized,
-        truncation=settings.data.truncation,
-        max_length=settings.data.max_seq_length,
-        length_stats=length_stats,
-    )
-    for warning in report["warnings"]:
-        logger.warning("{}", warning)
-    report.update(sources_report(mixed, settings), fingerprint=fingerprint, template=settings.data.template)
+    _require_samples(mixed, tokenized)
+    report = _report(settings, mixed, lenient, left_out, kept_splits, tokenized, length_stats)
+    report.update(fingerprint=fingerprint)
     info = {
         "input": mixed.label,
         "format": mixed.data_format,
@@ -171,6 +152,41 @@ def prepare_data(
     prepared = _save(directory, fingerprint, tokenizer, kept_splits, tokenized, info, report)
     _log_summary(directory, report)
     return prepared
+
+
+def _report(
+    settings: Settings,
+    mixed: MixedSources,
+    lenient: bool,
+    left_out: list[Outcome],
+    splits: dict[str, list[Conversation]],
+    tokenized: dict[str, list[dict[str, Any]]],
+    length_stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The data report: counts over the mix, quality, tokens, and the ``sources`` and ``mix`` of the mix."""
+    report = build_report(
+        input_name=mixed.label,
+        data_format=mixed.data_format,
+        format_reason=mixed.format_reason,
+        lenient=lenient,
+        outcomes=mixed.outcomes,
+        left_out=left_out,
+        splits=splits,
+        tokenized=tokenized,
+        truncation=settings.data.truncation,
+        max_length=settings.data.max_seq_length,
+        length_stats=length_stats,
+    )
+    return {**report, **sources_report(mixed, settings), "template": settings.data.template}
+
+
+def _require_samples(mixed: MixedSources, tokenized: dict[str, list[dict[str, Any]]]) -> None:
+    """Stops when no training sample is left (every record skipped)."""
+    if sum(len(rows) for rows in tokenized.values()) == 0:
+        read = len(mixed.outcomes)
+        raise DataValidationError(
+            [f"{mixed.label}: record: no usable records ({read} read, all skipped; see the problems above)"]
+        )
 
 
 def _split_records(mixed: MixedSources, settings: Settings) -> tuple[dict[str, list[Conversation]], list[Outcome]]:
@@ -217,7 +233,9 @@ def _save(
 
 
 def _log_summary(directory: Path, report: dict[str, Any]) -> None:
-    """Logs the two lines a user reads after ``prepare-data``: counts, then lengths."""
+    """Logs the report's warnings, then the lines a user reads after ``prepare-data``: counts, lengths, sources."""
+    for warning in report["warnings"]:
+        logger.warning("{}", warning)
     counts, lengths, tokens = report["counts"], report["lengths_before_truncation"], report["tokens"]
     splits = counts["splits"]
     reasons = f" {counts['skipped']}" if counts["skipped"] else ""
