@@ -265,6 +265,14 @@ def test_validation_names_the_source_field_and_the_conflict(two_files):
         )
     with pytest.raises(ConfigError, match=r"^data\.mix_size: only used with data\.mix_strategy=weighted"):
         load_settings(None, ["mix_size=10"], read_environment=False)
+    with pytest.raises(ConfigError, match=r"^data\.datasets\[1\]\.dataset: .*missing\.jsonl: no such file"):
+        preparation_fingerprint(
+            load_settings(
+                None,
+                {"data": {"datasets": [{"dataset": str(alpaca)}, {"dataset": "missing.jsonl"}]}},
+                read_environment=False,
+            )
+        )
     with pytest.raises(ConfigError, match=r"data\.datasets\[0\]\.wieght: Extra inputs are not permitted"):
         load_settings(None, {"data": {"datasets": [{"dataset": "demo", "wieght": 2}]}}, read_environment=False)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core.domain.data_settings import DatasetSource
+from core.domain.errors import ConfigError
 from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
 from core.infrastructure.data.dedup import remove_duplicates
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
@@ -72,9 +73,18 @@ def resolve_sources(specs: list[DatasetSource]) -> list[InputSource]:
         One input per source.
 
     Raises:
-        ConfigError: For a name that is neither the demo, an existing path, nor a Hub id.
+        ConfigError: For a name that is neither the demo, an existing path, nor a Hub id; with
+            several sources the message names the source (``data.datasets[1].dataset: ...``).
     """
-    return [resolve_input(spec.dataset, spec.split) for spec in specs]
+    inputs = []
+    for index, spec in enumerate(specs):
+        try:
+            inputs.append(resolve_input(spec.dataset, spec.split))
+        except ConfigError as error:
+            if len(specs) == 1:
+                raise
+            raise ConfigError(str(error).replace("data.dataset:", f"data.datasets[{index}].dataset:", 1)) from None
+    return inputs
 
 
 def read_source(spec: DatasetSource, source: InputSource, oasst_language: str | None) -> SourceData:
