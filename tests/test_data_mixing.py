@@ -144,6 +144,8 @@ def test_max_samples_shortfall_warns_and_repeat_fills(two_files, make_settings, 
     assert (second["kept"], second["requested"], second["used"], second["repeated"]) == (8, 10, 8, 0)
     assert second["skipped"] == {"max_samples": 12} and second["read"] == second["kept"] + second["skipped_total"]
     assert prepared.report["mix"]["records"] == 38
+    assert "short by 2" in prepared.report["warnings"][0]
+    assert "short by 2" in (prepared.directory / "report.md").read_text()
     assert any(
         "asks 10 of 40 records from it (weight 0.25) but it has 8 usable records; using 8 (short by 2" in message
         for message in logged

@@ -177,6 +177,7 @@ def _report(
         max_length=settings.data.max_seq_length,
         length_stats=length_stats,
     )
+    report["warnings"] = [*mixed.mix.warnings, *report["warnings"]]  # a source short of its share first
     return {**report, **sources_report(mixed, settings), "template": settings.data.template}
 
 

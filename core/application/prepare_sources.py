@@ -150,9 +150,7 @@ def read_and_mix(
     pools = [
         SourcePool(source.input.name, source.available, source.spec.weight, source.spec.repeat) for source in sources
     ]
-    mixed.mix = mix_sources(pools, data.mix_strategy, data.mix_size, data.seed)
-    for warning in mixed.mix.warnings:
-        logger.warning("{}", warning)
+    mixed.mix = mix_sources(pools, data.mix_strategy, data.mix_size, data.seed)  # warnings: in the report
     mixed.left_out = [
         outcome
         for source, share in zip(sources, mixed.mix.shares, strict=True)
