@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("core.application.generate", "Generate answers for prompts or a JSONL file."),
     "chat": ("core.application.chat", "Interactive chat with a run or model in the terminal."),
     "merge": ("core.application.merge", "Merge an adapter into its base model and verify the result."),
+    "export": (
+        "core.application.export",
+        "Export a run as a verified GGUF file (llama.cpp) or a GGUF plus an Ollama Modelfile.",
+    ),
     "serve": ("core.application.serve", "Serve runs and registered models through an OpenAI-compatible API."),
     "studio": ("core.application.studio", "Open the Gradio studio."),
     "registry": ("core.application.registry", "List, register, promote, show and delete registered models."),

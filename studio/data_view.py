@@ -17,6 +17,7 @@ import pandas as pd
 from loguru import logger
 
 from core.domain.config import Settings, settings_from_dict
+from studio.data_sources import data_section
 from studio.jobs import plain_config
 
 PAGE_SIZE = 10
@@ -34,7 +35,7 @@ def settings_for_dataset(
 
     Args:
         base: The studio's settings.
-        dataset: ``demo``, a file path or a Hub dataset id.
+        dataset: ``demo``, a file path or a Hub dataset id, or several separated by commas (a mix).
         data_format: ``auto`` or a format name.
         lenient: Skip bad records instead of stopping.
         field_mapping: ``data.field_mapping`` (the custom format's columns), if any.
@@ -43,13 +44,8 @@ def settings_for_dataset(
         Validated settings.
     """
     nested = plain_config(base)
-    nested["data"] = {
-        **nested["data"],
-        "dataset": dataset or "demo",
-        "format": data_format or "auto",
-        "lenient": lenient,
-        "field_mapping": field_mapping or {},
-    }
+    nested["data"] = data_section(nested["data"], dataset, data_format or "auto", field_mapping or {})
+    nested["data"]["lenient"] = lenient
     return settings_from_dict(nested)
 
 
@@ -141,6 +137,32 @@ def preview_frame(settings: Settings, dataset: str, data_format: str | None) -> 
     frame = pd.DataFrame(rows)
     first = [column for column in ("prompt", "response", "system", "turns", "problems") if column in frame.columns]
     return frame[first + [column for column in frame.columns if column not in first]]
+
+
+def several_datasets(settings: Settings, names: list[str], data_format: str | None) -> tuple[str, pd.DataFrame]:
+    """What the Data tab shows for a mix: each source's detected format, and a preview of all of them.
+
+    Args:
+        settings: The studio's settings.
+        names: The datasets, in mixing order.
+        data_format: The chosen format (``auto``: each source's own).
+
+    Returns:
+        Markdown naming every source and its format, and the preview with a ``dataset`` column first.
+    """
+    strategy = settings.data.mix_strategy
+    lines = [f"**{len(names)} datasets**, mixed by `{strategy}` with equal weights (`data.mix_strategy`):"]
+    frames = []
+    for name in names:
+        try:
+            found, reason = detect(name) if data_format in (None, "", "auto") else (data_format, "chosen")
+        except Exception as error:  # shown per source; preparing reports it properly
+            lines.append(f"- `{name}`: format not detected: {str(error).removeprefix('data.format: ')}")
+            continue
+        lines.append(f"- `{name}`: `{found}`: {reason}")
+        frame = preview_frame(settings_for_dataset(settings, name, found), name, found)
+        frames.append(frame.assign(dataset=name)[["dataset", *frame.columns]])
+    return "\n".join(lines), pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _cell(value: Any) -> Any:

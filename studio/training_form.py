@@ -14,6 +14,7 @@ from loguru import logger
 from core.domain.catalog import CATALOG, find_entry
 from core.domain.config import Settings, read_yaml, settings_from_dict
 from core.domain.techniques import DEFAULT_TECHNIQUE, technique_names, technique_spec, traits_for
+from studio.data_sources import data_section, dataset_names
 from studio.jobs import plain_config
 from studio.resources import available_memory_mb
 
@@ -177,11 +178,7 @@ def settings_from_form(base: Settings, form: TrainForm) -> Settings:
     nested["technique"] = technique
     nested["run_name"] = form.run_name.strip() or default_run_name(form.model_name, form.technique)
     nested["model"] = {**nested.get("model", {}), "name": form.model_name.strip()}
-    nested["data"] = {
-        **nested.get("data", {}),
-        "dataset": form.dataset.strip() or "demo",
-        "max_seq_length": int(form.max_seq_length),
-    }
+    nested["data"] = {**data_section(nested.get("data", {}), form.dataset), "max_seq_length": int(form.max_seq_length)}
     training = dict(nested.get("training", {}))
     training.update(
         learning_rate=float(form.learning_rate),
@@ -348,13 +345,11 @@ def with_data_options(settings: Settings, options: dict[str, Any] | None) -> Set
     Returns:
         Validated settings.
     """
-    if not options or options.get("dataset") != settings.data.dataset:
+    if not options or dataset_names(options.get("dataset")) != [source.dataset for source in settings.data.sources()]:
         return settings
     nested = plain_config(settings)
-    nested["data"] = {
-        **nested["data"],
-        "format": options.get("format") or "auto",
-        "field_mapping": options.get("field_mapping") or {},
-        "lenient": bool(options.get("lenient")),
-    }
+    if not settings.data.datasets:  # several sources keep each its own format
+        nested["data"]["format"] = options.get("format") or "auto"
+        nested["data"]["field_mapping"] = options.get("field_mapping") or {}
+    nested["data"]["lenient"] = bool(options.get("lenient"))
     return settings_from_dict(nested)

@@ -8,7 +8,12 @@ import argparse
 
 def prepare_data(parser: argparse.ArgumentParser) -> None:
     """Options of ``prepare-data``."""
-    parser.add_argument("--input", help="Input file, directory, 'demo' or Hub dataset id (default: data.dataset).")
+    parser.add_argument(
+        "--input",
+        action="append",
+        help="Input file, directory, 'demo' or Hub dataset id (default: data.dataset / data.datasets); "
+        "repeat it to mix several inputs (data.mix_strategy, concat by default).",
+    )
     parser.add_argument(
         "--format",
         choices=["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"],
@@ -74,6 +79,29 @@ def merge(parser: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="Replace --output even if it holds files the merge did not write (they are deleted).",
+    )
+
+
+def export(parser: argparse.ArgumentParser) -> None:
+    """Options of ``export``."""
+    parser.add_argument("--run", required=True, help="Run name or directory to export.")
+    parser.add_argument(
+        "--format",
+        choices=["gguf", "ollama"],
+        default="gguf",
+        help="gguf: one .gguf file (llama.cpp); ollama: the .gguf plus a Modelfile (default: gguf).",
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=["f16", "q8_0", "q4_0"],
+        default="f16",
+        help="Weight precision in the file (default: f16).",
+    )
+    parser.add_argument("--output", help="Output directory (default: <run>/export/<format>-<quantization>).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace --output even if it holds files the export did not write (they are deleted).",
     )
 
 

@@ -126,7 +126,7 @@ def _budget(settings: Settings) -> dict[str, Any]:
         "max_seq_length": settings.data.max_seq_length,
         "seed": training.seed,
         "model": settings.model.name,
-        "dataset": settings.data.dataset,
+        "dataset": settings.data.dataset_label(),
     }
 
 

@@ -261,7 +261,7 @@ def _prepared_data(settings: Settings, manifest: RunManifest | None) -> Any:
     from core.infrastructure.data.prepared import PREPARED_FILE, load_prepared
 
     named = Path(settings.data.dataset).expanduser()
-    if (named / PREPARED_FILE).is_file():  # data.dataset names a prepared directory (as training accepts)
+    if not settings.data.datasets and (named / PREPARED_FILE).is_file():  # a prepared directory (as training accepts)
         return load_prepared(named)
     if manifest is not None and manifest.data_fingerprint:
         directory = Path(settings.paths.data_dir) / "prepared" / manifest.data_fingerprint

@@ -1,39 +1,46 @@
 """Use case ``prepare-data``: raw instruction data -> validated, tokenized train/validation/test splits.
 
-Steps: resolve the input (``demo``, a local file/directory, or a Hub id), compute the fingerprint
-(input bytes, tokenizer files, chat template, data settings) and reuse an existing prepared
-directory when it matches; otherwise read, choose the format, convert and validate every record
-(strict: stop listing every problem as ``file:line: field: problem``; lenient: skip and report),
-add the system prompt, split, tokenize with loss masks, and write the prepared directory with
-``report.json`` and ``report.md``.
+Steps: resolve the inputs (``demo``, a local file/directory, or a Hub id; one ``data.dataset`` or
+several ``data.datasets``), compute the fingerprint (input bytes, tokenizer files, chat template,
+data and mix settings) and reuse an existing prepared directory when it matches; otherwise read
+every source, choose its format, convert and validate every record (strict: stop listing every
+problem as ``file:line: field: problem``; lenient: skip and report), deduplicate and cap each
+source, mix the sources (:mod:`core.application.prepare_sources`), add the system prompt, split,
+tokenize with loss masks, and write the prepared directory with ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from core.application.prepare_sources import (
+    REPORT_FILE,
+    MixedSources,
+    mix_settings,
+    read_and_mix,
+    source_specs,
+    sources_report,
+)
 from core.domain.config import Settings, load_settings
+from core.domain.data_settings import DatasetSource
 from core.domain.errors import ConfigError, DataValidationError
-from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation, Message
-from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
-from core.infrastructure.data.dedup import remove_duplicates, remove_train_overlap
+from core.infrastructure.data.dedup import remove_train_overlap
 from core.infrastructure.data.fingerprint import compute_fingerprint
 from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
-from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
-from core.infrastructure.data.report import build_failure_report, build_report, report_markdown
-from core.infrastructure.data.sources import resolve_input
+from core.infrastructure.data.problems import DUPLICATE, Outcome
+from core.infrastructure.data.report import build_report, report_markdown
+from core.infrastructure.data.source_pipeline import limit_samples, resolve_sources
+from core.infrastructure.data.source_report import sources_summary
 from core.infrastructure.data.splits import assign_splits
 
 PREPARED_SUBDIR = "prepared"
-REPORT_FILE = "report.json"
 """Prepared datasets live in ``paths.data_dir / prepared / <fingerprint>``."""
 
 
@@ -53,9 +60,10 @@ def _model_dir(settings: Settings) -> Path:
     return resolve_model(settings.model.name, settings.paths.model_cache, settings.model.revision).path
 
 
-def _relevant_settings(settings: Settings, data_format: str, lenient: bool) -> dict[str, Any]:
-    data = settings.data.model_dump(mode="json", exclude={"dataset", "format", "lenient"})
-    return {**data, "format": data_format, "lenient": lenient}
+def _relevant_settings(settings: Settings, specs: list[DatasetSource], lenient: bool) -> dict[str, Any]:
+    excluded = {"dataset", "format", "lenient", "datasets", "mix_strategy", "mix_size"}
+    data = settings.data.model_dump(mode="json", exclude=excluded)
+    return {**data, "format": specs[0].format, "lenient": lenient, **mix_settings(settings, specs)}
 
 
 def _reusable(directory: Path, fingerprint: str) -> PreparedData | None:
@@ -68,9 +76,27 @@ def _reusable(directory: Path, fingerprint: str) -> PreparedData | None:
     return prepared if prepared.fingerprint == fingerprint else None
 
 
+def preparation_fingerprint(
+    settings: Settings, input_path: str | Path | list[str] | None = None, data_format: str | None = None
+) -> str:
+    """The fingerprint ``prepare_data`` would give these settings: inputs, tokenizer, data and mix settings.
+
+    Args:
+        settings: Validated settings.
+        input_path: As for :func:`prepare_data`.
+        data_format: As for :func:`prepare_data`.
+
+    Returns:
+        The 16-character fingerprint (the prepared directory's name).
+    """
+    specs = source_specs(settings, input_path, data_format)
+    relevant = _relevant_settings(settings, specs, settings.data.lenient)
+    return compute_fingerprint(resolve_sources(specs), _model_dir(settings), relevant)
+
+
 def prepare_data(
     settings: Settings,
-    input_path: str | Path | None = None,
+    input_path: str | Path | list[str] | None = None,
     data_format: str | None = None,
     output_dir: str | Path | None = None,
     lenient: bool | None = None,
@@ -79,8 +105,9 @@ def prepare_data(
 
     Args:
         settings: Validated settings (``data``, ``model``, ``paths`` are used).
-        input_path: Input instead of ``data.dataset`` (``demo``, a path or a Hub id).
-        data_format: Format instead of ``data.format`` (``auto`` detects it).
+        input_path: Input instead of ``data.dataset`` / ``data.datasets`` (``demo``, a path or a Hub
+            id), or a list of them mixed by ``data.mix_strategy``.
+        data_format: Format of every input instead of ``data.format`` (``auto`` detects it).
         output_dir: Output directory instead of ``paths.data_dir/prepared/<fingerprint>``.
         lenient: Skip bad records instead of stopping (default: ``data.lenient``).
 
@@ -92,91 +119,110 @@ def prepare_data(
             in both modes when no usable record is left.
         ConfigError: For an unknown input, format or field mapping, or an ambiguous format.
     """
-    data = settings.data
-    lenient = data.lenient if lenient is None else lenient
-    requested_format = data_format or data.format
-    source = resolve_input(input_path if input_path is not None else data.dataset, data.split)
+    lenient = settings.data.lenient if lenient is None else lenient
+    specs = source_specs(settings, input_path, data_format)
+    inputs = resolve_sources(specs)
     model_dir = _model_dir(settings)
-    fingerprint = compute_fingerprint(source, model_dir, _relevant_settings(settings, requested_format, lenient))
+    relevant = _relevant_settings(settings, specs, lenient)
+    fingerprint = compute_fingerprint(inputs, model_dir, relevant)
     directory = Path(output_dir) if output_dir else Path(settings.paths.data_dir) / PREPARED_SUBDIR / fingerprint
 
     cached = _reusable(directory, fingerprint)
     if cached is not None:
         logger.info("Reusing prepared data {} (input, tokenizer and data settings unchanged)", directory)
         return cached
-
     if not _replaceable(directory):
         raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
-    records = source.read()
-    try:
-        chosen_format, reason = choose_format(records, source.name, requested_format, data.field_mapping, source.hub_id)
-    except DataValidationError as error:  # nothing could be read: the read errors, counted
-        unusable = outcomes_without_format(records)
-        raise _strict_failure(directory, source.name, None, "no usable record", unusable, error) from None
-    logger.info("Format of {}: {}", source.name, reason)
-    outcomes = convert_records(records, chosen_format, data.field_mapping, data.oasst_language)
-    problems = [problem for outcome in outcomes for problem in outcome.problems]
-    if problems and not lenient:
-        error = DataValidationError([str(problem) for problem in problems])
-        raise _strict_failure(directory, source.name, chosen_format, reason, outcomes, error)
-    for outcome in outcomes:
-        if outcome.problems:
-            logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
+    mixed = read_and_mix(settings, specs, inputs, directory, lenient)
+    splits, left_out = _split_records(mixed, settings)
+    tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
+    kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)
+    left_out += dropped
+    _require_samples(mixed, tokenized)
+    report = _report(settings, mixed, lenient, left_out, kept_splits, tokenized, length_stats)
+    report.update(fingerprint=fingerprint)
+    info = {
+        "input": mixed.label,
+        "format": mixed.data_format,
+        "format_reason": mixed.format_reason,
+        "template": settings.data.template,
+        "tokenizer": str(model_dir),
+        "settings": relevant,
+    }
+    prepared = _save(directory, fingerprint, tokenizer, kept_splits, tokenized, info, report)
+    _log_summary(directory, report)
+    return prepared
 
-    valid = [outcome for outcome in outcomes if outcome.conversation is not None]
-    valid, duplicates = remove_duplicates(valid, data.deduplicate)
-    valid, left_out = _limit_samples(valid, data.max_samples, data.seed)
-    left_out = duplicates + left_out
+
+def _report(
+    settings: Settings,
+    mixed: MixedSources,
+    lenient: bool,
+    left_out: list[Outcome],
+    splits: dict[str, list[Conversation]],
+    tokenized: dict[str, list[dict[str, Any]]],
+    length_stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The data report: counts over the mix, quality, tokens, and the ``sources`` and ``mix`` of the mix."""
+    report = build_report(
+        input_name=mixed.label,
+        data_format=mixed.data_format,
+        format_reason=mixed.format_reason,
+        lenient=lenient,
+        outcomes=mixed.outcomes,
+        left_out=left_out,
+        splits=splits,
+        tokenized=tokenized,
+        truncation=settings.data.truncation,
+        max_length=settings.data.max_seq_length,
+        length_stats=length_stats,
+    )
+    report["warnings"] = [*mixed.mix.warnings, *report["warnings"]]  # a source short of its share first
+    return {**report, **sources_report(mixed, settings), "template": settings.data.template}
+
+
+def _require_samples(mixed: MixedSources, tokenized: dict[str, list[dict[str, Any]]]) -> None:
+    """Stops when no training sample is left (every record skipped)."""
+    if sum(len(rows) for rows in tokenized.values()) == 0:
+        read = len(mixed.outcomes)
+        raise DataValidationError(
+            [f"{mixed.label}: record: no usable records ({read} read, all skipped; see the problems above)"]
+        )
+
+
+def _split_records(mixed: MixedSources, settings: Settings) -> tuple[dict[str, list[Conversation]], list[Outcome]]:
+    """The mix capped by ``data.max_samples``, with the system prompt, split, without held-out leaks."""
+    data = settings.data
+    valid, capped = limit_samples(mixed.mix.records, data.max_samples, data.seed)
+    left_out = mixed.left_out + capped
     conversations = [with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
     splits = assign_splits(
         conversations, [outcome.split for outcome in valid], data.validation_fraction, data.test_fraction, data.seed
     )
     splits, leaks = remove_train_overlap(splits)
-    left_out += leaks
+    duplicates = sum(1 for outcome in left_out if outcome.reason == DUPLICATE)
     if duplicates or leaks:
         logger.info(
-            "Removed {} duplicate(s) and {} held-out record(s) whose prompt is in train", len(duplicates), len(leaks)
+            "Removed {} duplicate(s) and {} held-out record(s) whose prompt is in train", duplicates, len(leaks)
         )
+    return splits, left_out + leaks
 
-    tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
-    kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)
-    left_out += dropped
-    kept = sum(len(rows) for rows in tokenized.values())
-    if kept == 0:
-        raise DataValidationError(
-            [f"{source.name}: record: no usable records ({len(outcomes)} read, all skipped; see the problems above)"]
-        )
 
-    report = build_report(
-        input_name=source.name,
-        data_format=chosen_format,
-        format_reason=reason,
-        lenient=lenient,
-        outcomes=outcomes,
-        left_out=left_out,
-        splits=kept_splits,
-        tokenized=tokenized,
-        truncation=data.truncation,
-        max_length=data.max_seq_length,
-        length_stats=length_stats,
-    )
-    for warning in report["warnings"]:
-        logger.warning("{}", warning)
-    report["fingerprint"] = fingerprint
-    report["template"] = data.template
-    info = {
-        "input": source.name,
-        "format": chosen_format,
-        "format_reason": reason,
-        "template": data.template,
-        "tokenizer": str(model_dir),
-        "settings": _relevant_settings(settings, requested_format, lenient),
-    }
-    prepared = save_prepared(
+def _save(
+    directory: Path,
+    fingerprint: str,
+    tokenizer: Any,
+    splits: dict[str, list[Conversation]],
+    tokenized: dict[str, list[dict[str, Any]]],
+    info: dict[str, Any],
+    report: dict[str, Any],
+) -> PreparedData:
+    """Writes the prepared directory: splits, token ids and labels, info, report.json and report.md."""
+    return save_prepared(
         directory,
         fingerprint,
         tokenizer.chat_template,
-        kept_splits,
+        splits,
         {
             split: [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in rows]
             for split, rows in tokenized.items()
@@ -185,12 +231,12 @@ def prepare_data(
         report=report,
         report_markdown=report_markdown(report),
     )
-    _log_summary(directory, report)
-    return prepared
 
 
 def _log_summary(directory: Path, report: dict[str, Any]) -> None:
-    """Logs the two lines a user reads after ``prepare-data``: counts, then lengths."""
+    """Logs the report's warnings, then the lines a user reads after ``prepare-data``: counts, lengths, sources."""
+    for warning in report["warnings"]:
+        logger.warning("{}", warning)
     counts, lengths, tokens = report["counts"], report["lengths_before_truncation"], report["tokens"]
     splits = counts["splits"]
     reasons = f" {counts['skipped']}" if counts["skipped"] else ""
@@ -204,6 +250,9 @@ def _log_summary(directory: Path, report: dict[str, Any]) -> None:
         f"(suggested max_seq_length {lengths['suggested_max_seq_length']}); mean {tokens['mean_length']} tokens "
         f"per sample, {100 * tokens['trainable_share']:.1f} % of tokens trained"
     )
+    per_source = sources_summary(report)
+    if per_source:
+        logger.info("{}", per_source)
 
 
 def _replaceable(directory: Path) -> bool:
@@ -211,30 +260,6 @@ def _replaceable(directory: Path) -> bool:
     if not directory.exists() or (directory / PREPARED_FILE).is_file():
         return True
     return {entry.name for entry in directory.iterdir()} <= {REPORT_FILE}
-
-
-def _strict_failure(
-    directory: Path,
-    input_name: str,
-    data_format: str | None,
-    reason: str,
-    outcomes: list[Outcome],
-    error: DataValidationError,
-) -> DataValidationError:
-    """Writes ``report.json`` of a stopped strict run and returns the error, with the counts per reason added."""
-    report = build_failure_report(
-        input_name=input_name, data_format=data_format, format_reason=reason, outcomes=outcomes
-    )
-    write_json_atomic(directory / REPORT_FILE, report)
-    counts = report["counts"]
-    per_reason = ", ".join(f"{name} {count}" for name, count in counts["invalid"].items())
-    return DataValidationError(
-        error.problems,
-        note=(
-            f"read {counts['read']}, valid {counts['valid']}, invalid {counts['invalid_total']} ({per_reason}); "
-            f"every problem is listed in {directory / REPORT_FILE}; --lenient skips and counts them"
-        ),
-    )
 
 
 def _train_last_assistant_only(conversation: Conversation) -> Conversation:
@@ -251,17 +276,6 @@ def _load_tokenizer(model_dir: Path, template: str | None) -> Any:
     from core.infrastructure.models.loading import load_tokenizer
 
     return load_tokenizer(model_dir, template)
-
-
-def _limit_samples(valid: list[Outcome], max_samples: int | None, seed: int) -> tuple[list[Outcome], list[Outcome]]:
-    """Keeps at most ``max_samples`` records chosen by a seeded shuffle; the rest are skipped."""
-    if max_samples is None or len(valid) <= max_samples:
-        return valid, []
-    order = list(range(len(valid)))
-    random.Random(seed).shuffle(order)
-    keep = set(order[:max_samples])
-    left_out = [Outcome(outcome.source, reason=MAX_SAMPLES) for index, outcome in enumerate(valid) if index not in keep]
-    return [outcome for index, outcome in enumerate(valid) if index in keep], left_out
 
 
 def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
@@ -341,9 +355,10 @@ def run(arguments: argparse.Namespace) -> int:
         0 on success (invalid data raises ``DataValidationError``: exit code 2 in the CLI).
     """
     settings = load_settings(arguments.config, arguments.overrides)
+    inputs = getattr(arguments, "input", None)
     prepared = prepare_data(
         settings,
-        input_path=getattr(arguments, "input", None),
+        input_path=inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs,
         data_format=getattr(arguments, "format", None),
         output_dir=getattr(arguments, "output", None),
         lenient=True if getattr(arguments, "lenient", False) else None,
@@ -354,6 +369,7 @@ def run(arguments: argparse.Namespace) -> int:
         "fingerprint": prepared.fingerprint,
         "format": report.get("format"),
         **report.get("counts", {}),
+        **({"sources": report["sources"], "mix": report.get("mix")} if len(report.get("sources", [])) > 1 else {}),
         "report": str(prepared.directory / "report.md"),
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")

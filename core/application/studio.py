@@ -33,7 +33,7 @@ def run(arguments: argparse.Namespace) -> int:
         host,
         port,
         settings.model.name,
-        settings.data.dataset,
+        settings.data.dataset_label(),
     )
     studio_app = importlib.import_module("studio.app")
     studio_app.launch_studio(settings, host=host, port=port, block=True)

@@ -317,7 +317,7 @@ def _prepared_data(settings: Settings) -> Any:
     from core.infrastructure.data.prepared import PREPARED_FILE, load_prepared
 
     named = Path(settings.data.dataset).expanduser()
-    if (named / PREPARED_FILE).is_file():
+    if not settings.data.datasets and (named / PREPARED_FILE).is_file():
         return load_prepared(named)
     from core.application.prepare_data import ensure_prepared
 

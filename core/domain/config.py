@@ -25,8 +25,10 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.domain.data_settings import yield_data_choice
 from core.domain.errors import ConfigError
 from core.domain.serve_settings import ServeSettings
+from core.domain.settings_errors import TECHNIQUE_VARIANTS, format_validation_error
 from core.domain.settings_sections import (
     DataSettings,
     EvaluationSettings,
@@ -37,7 +39,7 @@ from core.domain.settings_sections import (
     TechniqueSettings,
     TrainingSettings,
 )
-from core.domain.techniques import DEFAULT_TECHNIQUE, technique_spec, technique_specs
+from core.domain.techniques import DEFAULT_TECHNIQUE, technique_spec
 
 
 class _LoadContext(BaseModel):
@@ -45,6 +47,7 @@ class _LoadContext(BaseModel):
 
     yaml_file: Path | None = None
     technique_override: str | None = None
+    data_keys_override: set[str] = set()
     read_environment: bool = True
 
 
@@ -88,7 +91,16 @@ class _YamlPresetSource(PydanticBaseSettingsSource):
             if switched and technique["name"] != switched:
                 technique = compatible_technique_fields({**technique, "name": switched})
             preset["technique"] = technique
+        if isinstance(preset.get("data"), dict):
+            preset["data"] = yield_data_choice(preset["data"], self._data_keys_above(context))
         return preset
+
+    def _data_keys_above(self, context: _LoadContext) -> set[str]:
+        keys = set(context.data_keys_override)
+        for source in self._higher:
+            data = source().get("data")
+            keys |= set(data) if isinstance(data, dict) else set()
+        return keys
 
 
 class Settings(BaseSettings):
@@ -308,50 +320,6 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return nested
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """Formats a pydantic error as one line per problem: ``field: problem``.
-
-    Args:
-        error: The validation error.
-
-    Returns:
-        Lines such as ``training.learning_rate: Input should be greater than 0 (got -1)``.
-    """
-    lines = []
-    for problem in error.errors():
-        parts = [str(part) for part in problem["loc"] if not str(part).startswith("function-")]
-        if parts[:1] == ["technique"] and len(parts) > 2 and parts[1] in TECHNIQUE_VARIANTS:
-            parts = ["technique", *parts[2:]]  # technique.rank, not technique.lora.rank
-        location = ".".join(parts)
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "union_tag_invalid":
-            location = location or "technique.name"
-            got = problem.get("input", {}).get("name") if isinstance(problem.get("input"), dict) else None
-            allowed = problem.get("ctx", {}).get("expected_tags", "")
-            message = f"unknown technique {got!r}; allowed values: {allowed}"
-        elif problem["type"] == "extra_forbidden" and len(problem["loc"]) == 3 and problem["loc"][0] == "technique":
-            location, message = _foreign_technique_field(str(problem["loc"][1]), str(problem["loc"][2]))
-        elif "input" in problem and not isinstance(problem["input"], dict | list):
-            message = f"{message} (got {problem['input']!r})"
-        lines.append(f"{location}: {message}" if location else message)
-    return "\n".join(lines)
-
-
-TECHNIQUE_VARIANTS: dict[str, type[BaseModel]] = {spec.name: spec.settings for spec in technique_specs()}
-"""Technique name -> its settings class, from the registry."""
-
-
-def _foreign_technique_field(technique: str, key: str) -> tuple[str, str]:
-    owners = [name for name, variant in TECHNIQUE_VARIANTS.items() if key in variant.model_fields]
-    if not owners:
-        return f"technique.{key}", f"not a setting of any technique (technique is {technique!r})"
-    return (
-        f"technique.{key}",
-        f"does not apply to technique {technique!r}; it is a setting of {', '.join(owners)} "
-        f"(choose e.g. technique={owners[0]} or drop {key})",
-    )
-
-
 def load_settings(
     config_file: Path | str | None = None,
     overrides: Iterable[str] | dict[str, Any] = (),
@@ -377,6 +345,7 @@ def load_settings(
     context = _LoadContext(
         yaml_file=Path(config_file) if config_file else None,
         technique_override=technique.get("name") if isinstance(technique, dict) else None,
+        data_keys_override=set(nested["data"]) if isinstance(nested.get("data"), dict) else set(),
         read_environment=read_environment,
     )
     if config_file:

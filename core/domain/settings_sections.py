@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 
 from core.domain.catalog import EMBEDDED_MODEL_NAME
+from core.domain.data_settings import DatasetSource as DatasetSource  # re-exported: the data section
+from core.domain.data_settings import DataSettings as DataSettings
 from core.domain.section import Section
 from core.domain.techniques import technique_specs
 
@@ -39,51 +41,6 @@ TechniqueSettings = Annotated[
     Field(discriminator="name"),
 ]
 """Discriminated union of the registered techniques' settings; the ``name`` field selects the variant."""
-
-
-class DataSettings(Section):
-    """Where the data comes from and how it becomes training examples."""
-
-    dataset: str = Field(
-        "demo",
-        description="'demo', a local file/directory (JSON, JSONL, CSV, Parquet) or a Hub dataset id.",
-    )
-    format: Literal["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"] = "auto"
-    field_mapping: dict[str, str] = Field(
-        default_factory=dict,
-        description="custom format: maps instruction/input/output/system to the file's column names.",
-    )
-    template: Literal["model", "alpaca", "chatml", "custom"] = Field(
-        "model", description="model uses the tokenizer's own chat template."
-    )
-    custom_template: str | None = Field(None, description="Jinja chat template when template=custom.")
-    system_prompt: str | None = Field(None, description="System prompt added where the data has none.")
-    max_seq_length: int = Field(512, ge=16, le=131072)
-    truncation: Literal["split_turns", "keep_first", "truncate", "drop"] = Field(
-        "split_turns",
-        description="A conversation longer than max_seq_length: split_turns cuts it at turn boundaries into "
-        "samples that train every answer; keep_first (old name: truncate) keeps one window; drop skips it.",
-    )
-    train_on_prompt: bool = Field(False, description="Also train on prompt tokens (default: assistant only).")
-    deduplicate: Literal["exact", "normalized", "none"] = Field(
-        "exact", description="Remove repeated conversations: identical, or also up to case/punctuation/spaces."
-    )
-    train_on: Literal["all_assistant", "last_assistant"] = Field(
-        "all_assistant", description="Which assistant turns are trained: every one, or the last of each conversation."
-    )
-    validation_fraction: float = Field(0.05, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.05, ge=0.0, lt=0.5)
-    max_samples: int | None = Field(None, ge=1, description="Keep at most this many records (after shuffling).")
-    lenient: bool = Field(False, description="Skip bad records (reported) instead of stopping.")
-    oasst_language: str | None = Field("en", description="Language filter for OpenAssistant trees.")
-    split: str = Field("train", description="Split to read from a Hub dataset.")
-    seed: int = 42
-
-    @model_validator(mode="after")
-    def _custom_template_needs_text(self) -> DataSettings:
-        if self.template == "custom" and not self.custom_template:
-            raise ValueError("data.custom_template: required when data.template=custom (a Jinja chat template)")
-        return self
 
 
 class TrainingSettings(Section):

@@ -230,7 +230,7 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
             context.supervisor.submit("train", settings.run_name or "", with_sample_prompts(settings))
         model_label = Path(planned[0].model.name).name
         return (
-            f"Queued {len(names)} runs of {model_label} on {planned[0].data.dataset} "
+            f"Queued {len(names)} runs of {model_label} on {planned[0].data.dataset_label()} "
             f"({', '.join(TECHNIQUES)}; one trains at a time): " + ", ".join(f"**{name}**" for name in names)
         )
 

@@ -11,6 +11,7 @@ from core.domain.errors import ConfigError, DataValidationError
 from studio import data_view
 from studio.charts import length_histogram
 from studio.context import StudioContext, plain_errors
+from studio.data_sources import dataset_names, joined
 from studio.tabs.train import TrainTab
 
 FORMATS = ["auto", "alpaca", "dolly", "sharegpt", "openai", "oasst", "custom"]
@@ -24,18 +25,23 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         train_tab: The Train tab (its dataset field follows the dataset chosen here).
     """
     settings = context.settings
-    default_source = "demo" if settings.data.dataset == "demo" else "path or Hub dataset"
+    configured = joined([source.dataset for source in settings.data.sources()])
+    default_source = "demo" if configured == "demo" else "path or Hub dataset"
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300, elem_classes=["tool-panel"]):
             gr.Markdown("### Dataset", elem_classes=["panel-title"])
             source = gr.Radio(
                 ["demo", "upload", "path or Hub dataset"], value=default_source, label="Source", elem_id="data-source"
             )
-            upload = gr.File(label="Upload (JSON, JSONL, CSV, Parquet)", file_count="single", visible=False)
+            upload = gr.File(
+                label="Upload (JSON, JSONL, CSV, Parquet; several files are mixed)",
+                file_count="multiple",
+                visible=False,
+            )
             named = gr.Textbox(
-                value="" if settings.data.dataset == "demo" else settings.data.dataset,
-                label="Local path or Hub dataset id",
-                placeholder="tatsu-lab/alpaca or data/my.jsonl",
+                value="" if configured == "demo" else configured,
+                label="Local path or Hub dataset id (several: comma-separated, mixed)",
+                placeholder="tatsu-lab/alpaca or data/my.jsonl, data/more.json",
                 visible=default_source != "demo",
             )
             data_format = gr.Dropdown(FORMATS, value=settings.data.format, label="Format", elem_id="data-format")
@@ -81,20 +87,28 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
 
     source.change(on_source, inputs=source, outputs=[upload, named], api_name="data_source")
 
-    def chosen_dataset(selected: str, uploaded: str | None, name: str) -> str:
+    def chosen_dataset(selected: str, uploaded: list[str] | str | None, name: str) -> str:
         if selected == "demo":
             return "demo"
         if selected == "upload":
             if not uploaded:
                 raise ValueError("upload a file first (JSON, JSONL, CSV or Parquet)")
-            return str(data_view.store_upload(uploaded, settings.paths.data_dir))
+            files = [uploaded] if isinstance(uploaded, str) else list(uploaded)
+            return joined([str(data_view.store_upload(file, settings.paths.data_dir)) for file in files])
         if not (name or "").strip():
             raise ValueError("type a local path or a Hub dataset id")
         return name.strip()
 
     @plain_errors
-    def load(selected: str, uploaded: str | None, name: str, chosen_format: str, *mapped: str) -> tuple[Any, ...]:
+    def load(selected: str, uploaded: Any, name: str, chosen_format: str, *mapped: str) -> tuple[Any, ...]:
         dataset = chosen_dataset(selected, uploaded, name)
+        if len(dataset_names(dataset)) > 1:  # a mix: each source detected on its own, no column mapping
+            text, frame = data_view.several_datasets(settings, dataset_names(dataset), chosen_format)
+            rows, label = data_view.page_of(frame, 1)
+            options = {"dataset": dataset, "format": chosen_format or "auto", "field_mapping": {}}
+            cleared = [gr.update(choices=[], value="") for _ in data_view.MAPPED_FIELDS]
+            note = "Several datasets: each is read in its own (detected or chosen) format."
+            return (text, rows, 1, label, frame, dataset, options, note, gr.update(open=False), *cleared)
         columns = data_view.input_columns(dataset)
         try:
             format_name, reason = data_view.detect(dataset)
@@ -198,7 +212,7 @@ def build_data_tab(context: StudioContext, train_tab: TrainTab) -> None:
         gr.Info(f"Prepared: {', '.join(f'{split} {count}' for split, count in counts.items())}")
         data = data_settings.data
         used = {
-            "dataset": data.dataset,
+            "dataset": dataset or "demo",
             "format": data.format,
             "field_mapping": data.field_mapping,
             "lenient": skip_bad,

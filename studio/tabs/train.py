@@ -17,6 +17,7 @@ from core.domain.config import Settings, settings_from_dict
 from core.domain.manifest import STOP_REQUEST_FILE
 from studio.charts import loss_figure, rate_figure
 from studio.context import Refresher, StudioContext, plain_errors
+from studio.data_sources import joined
 from studio.jobs import plain_config
 from studio.runs import (
     INTERRUPTED_MESSAGE,
@@ -189,7 +190,10 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             technique_info = gr.Markdown(technique_description(initial_technique))
             run_name = gr.Textbox(label="Run name", placeholder="generated when empty", elem_id="run-name")
             dataset = gr.Textbox(
-                value=settings.data.dataset, label="Dataset", info="Set from the Data tab", elem_id="dataset"
+                value=joined([source.dataset for source in settings.data.sources()]),
+                label="Dataset",
+                info="Set from the Data tab; several, comma-separated, are mixed",
+                elem_id="dataset",
             )
             start_button = gr.Button("Start training", variant="primary", elem_id="start-button")
             action_message = gr.Markdown(elem_id="train-message")
@@ -619,10 +623,11 @@ def with_sample_prompts(settings: Settings, count: int = 2) -> Settings:
     try:
         from core.application.inspect_data import preview_records
 
-        records = preview_records(settings, settings.data.dataset, limit=count * 4)
+        first = settings.data.sources()[0]
+        records = preview_records(settings, first.dataset, data_format=first.format, limit=count * 4)
         prompts = [record["prompt"] for record in records if record.get("prompt")][:count]
     except Exception as error:  # samples are a nicety: never block a run for them
-        logger.warning("No sample prompts from {}: {}", settings.data.dataset, error)
+        logger.warning("No sample prompts from {}: {}", settings.data.dataset_label(), error)
         prompts = []
     prompts = prompts or ["Explain what finetuning a language model means in one sentence."]
     return settings.model_copy(update={"training": training.model_copy(update={"sample_prompts": prompts})})

@@ -18,13 +18,14 @@ from core.infrastructure.data.report import exact_key, normalized_key, prompt_ke
 
 
 def remove_duplicates(
-    outcomes: list[Outcome], mode: Literal["exact", "normalized", "none"]
+    outcomes: list[Outcome], mode: Literal["exact", "normalized", "none"], seen: set[str] | None = None
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Keeps the first of every group of duplicate conversations.
 
     Args:
         outcomes: Valid outcomes (each with a conversation), in input order.
         mode: ``exact``, ``normalized`` or ``none``.
+        seen: Identities of conversations kept before (earlier sources of a mix); updated in place.
 
     Returns:
         The kept outcomes and one ``duplicate`` outcome per removed record.
@@ -32,7 +33,7 @@ def remove_duplicates(
     if mode == "none":
         return outcomes, []
     key = exact_key if mode == "exact" else normalized_key
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     kept, removed = [], []
     for outcome in outcomes:
         identity = key(outcome.conversation)

@@ -41,19 +41,26 @@ def tokenizer_digest(model_dir: Path | str, hasher: Any) -> None:
             hasher.update(file.read_bytes())
 
 
-def compute_fingerprint(source: InputSource, model_dir: Path | str, settings: dict[str, Any]) -> str:
+def compute_fingerprint(
+    sources: InputSource | list[InputSource], model_dir: Path | str, settings: dict[str, Any]
+) -> str:
     """Hashes everything that determines the prepared output.
 
     Args:
-        source: The input.
+        sources: The input, or the inputs of a mix in order (one input hashes as it always did).
         model_dir: Directory of the tokenizer.
-        settings: The data settings that affect preparation (format, template, lengths, splits...).
+        settings: The data settings that affect preparation (format, template, lengths, splits, and
+            for a mix every source's settings, weight and the strategy).
 
     Returns:
         A 16-character hex fingerprint.
     """
     hasher = hashlib.sha256(f"finetune-studio-data-v{PREPARATION_VERSION}".encode())
-    source.digest(hasher)
+    inputs = sources if isinstance(sources, list) else [sources]
+    for index, source in enumerate(inputs):
+        if len(inputs) > 1:
+            hasher.update(f"source {index}: {source.name}".encode())
+        source.digest(hasher)
     tokenizer_digest(model_dir, hasher)
     hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return hasher.hexdigest()[:16]

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.domain.records import Conversation
 from core.infrastructure.data.problems import Outcome
+from core.infrastructure.data.source_report import sources_markdown
 
 MAX_LISTED = 2000
 """Most skipped records / examples listed individually in the report (counts are always complete)."""
@@ -238,6 +239,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| skip reason | records |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in counts["skipped"].items()]
         lines.append("")
+    lines += sources_markdown(report)
     lines += [
         "## Quality",
         "",

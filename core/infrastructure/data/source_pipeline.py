@@ -1,0 +1,149 @@
+"""One source's way to the mix: read, choose the format, convert and validate, deduplicate, cap.
+
+Every source of ``data.datasets`` (or the one of ``data.dataset``) goes through the same steps as a
+single dataset always did. Deduplication runs over the sources in order, so a record repeated in
+a later source is counted as that source's ``duplicate``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from core.domain.data_settings import DatasetSource
+from core.domain.errors import ConfigError
+from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
+from core.infrastructure.data.dedup import remove_duplicates
+from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
+from core.infrastructure.data.sources import InputSource, resolve_input
+
+
+class FormatUnknown(Exception):
+    """No format could be chosen for a source: nothing in it was readable.
+
+    Attributes:
+        source: The source's input.
+        outcomes: One skipped outcome per record (for the failure report).
+        problems: The read problems.
+    """
+
+    def __init__(self, source: InputSource, outcomes: list[Outcome], problems: list[str]) -> None:
+        self.source = source
+        self.outcomes = outcomes
+        self.problems = problems
+        super().__init__(f"{source.name}: no usable record")
+
+
+@dataclass
+class SourceData:
+    """What one source gave: its format, every record's outcome, and the records it offers to the mix.
+
+    Attributes:
+        spec: The source's settings.
+        input: The resolved input.
+        data_format: The format used.
+        format_reason: Why that format.
+        outcomes: Conversion outcome of every record read.
+        available: Valid records after deduplication and the source's ``max_samples``.
+        left_out: Valid records removed here (``duplicate``, ``max_samples``).
+    """
+
+    spec: DatasetSource
+    input: InputSource
+    data_format: str
+    format_reason: str
+    outcomes: list[Outcome]
+    available: list[Outcome] = field(default_factory=list)
+    left_out: list[Outcome] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every validation problem of the source as ``file:line: field: problem``."""
+        return [str(problem) for outcome in self.outcomes for problem in outcome.problems]
+
+
+def resolve_sources(specs: list[DatasetSource]) -> list[InputSource]:
+    """Resolves every source's dataset name (``demo``, a path or a Hub id).
+
+    Args:
+        specs: The sources.
+
+    Returns:
+        One input per source.
+
+    Raises:
+        ConfigError: For a name that is neither the demo, an existing path, nor a Hub id; with
+            several sources the message names the source (``data.datasets[1].dataset: ...``).
+    """
+    inputs = []
+    for index, spec in enumerate(specs):
+        try:
+            inputs.append(resolve_input(spec.dataset, spec.split))
+        except ConfigError as error:
+            if len(specs) == 1:
+                raise
+            raise ConfigError(str(error).replace("data.dataset:", f"data.datasets[{index}].dataset:", 1)) from None
+    return inputs
+
+
+def read_source(spec: DatasetSource, source: InputSource, oasst_language: str | None) -> SourceData:
+    """Reads one source, chooses its format and converts every record (problems are kept, not raised).
+
+    Args:
+        spec: The source's settings (format, field mapping).
+        source: Its resolved input.
+        oasst_language: ``data.oasst_language``.
+
+    Returns:
+        The source's outcomes (``available`` is filled by :func:`select_records`).
+
+    Raises:
+        FormatUnknown: When nothing in the source could be read.
+        ConfigError: For an unknown or ambiguous format or a bad field mapping.
+    """
+    from core.domain.errors import DataValidationError
+
+    records = source.read()
+    try:
+        chosen, reason = choose_format(records, source.name, spec.format, spec.field_mapping, source.hub_id)
+    except DataValidationError as error:
+        raise FormatUnknown(source, outcomes_without_format(records), error.problems) from None
+    outcomes = convert_records(records, chosen, spec.field_mapping, oasst_language)
+    return SourceData(spec, source, chosen, reason, outcomes)
+
+
+def select_records(sources: list[SourceData], deduplicate: Literal["exact", "normalized", "none"], seed: int) -> None:
+    """Fills every source's ``available`` records: valid, not a duplicate of an earlier one, capped.
+
+    Args:
+        sources: The sources, in order (changed in place).
+        deduplicate: ``data.deduplicate``.
+        seed: ``data.seed`` (which records a source's ``max_samples`` keeps).
+    """
+    seen: set[str] = set()
+    for source in sources:
+        valid = [outcome for outcome in source.outcomes if outcome.conversation is not None]
+        valid, duplicates = remove_duplicates(valid, deduplicate, seen)
+        source.available, capped = limit_samples(valid, source.spec.max_samples, seed)
+        source.left_out = duplicates + capped
+
+
+def limit_samples(valid: list[Outcome], max_samples: int | None, seed: int) -> tuple[list[Outcome], list[Outcome]]:
+    """Keeps at most ``max_samples`` records chosen by a seeded shuffle; the rest are skipped.
+
+    Args:
+        valid: Valid records in input order.
+        max_samples: The cap (None: no cap).
+        seed: Shuffle seed.
+
+    Returns:
+        The kept records (input order) and one ``max_samples`` outcome per record left out.
+    """
+    if max_samples is None or len(valid) <= max_samples:
+        return valid, []
+    order = list(range(len(valid)))
+    random.Random(seed).shuffle(order)
+    keep = set(order[:max_samples])
+    left_out = [Outcome(outcome.source, reason=MAX_SAMPLES) for index, outcome in enumerate(valid) if index not in keep]
+    return [outcome for index, outcome in enumerate(valid) if index in keep], left_out
