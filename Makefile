@@ -9,7 +9,7 @@ SETUP_STAMP := $(VENV)/.finetune-studio-setup
 CONFIG_DIR := examples/configs
 PYTEST_ARGS ?=
 
-.PHONY: setup lint format test test-fast prepare-data train-full train-lora train-qlora train-prefix \
+.PHONY: setup lint format test test-fast prepare-data train-full train-lora train-qlora train-prefix train-ia3 \
         evaluate compare inference serve studio benchmark space notebooks browser-deps clean
 
 setup: $(SETUP_STAMP)
@@ -56,6 +56,9 @@ train-qlora: setup
 
 train-prefix: setup
 	$(CLI) train --config $(CONFIG_DIR)/smollm2-prefix.yaml
+
+train-ia3: setup
+	$(CLI) train --config $(CONFIG_DIR)/smollm2-ia3.yaml
 
 evaluate: setup
 	$(CLI) evaluate --config $(CONFIG_DIR)/smollm2-lora.yaml --run smollm2-lora
