@@ -1,6 +1,6 @@
 """Chat for the studio: which models can be chatted with, a small cache of loaded models, streaming.
 
-Models are loaded with :func:`core.infrastructure.inference.loading.load_for_inference`, so each
+Models are loaded with :func:`core.application.chat.open_chat_model`, so each
 run answers with its own chat template, exactly as the CLI chat and the API server do.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from loguru import logger
 
+from core.application.chat import new_model_cache, open_chat_model
 from core.domain.config import Settings
 from core.domain.manifest import FINAL_DIR
 from studio.runs import load_manifest, run_names
@@ -89,17 +90,13 @@ class ChatModels:
         Returns:
             Its ``Predictor``.
         """
-        from core.infrastructure.inference.loading import InferenceCache, load_for_inference
-        from core.infrastructure.inference.predictor import Predictor
-
         target = resolve_target(label, self.settings)
         with self._lock:
             if target not in self._predictors:
                 if self._cache is None:
-                    self._cache = InferenceCache()
+                    self._cache = new_model_cache()
                 logger.info("Loading {} for chat", target)
-                loaded = load_for_inference(target, self.settings, cache=self._cache)
-                self._predictors[target] = Predictor(loaded)
+                self._predictors[target] = open_chat_model(target, self.settings, cache=self._cache)
             return self._predictors[target]
 
     def template(self, label: str) -> str:

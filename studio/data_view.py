@@ -6,7 +6,6 @@ the training uses, so what the studio shows is exactly what training will see.
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import shutil
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 from loguru import logger
 
+from core.application.inspect_data import data_report_markdown, token_view
 from core.domain.config import Settings, settings_from_dict
 from studio.data_sources import data_section
 from studio.jobs import plain_config
@@ -215,10 +215,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     """
     if not report:
         return "No report."
-    from core.infrastructure.data.report import report_markdown as render
-
     try:
-        return render(report).replace("# Data report", "### Validation report", 1).replace("\n## ", "\n#### ")
+        return (
+            data_report_markdown(report)
+            .replace("# Data report", "### Validation report", 1)
+            .replace("\n## ", "\n#### ")
+        )
     except (KeyError, TypeError) as error:
         logger.warning("Could not render the data report: {}", error)
         return "```json\n" + json.dumps(report, indent=2)[:20000] + "\n```"
@@ -240,15 +242,6 @@ def token_lengths(prepared: Any) -> dict[str, list[int]]:
     return lengths
 
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(model_name: str, model_cache: str, chat_template: str) -> Any:
-    from core.infrastructure.models.loading import load_tokenizer
-    from core.infrastructure.models.resolve import resolve_model
-
-    resolved = resolve_model(model_name, Path(model_cache))
-    return load_tokenizer(resolved.path, chat_template=chat_template)
-
-
 def model_view_html(settings: Settings, prepared: Any, index: int, split: str = "train") -> tuple[str, str]:
     """One example rendered with the chat template, trained tokens highlighted.
 
@@ -261,32 +254,21 @@ def model_view_html(settings: Settings, prepared: Any, index: int, split: str = 
     Returns:
         ``(html, caption)``.
     """
-    from core.infrastructure.data.tokenize import IGNORE_INDEX, tokenize_conversation
-
     conversations = prepared.conversations(split)
     if not conversations:
         return "<p>No examples in this split.</p>", ""
     index = int(index or 0) % len(conversations)
     conversation = conversations[index]
-    tokenizer = _tokenizer(settings.model.name, str(settings.paths.model_cache), prepared.chat_template)
-    example = tokenize_conversation(
-        tokenizer,
-        conversation,
-        max_length=settings.data.max_seq_length,
-        train_on_prompt=settings.data.train_on_prompt,
-        truncation="truncate",
-    )
-    if example is None:
+    view = token_view(settings, conversation, prepared.chat_template)
+    if view is None:
         return "<p>This example has nothing to train on (dropped).</p>", ""
-    pieces = []
-    for token_id, label in zip(example.input_ids, example.labels, strict=True):
-        text = html.escape(tokenizer.decode([token_id]))
-        css_class = "tok-trained" if label != IGNORE_INDEX else "tok-context"
-        pieces.append(f'<span class="{css_class}">{text}</span>')
+    pieces = [
+        f'<span class="{"tok-trained" if trained else "tok-context"}">{html.escape(text)}</span>'
+        for text, trained in view.pieces
+    ]
     caption = (
         f"Example {index + 1} of {len(conversations)} ({split}, {conversation.source}): "
-        f"{len(example.input_ids)} tokens, {example.trained_tokens} trained"
-        + (" · truncated" if example.truncated else "")
+        f"{len(view.pieces)} tokens, {view.trained_tokens} trained" + (" · truncated" if view.truncated else "")
     )
     legend = (
         '<div class="tok-legend"><span class="tok-trained">trained (assistant + end of turn)</span> '

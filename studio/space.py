@@ -27,7 +27,7 @@ import gradio
 from loguru import logger
 
 from core.domain.errors import FinetuneStudioError
-from core.infrastructure.output_dirs import check_replaceable, mark_output
+from core.domain.output_dirs import check_replaceable, mark_output
 from core.logging_setup import configure_logging
 
 SPACE_OUTPUT = "space assembly"  # the kind named in the output marker

@@ -110,3 +110,36 @@ def test_cli_takes_overrides_before_and_after_options():
     assert kept == ["train", "--run-name", "y"] and overrides == ["lr=1", "technique=qlora"]
     kept, overrides = split_overrides(parser, ["generate", "--prompt", "a=b", "k=v"])
     assert kept == ["generate", "--prompt", "a=b"] and overrides == ["k=v"]
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+LAYER_RULES = {
+    "studio": ("core.application", "core.domain", "core.logging_setup"),
+    "core/domain": ("core.domain",),
+    "core/application": ("core.application", "core.domain", "core.infrastructure", "core.logging_setup"),
+}
+"""Folder -> the ``core`` packages its modules may import (the studio reaches the engine through use cases)."""
+
+
+@pytest.mark.parametrize("folder", sorted(LAYER_RULES))
+def test_layers_import_only_what_they_may(folder):
+    allowed = LAYER_RULES[folder]
+    violations = [
+        f"{path.relative_to(REPO_ROOT)}:{line}: {module}"
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+        for line, module in _imported_modules(path)
+        if (module == "core" or module.startswith("core.")) and not module.startswith(allowed)
+    ]
+    assert not violations, "imports across the layers:\n" + "\n".join(violations)

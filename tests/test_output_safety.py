@@ -81,7 +81,7 @@ def test_space_assembly_refuses_a_folder_holding_user_files(tmp_path, capfd):
 
 def test_a_file_as_output_is_never_replaced(tmp_path):
     from core.domain.errors import OutputExistsError
-    from core.infrastructure.output_dirs import check_replaceable
+    from core.domain.output_dirs import check_replaceable
 
     target = tmp_path / "notes.txt"
     target.write_text("mine", encoding="utf-8")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from loguru import logger
 
-from core.domain.config import load_settings
+from core.domain.config import Settings, load_settings
 
 RESET_COMMAND = "/reset"
 EXIT_COMMANDS = ("/exit", "/quit")
@@ -74,6 +74,36 @@ def chat_loop(
     return answers
 
 
+def new_model_cache() -> Any:
+    """A cache that lets several chat models share one loaded base (adapters switch on it).
+
+    Returns:
+        An :class:`~core.infrastructure.inference.loading.InferenceCache`.
+    """
+    from core.infrastructure.inference.loading import InferenceCache
+
+    return InferenceCache()
+
+
+def open_chat_model(target: str | None, settings: Settings, cache: Any = None) -> Any:
+    """Loads what a chat talks to -- a run, a merged model or a base model -- with its own chat template.
+
+    The CLI chat, the studio's Chat tab and the API load models this same way.
+
+    Args:
+        target: Run name, model directory or model name (None: ``settings.model.name``).
+        settings: Settings (paths, model).
+        cache: A :func:`new_model_cache` to share bases between models, or None.
+
+    Returns:
+        A :class:`~core.infrastructure.inference.predictor.Predictor`.
+    """
+    from core.infrastructure.inference.loading import load_for_inference
+    from core.infrastructure.inference.predictor import Predictor
+
+    return Predictor(load_for_inference(target, settings, cache=cache))
+
+
 def run(arguments: argparse.Namespace) -> int:
     """Runs ``finetune-studio chat``.
 
@@ -83,14 +113,11 @@ def run(arguments: argparse.Namespace) -> int:
     Returns:
         Exit code 0.
     """
-    from core.infrastructure.inference.loading import load_for_inference
-    from core.infrastructure.inference.predictor import Predictor
-
     settings = load_settings(arguments.config, arguments.overrides)
-    loaded = load_for_inference(arguments.run, settings)
-    logger.info("Chatting with {} ({})", loaded.name, loaded.technique or "base model")
+    predictor = open_chat_model(arguments.run, settings)
+    logger.info("Chatting with {} ({})", predictor.loaded.name, predictor.loaded.technique or "base model")
     chat_loop(
-        Predictor(loaded),
+        predictor,
         sys.stdin,
         sys.stdout,
         system_prompt=arguments.system,

@@ -112,9 +112,9 @@ def setup(
     Returns:
         The plan.
     """
+    from core.domain.output_dirs import check_replaceable
     from core.infrastructure.inference.gguf_export import QUANTIZATIONS
     from core.infrastructure.models.loading import load_tokenizer
-    from core.infrastructure.output_dirs import check_replaceable
 
     if export_format not in EXPORT_FORMATS or quantization not in QUANTIZATIONS:
         raise UnsupportedOperationError(
@@ -148,9 +148,9 @@ def main(plan: ExportPlan, settings: Settings) -> Path:
     Returns:
         The output directory.
     """
+    from core.domain.output_dirs import mark_output, replace_output
     from core.infrastructure.inference.gguf_export import write_gguf
     from core.infrastructure.inference.gguf_verification import verify_gguf
-    from core.infrastructure.output_dirs import mark_output, replace_output
 
     staging = plan.output_dir.with_name(f".{plan.output_dir.name}.exporting")
     shutil.rmtree(staging, ignore_errors=True)

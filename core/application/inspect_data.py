@@ -5,6 +5,8 @@ Nothing here tokenizes or fails on bad records; :mod:`core.application.prepare_d
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +107,71 @@ def preview_records(
             }
         )
     return rows
+
+
+def data_report_markdown(report: dict[str, Any]) -> str:
+    """The Markdown data report (what ``prepare-data`` writes as ``report.md``).
+
+    Args:
+        report: ``PreparedData.report``.
+
+    Returns:
+        Markdown text.
+    """
+    from core.infrastructure.data.report import report_markdown
+
+    return report_markdown(report)
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One example as the model sees it: each token's text and whether the loss trains on it.
+
+    Attributes:
+        pieces: ``(token text, trained)`` in order.
+        trained_tokens: Tokens the loss is computed on.
+        truncated: True when the example was cut at ``max_seq_length``.
+    """
+
+    pieces: list[tuple[str, bool]]
+    trained_tokens: int
+    truncated: bool
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_name: str, model_cache: str, chat_template: str) -> Any:
+    from core.infrastructure.models.loading import load_tokenizer
+    from core.infrastructure.models.resolve import resolve_model
+
+    resolved = resolve_model(model_name, Path(model_cache))
+    return load_tokenizer(resolved.path, chat_template=chat_template)
+
+
+def token_view(settings: Settings, conversation: Any, chat_template: str) -> TokenView | None:
+    """Tokenizes one conversation exactly as training does (template, truncation, loss mask).
+
+    Args:
+        settings: Settings (model, data).
+        conversation: A prepared :class:`~core.domain.records.Conversation`.
+        chat_template: The prepared data's chat template.
+
+    Returns:
+        The view, or None when the example has nothing to train on (it is dropped).
+    """
+    from core.infrastructure.data.tokenize import IGNORE_INDEX, tokenize_conversation
+
+    tokenizer = _tokenizer(settings.model.name, str(settings.paths.model_cache), chat_template)
+    example = tokenize_conversation(
+        tokenizer,
+        conversation,
+        max_length=settings.data.max_seq_length,
+        train_on_prompt=settings.data.train_on_prompt,
+        truncation="truncate",
+    )
+    if example is None:
+        return None
+    pieces = [
+        (tokenizer.decode([token_id]), label != IGNORE_INDEX)
+        for token_id, label in zip(example.input_ids, example.labels, strict=True)
+    ]
+    return TokenView(pieces=pieces, trained_tokens=example.trained_tokens, truncated=example.truncated)

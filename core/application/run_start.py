@@ -49,7 +49,7 @@ def keep_completed_outputs(settings: Settings, run_dir: Path, force: bool, is_ma
 
     Nothing of the run is touched before this decision (not even its manifest).
     """
-    from core.infrastructure.output_dirs import move_aside
+    from core.domain.output_dirs import move_aside
     from core.infrastructure.training.checkpoints import check_resumable, newest_complete_checkpoint
 
     final = run_dir / FINAL_DIR

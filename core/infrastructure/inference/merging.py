@@ -34,12 +34,12 @@ from loguru import logger
 from core.domain.config import Settings
 from core.domain.errors import FinetuneStudioError, UnsupportedOperationError
 from core.domain.manifest import CHAT_TEMPLATE_FILE, RunManifest, write_json_atomic
+from core.domain.output_dirs import check_replaceable, mark_output, replace_output
 from core.domain.portable import portable_lineage
 from core.domain.techniques import technique_names, traits_for
 from core.infrastructure.inference.loading import inference_dtype, peft_type_name, quantization_for
 from core.infrastructure.inference.targets import InferenceSource
 from core.infrastructure.models.loading import load_causal_lm, load_tokenizer
-from core.infrastructure.output_dirs import check_replaceable, mark_output, replace_output
 from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
 
@@ -174,7 +174,7 @@ def merge_adapter(
     Args:
         source: The run (see :func:`~core.infrastructure.inference.loading.resolve_inference_target`).
         output_dir: Destination directory; an earlier merge there is replaced, anything else only
-            with ``overwrite`` (see :mod:`core.infrastructure.output_dirs`).
+            with ``overwrite`` (see :mod:`core.domain.output_dirs`).
         settings: Settings (``model.dtype`` picks the merge precision; ``auto`` is fp32 on CPU).
         overwrite: Replace ``output_dir`` even when it holds files the merge did not write.
 
