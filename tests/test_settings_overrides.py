@@ -69,7 +69,35 @@ def _by_yaml(preset: Path, override: str, monkeypatch, tmp_path):
     return load_settings(edited, read_environment=False)
 
 
-@pytest.mark.parametrize("source", [_by_cli, _by_environment, _by_yaml], ids=["cli", "environment", "yaml"])
+def _by_bare_environment(preset: Path, override: str, monkeypatch, tmp_path):
+    """``FINETUNE_RANK=32``: the key spelled as on the command line (a dotted key uses ``__``)."""
+    key, value = override.split("=", 1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FINETUNE_" + key.replace(".", "__").upper(), value)
+    return load_settings(preset)
+
+
+def _by_bare_yaml(preset: Path, override: str, monkeypatch, tmp_path):
+    """``rank: 32`` at the top level of the preset: the key spelled as on the command line."""
+    key, value = override.split("=", 1)
+    data = yaml.safe_load(preset.read_text(encoding="utf-8"))
+    if "." in key:
+        section, field = key.split(".", 1)
+        data.setdefault(section, {})[field] = _scalar(value)
+    else:
+        data[key] = _scalar(value)
+        for section in data.values():  # the key moves from its section to the top level
+            if isinstance(section, dict):
+                section.pop(key, None)
+    edited = tmp_path / preset.name
+    edited.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_settings(edited, read_environment=False)
+
+
+SOURCES = [_by_cli, _by_environment, _by_bare_environment, _by_yaml, _by_bare_yaml]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=["cli", "environment", "bare-environment", "yaml", "bare-yaml"])
 @pytest.mark.parametrize(("preset", "override", "technique", "field", "expected"), DOCUMENTED_OVERRIDES)
 def test_override_takes_effect_on_the_presets_technique(
     source, preset, override, technique, field, expected, monkeypatch, tmp_path
@@ -158,3 +186,28 @@ def test_every_documented_override_line_applies_each_key(document, line, error, 
             key = key.removeprefix("FINETUNE_").lower().replace("__", ".")
         if key != "technique":
             assert _field(settings, ".".join(resolve_override_key(key))) == pytest.approx(_scalar(value))
+
+
+def test_bare_keys_mean_the_same_in_yaml_environment_and_cli(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "bare.yaml"
+    preset.write_text("learning_rate: 3.0e-4\nrank: 8\nmax_steps: 5\n", encoding="utf-8")
+    from_yaml = load_settings(preset, read_environment=False)
+    from_cli = load_settings(None, ["learning_rate=3e-4", "rank=8", "max_steps=5"], read_environment=False)
+    for name, value in (("FINETUNE_LEARNING_RATE", "3e-4"), ("FINETUNE_RANK", "8"), ("FINETUNE_MAX_STEPS", "5")):
+        monkeypatch.setenv(name, value)
+    from_environment = load_settings(None)
+    for settings in (from_yaml, from_cli, from_environment):
+        assert settings.training.learning_rate == pytest.approx(3e-4)
+        assert (settings.technique.rank, settings.training.max_steps) == (8, 5)
+
+
+def test_a_bare_key_given_twice_or_unknown_in_yaml_is_an_error(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("learning_rate: 3.0e-4\ntraining:\n  learning_rate: 1.0e-3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="learning_rate is given twice"):
+        load_settings(twice, read_environment=False)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("lerning_rate: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="lerning_rate: unknown setting"):
+        load_settings(typo, read_environment=False)

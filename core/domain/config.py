@@ -25,7 +25,6 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from core.domain.data_settings import yield_data_choice
 from core.domain.errors import ConfigError
 from core.domain.serve_settings import ServeSettings
 from core.domain.settings_errors import TECHNIQUE_VARIANTS, format_validation_error
@@ -52,55 +51,6 @@ class _LoadContext(BaseModel):
 
 
 _load_context: ContextVar[_LoadContext | None] = ContextVar("_load_context", default=None)
-
-
-class _YamlPresetSource(PydanticBaseSettingsSource):
-    """Reads the YAML preset named by ``--config`` (lowest priority source).
-
-    A technique field set on a higher source (``rank=32``, ``FINETUNE_TECHNIQUE__RANK=32``) merges
-    into the preset's technique and keeps its name. When a higher source switches the technique
-    (``technique=prefix`` over a LoRA preset), the preset's technique fields that the new technique
-    does not have are dropped; fields the user set are never dropped.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], higher: tuple[PydanticBaseSettingsSource, ...] = ()):
-        super().__init__(settings_cls)
-        self._higher = higher
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def _technique_chosen_above(self, context: _LoadContext) -> str | None:
-        if context.technique_override:
-            return context.technique_override
-        for source in self._higher:
-            technique = normalize_technique(source()).get("technique")
-            if isinstance(technique, dict) and technique.get("name"):
-                return str(technique["name"])
-        return None
-
-    def __call__(self) -> dict[str, Any]:
-        context = _load_context.get()
-        if context is None or context.yaml_file is None:
-            return {}
-        preset = normalize_technique(read_yaml(context.yaml_file))
-        technique = preset.get("technique")
-        if isinstance(technique, dict):
-            technique = {"name": DEFAULT_TECHNIQUE, **technique}
-            switched = self._technique_chosen_above(context)
-            if switched and technique["name"] != switched:
-                technique = compatible_technique_fields({**technique, "name": switched})
-            preset["technique"] = technique
-        if isinstance(preset.get("data"), dict):
-            preset["data"] = yield_data_choice(preset["data"], self._data_keys_above(context))
-        return preset
-
-    def _data_keys_above(self, context: _LoadContext) -> set[str]:
-        keys = set(context.data_keys_override)
-        for source in self._higher:
-            data = source().get("data")
-            keys |= set(data) if isinstance(data, dict) else set()
-        return keys
 
 
 class Settings(BaseSettings):
@@ -142,12 +92,19 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Orders the sources: CLI overrides, environment, ``.env``, YAML preset."""
+        """Orders the sources: CLI overrides, environment, ``.env``, YAML preset.
+
+        The environment takes ``FINETUNE_TRAINING__LEARNING_RATE`` and the bare
+        ``FINETUNE_LEARNING_RATE``; the YAML preset takes bare keys too.
+        """
+        from core.domain.settings_sources import BareKeyEnvironmentSource, YamlPresetSource
+
         context = _load_context.get()
         if context is not None and not context.read_environment:
-            return init_settings, _YamlPresetSource(settings_cls)
-        preset = _YamlPresetSource(settings_cls, higher=(env_settings, dotenv_settings))
-        return init_settings, env_settings, dotenv_settings, preset
+            return init_settings, YamlPresetSource(settings_cls)
+        bare_environment = BareKeyEnvironmentSource(settings_cls)
+        preset = YamlPresetSource(settings_cls, higher=(env_settings, bare_environment, dotenv_settings))
+        return init_settings, env_settings, bare_environment, dotenv_settings, preset
 
     @model_validator(mode="before")
     @classmethod
