@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_training_support import isolated_overrides, make_prepared, train_in_subprocess
+from test_training_support import REPO_ROOT, isolated_overrides, make_prepared, train_in_subprocess
 
 from core.domain.catalog import CATALOG, LLAMA, CatalogEntry
 from core.domain.memory import GB, estimate_memory, format_memory_table, memory_table
@@ -91,3 +91,17 @@ def test_estimate_close_to_measured_peak_on_tiny_model(tmp_path, tiny_llama_dir,
     # 1.1 GB measured alone, but 2.1 GB was once measured inside the full suite on a shared machine,
     # so the lower bound is loose here; the 135M checks (benchmarks/memory_estimator.py) hold 25 %.
     assert 0.45 < ratio < 1.3, (estimate.breakdown_gb(), measured_mb)
+
+
+def test_peak_memory_is_the_processs_own_not_its_parents():
+    """A run started by a large process (the studio) reports its own peak, not the parent's (ru_maxrss would)."""
+    import subprocess
+    import sys
+
+    held = bytearray(2048 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])  # make the parent's 2 GiB resident
+    code = "from core.infrastructure.training.resources import peak_memory_mb; print(peak_memory_mb())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    del held
+    child_peak_mb = float(result.stdout.strip().splitlines()[-1])
+    assert 0 < child_peak_mb < 1500, child_peak_mb

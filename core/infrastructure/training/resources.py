@@ -28,8 +28,27 @@ def peak_memory_mb() -> float:
     """
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**20
+    own_peak_kb = _resident_high_water_kb()
+    if own_peak_kb is not None:
+        return own_peak_kb / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _resident_high_water_kb() -> int | None:
+    """This process's own peak resident set (Linux ``VmHWM``), or None where /proc is not there.
+
+    ``ru_maxrss`` is not this: Linux carries it over from the parent through fork and exec, so a
+    run started by a large process (the studio, a test session) would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def hardware_description(device: torch.device) -> dict[str, object]:
