@@ -174,7 +174,12 @@ class EvaluationSettings(Section):
 
     max_new_tokens: int = Field(96, ge=1, le=8192)
     batch_size: int = Field(8, ge=1)
-    max_samples: int | None = Field(64, ge=1, description="Generate for at most this many test records.")
+    max_samples: int | None = Field(
+        64,
+        ge=1,
+        description="Test records evaluated (None: all): answers are generated for the first max_samples "
+        "records, and the loss/perplexity is computed on the first max_samples tokenized sequences of the split.",
+    )
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1.0)
