@@ -105,6 +105,18 @@ class TrainingSettings(Section):
     eval_max_samples: int | None = Field(
         128, ge=1, description="Validation examples used for in-training evaluation (None: all)."
     )
+    eval_on_start: bool = Field(
+        True,
+        description="Evaluate the untouched model before the first step: the step-0 row of metrics.jsonl and "
+        "the manifest's initial_eval_loss (off: the first loss point comes sooner, no initial_eval_loss).",
+    )
+    eval_start_max_samples: int | None = Field(
+        32,
+        ge=1,
+        description="Validation examples of that step-0 evaluation: the first N of the (eval_max_samples-capped) "
+        "validation split, named in the manifest as initial_eval_records (None: the same records as later "
+        "evaluations). Small by default so the first loss point comes soon on a CPU.",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
