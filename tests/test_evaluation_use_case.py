@@ -58,7 +58,7 @@ def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
         "directory": str(prepared.directory),
         "fingerprint": prepared.fingerprint,
         "split": "test",
-        "loss_sequences": 6,
+        "loss_sequences": 4,  # evaluation.max_samples caps the loss records too
         "generated_samples": 4,
     }
     assert result["output_dir"] == str(run_dir)
@@ -142,3 +142,21 @@ def test_cli_evaluate(lora_setup, tmp_path):
     assert main(["evaluate", "--run", "tiny-lora", *overrides]) == 0
     stored = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
     assert stored["data"]["generated_samples"] == 2
+
+
+def test_max_samples_caps_the_loss_records(lora_setup):
+    settings, run_dir, _prepared = lora_setup
+    capped = settings.model_copy(
+        update={"evaluation": settings.evaluation.model_copy(update={"max_samples": 3, "metrics": ["loss"]})}
+    )
+    evaluate(capped, run="tiny-lora", show_progress=False)
+    stored = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+    assert stored["data"]["loss_sequences"] == 3
+    assert stored["data"]["generated_samples"] == 3
+    three_records = stored["metrics"]["loss_tokens"]
+    everything = settings.model_copy(
+        update={"evaluation": settings.evaluation.model_copy(update={"max_samples": None, "metrics": ["loss"]})}
+    )
+    evaluate(everything, run="tiny-lora", show_progress=False)
+    stored = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+    assert stored["data"]["loss_sequences"] == 6 and stored["metrics"]["loss_tokens"] > three_records

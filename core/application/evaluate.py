@@ -1,7 +1,8 @@
 """Use case ``evaluate``: score a run (or the base model) on the held-out split and write a report.
 
 1. Load the run's adapter or model (or the base model) exactly as inference does.
-2. Loss and perplexity over the response tokens of the held-out split (token-weighted).
+2. Loss and perplexity over the response tokens of up to ``evaluation.max_samples`` held-out sequences
+   (token-weighted; the same cap as the generations).
 3. Generate answers for up to ``evaluation.max_samples`` held-out records (batched, greedy).
 4. ROUGE, BLEU, exact match, response lengths and the instruction checks of each record.
 5. Write ``evaluation.json``, ``report.md`` and ``report.html`` into the run directory
@@ -114,7 +115,7 @@ def evaluate_loaded(
 
     requested = set(settings.evaluation.metrics)
     metrics: dict[str, Any] = {}
-    rows = prepared.tokenized(split).to_list()
+    rows = prepared.tokenized(split).to_list()[: settings.evaluation.max_samples]  # the cap applies to loss too
     if requested & {"loss", "perplexity"}:
         pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
         with loaded.activated() as module:

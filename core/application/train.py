@@ -117,6 +117,7 @@ def _train(
     from core.infrastructure.training.collators import PackingCollator, PaddingCollator, packing_decision
     from core.infrastructure.training.monitoring import finish_monitoring, monitoring_callbacks
     from core.infrastructure.training.precision import choose_precision
+    from core.infrastructure.training.progress import RunProgress, schedule_for
     from core.infrastructure.training.resources import hardware_description
     from core.infrastructure.training.setup import (
         build_training_arguments,
@@ -175,7 +176,13 @@ def _train(
     metrics_log = MetricsLog(run_dir, keep_until_step=resumed_step) if is_main else None
     metrics = MetricsCallback(metrics_log, earlier_rows=read_metrics(run_dir) if resume_from and is_main else ())
     stop = StopCallback(run_dir / STOP_REQUEST_FILE, stop_event)
-    callbacks: list[Any] = [metrics, stop, *early_stopping_callbacks(settings, arguments)]
+    world = max(arguments.world_size, 1)
+    steps_per_epoch = max(
+        1, len(train_data) // (arguments.per_device_train_batch_size * world * arguments.gradient_accumulation_steps)
+    )
+    schedule = schedule_for(arguments, len(eval_data), settings.training.sample_every_steps, steps_per_epoch)
+    progress = RunProgress(run_dir, schedule, enabled=is_main)
+    callbacks: list[Any] = [metrics, stop, progress, *early_stopping_callbacks(settings, arguments)]
     if settings.training.sample_every_steps and settings.training.sample_prompts and metrics_log is not None:
         callbacks.append(
             SampleCallback(
@@ -186,7 +193,7 @@ def _train(
                 max_new_tokens=min(64, settings.evaluation.max_new_tokens),
             )
         )
-    callbacks += monitoring_callbacks(settings, run_dir, is_main)
+    callbacks += [progress.after_sampling(), *monitoring_callbacks(settings, run_dir, is_main)]
     callbacks += list(extra_callbacks)
     trainer = StudioTrainer(
         model=model,
@@ -199,7 +206,13 @@ def _train(
         run_config=settings.to_plain_dict(),
         nan_policy=settings.training.nan_policy,
     )
-    metrics.trainer = trainer
+    metrics.trainer, trainer.run_progress = trainer, progress
+    start_limit = settings.training.eval_start_max_samples
+    if arguments.eval_on_start and start_limit is not None and len(eval_data) > start_limit:
+        trainer.start_eval_dataset = eval_data.select(range(start_limit))
+    if arguments.eval_on_start:  # initial_eval_loss is the mean loss on these first validation records
+        manifest.metrics["initial_eval_records"] = min(len(eval_data), start_limit or len(eval_data))
+    manifest.metrics["eval_records"] = len(eval_data)
     manifest.base_model_path = str(Path(resolved.path).resolve())
     manifest.data_fingerprint = prepared.fingerprint
     manifest.chat_template = tokenizer.chat_template
@@ -210,8 +223,10 @@ def _train(
         logger.info("Resuming from {} (step {})", resume_from, resumed_step)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     evaluated_steps = {entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry}
-    if len(eval_data) and trainer.state.global_step not in evaluated_steps:  # same decision on every process
+    if len(eval_data) and trainer.state.global_step not in evaluated_steps and not stop.stopped:  # every process
         trainer.evaluate()
+    if stop.stopped and not (Path(arguments.output_dir) / f"checkpoint-{trainer.state.global_step}").is_dir():
+        trainer._save_checkpoint(trainer.model, trial=None)  # stopped during the final evaluation
 
     # 5. Save the final adapter/model with the tokenizer and chat template; complete the manifest.
     status = "stopped" if stop.stopped else "completed"

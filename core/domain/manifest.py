@@ -21,6 +21,8 @@ FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
 STOP_REQUEST_FILE = "STOP"
 LOG_FILE = "train.log"
+PROGRESS_FILE = "progress.json"
+"""Live phase of a training run (training / evaluating k of N) and its time estimate, rewritten as it goes."""
 
 
 class RunManifest(BaseModel):

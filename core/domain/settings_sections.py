@@ -53,6 +53,18 @@ class TrainingSettings(Section):
     eval_max_samples: int | None = Field(
         128, ge=1, description="Validation examples used for in-training evaluation (None: all)."
     )
+    eval_on_start: bool = Field(
+        True,
+        description="Evaluate the untouched model before the first step: the step-0 row of metrics.jsonl and "
+        "the manifest's initial_eval_loss (off: the first loss point comes sooner, no initial_eval_loss).",
+    )
+    eval_start_max_samples: int | None = Field(
+        32,
+        ge=1,
+        description="Validation examples of that step-0 evaluation: the first N of the (eval_max_samples-capped) "
+        "validation split, named in the manifest as initial_eval_records (None: the same records as later "
+        "evaluations). Small by default so the first loss point comes soon on a CPU.",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
@@ -122,7 +134,12 @@ class EvaluationSettings(Section):
 
     max_new_tokens: int = Field(96, ge=1, le=8192)
     batch_size: int = Field(8, ge=1)
-    max_samples: int | None = Field(64, ge=1, description="Generate for at most this many test records.")
+    max_samples: int | None = Field(
+        64,
+        ge=1,
+        description="Test records evaluated (None: all): answers are generated for the first max_samples "
+        "records, and the loss/perplexity is computed on the first max_samples tokenized sequences of the split.",
+    )
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1.0)

@@ -19,16 +19,8 @@ from studio.charts import loss_figure, rate_figure
 from studio.context import Refresher, StudioContext, plain_errors
 from studio.data_sources import joined
 from studio.jobs import plain_config
-from studio.runs import (
-    INTERRUPTED_MESSAGE,
-    METRICS,
-    compute_progress,
-    format_duration,
-    load_manifest,
-    log_tail,
-    run_names,
-    run_status,
-)
+from studio.progress import status_html, stop_message
+from studio.runs import compute_progress, load_manifest, log_tail, run_names, run_status
 from studio.training_form import (
     TECHNIQUES,
     TrainForm,
@@ -66,64 +58,6 @@ class TrainTab:
     model_name: gr.Dropdown
     timer: gr.Timer
     form_restore: Refresher
-
-
-def _kpi(label: str, value: str) -> str:
-    return (
-        f'<div class="kpi"><div class="kpi-label">{label}</div><div class="kpi-value">{html.escape(value)}</div></div>'
-    )
-
-
-def _number(value: float | None, pattern: str) -> str:
-    return pattern.format(value) if isinstance(value, int | float) else "-"
-
-
-def status_html(context: StudioContext, run_name: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """The status block of a run (status pill, progress bar, key figures) and its metrics rows.
-
-    Args:
-        context: Studio context.
-        run_name: Selected run.
-
-    Returns:
-        ``(html, rows)``.
-    """
-    if not run_name:
-        return "<p>No run selected. Fill the form and press <b>Start</b>.</p>", []
-    run_dir = context.runs_dir / run_name
-    manifest = load_manifest(run_dir)
-    rows = METRICS.rows(run_dir)
-    status = run_status(context.runs_dir, run_name, context.supervisor)
-    progress = compute_progress(rows, manifest)
-    percent = round(progress.fraction * 100)
-    technique = (manifest.config.get("technique", {}) or {}).get("name", "") if manifest else ""
-    model = (manifest.config.get("model", {}) or {}).get("name", "") if manifest else ""
-    steps = f"{progress.step} / {progress.max_steps}" if progress.max_steps else str(progress.step)
-    error = ""
-    if manifest is not None and manifest.error and status in {"failed", "stopped"}:
-        error = f'<p class="fit-no">{html.escape(manifest.error)}</p>'
-    elif status == "interrupted":
-        error = f'<p class="fit-no">{html.escape(INTERRUPTED_MESSAGE)}</p>'
-    job = context.supervisor.latest_job_for(run_name)
-    if job is not None and job.state == "failed" and not error:
-        error = f'<p class="fit-no">{html.escape(job.message)}</p>'
-    block = (
-        f'<div id="run-status"><b>{html.escape(run_name)}</b> '
-        f'<span class="status-pill status-{status}">{status}</span> '
-        f"<span>{html.escape(technique)} · {html.escape(Path(model).name)}</span>"
-        f'<div class="progress-outer"><div class="progress-inner" style="width:{percent}%"></div></div>'
-        '<div class="kpi-grid">'
-        + _kpi("step", steps)
-        + _kpi("loss", _number(progress.loss, "{:.4f}"))
-        + _kpi("eval loss", _number(progress.eval_loss, "{:.4f}"))
-        + _kpi("learning rate", _number(progress.learning_rate, "{:.2e}"))
-        + _kpi("tokens/s", _number(progress.tokens_per_second, "{:,.0f}"))
-        + _kpi("ETA", format_duration(progress.eta_s) if status in {"training", "starting"} else "-")
-        + "</div>"
-        + error
-        + "</div>"
-    )
-    return block, rows
 
 
 def samples_markdown(rows: list[dict[str, Any]]) -> str:
@@ -440,7 +374,9 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     def stop(selected: str | None) -> str:
         if not selected:
             raise ValueError("select a run to stop")
-        return context.supervisor.stop(selected)
+        running = context.active_run() == selected
+        message = context.supervisor.stop(selected)
+        return stop_message(context.runs_dir / selected, selected) if running else message
 
     stop_button.click(stop, inputs=run_selector, outputs=action_message, api_name="stop_training")
 

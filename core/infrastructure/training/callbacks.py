@@ -187,10 +187,16 @@ class MetricsCallback(TrainerCallback):
         return self.summary
 
 
+class EvaluationAborted(Exception):
+    """Raised from an evaluation batch when a stop was requested; the trainer skips the evaluation."""
+
+
 class StopCallback(TrainerCallback):
     """Honours a stop request (``runs/<name>/STOP`` or a ``threading.Event``) at the end of the step.
 
-    A checkpoint is saved at that step, so the run can be resumed exactly.
+    A checkpoint is saved at that step, so the run can be resumed exactly. During an evaluation the
+    request is seen at the next evaluation batch: the evaluation is abandoned (no row), then the
+    checkpoint is saved and the run stops. At step 0 (no checkpoint possible) the run stops after step 1.
 
     Attributes:
         stopped: True once a request was honoured.
@@ -211,13 +217,33 @@ class StopCallback(TrainerCallback):
         """Returns True when a stop was requested by file or flag."""
         return self.stop_file.exists() or (self.stop_event is not None and self.stop_event.is_set())
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        """Stops after this optimizer step and saves a checkpoint."""
+    def requested_on_any_process(self) -> bool:
+        """Returns True when any process saw a stop request (the same answer on every process)."""
         requested = self.requested()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flag = torch.tensor([1 if requested else 0], dtype=torch.int32)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             requested = bool(flag.item())
+        return requested
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        """Abandons a running evaluation when a stop was requested (checkpoint and stop follow).
+
+        Raises:
+            EvaluationAborted: On a stop request.
+        """
+        if not self.requested_on_any_process():
+            return control
+        logger.warning("Stop requested during the evaluation at step {}: skipping it", state.global_step)
+        if state.global_step > 0:
+            self.stopped = True
+            control.should_save = True
+            control.should_training_stop = True
+        raise EvaluationAborted(f"stop requested during the evaluation at step {state.global_step}")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        """Stops after this optimizer step and saves a checkpoint."""
+        requested = self.requested_on_any_process()
         if requested and not self.stopped:
             logger.warning("Stop requested: saving a checkpoint at step {} and stopping", state.global_step)
             self.stopped = True

@@ -65,7 +65,8 @@ def build_training_arguments(
 ) -> TrainingArguments:
     """Maps the ``training`` settings onto transformers' ``TrainingArguments``.
 
-    Evaluation runs every ``eval_steps`` (or once per epoch) and once before the first update;
+    Evaluation runs every ``eval_steps`` (or once per epoch) and, with ``training.eval_on_start``,
+    once before the first update (on ``training.eval_start_max_samples`` records, see StudioTrainer);
     checkpoints are written every ``save_steps`` (or at evaluations). The best checkpoint by
     validation loss is tracked and loaded at the end when the save and eval schedules line up.
 
@@ -119,7 +120,7 @@ def build_training_arguments(
         logging_steps=training.logging_steps,
         eval_strategy=eval_strategy,
         eval_steps=training.eval_steps if eval_strategy == "steps" else None,
-        eval_on_start=has_eval and not resuming,
+        eval_on_start=has_eval and not resuming and training.eval_on_start,
         save_strategy=save_strategy,
         save_steps=save_steps,
         save_total_limit=training.save_total_limit,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from core.domain.errors import FinetuneStudioError
 from core.domain.manifest import write_json_atomic
+from core.infrastructure.training.callbacks import EvaluationAborted
 from core.infrastructure.training.checkpoints import (
     DATA_POSITION_FILE,
     STAGING_PREFIX,
@@ -82,6 +84,8 @@ class StudioTrainer(Trainer):
         nan_policy: ``skip`` (drop the update and count it) or ``stop`` (raise).
         skipped_updates: Optimizer steps dropped because of non-finite gradients.
         tokens_seen: Real tokens processed by this process since the start of this call.
+        start_eval_dataset: Records of the step-0 evaluation (None: the evaluation dataset).
+        run_progress: The run's :class:`~core.infrastructure.training.progress.RunProgress` (or None).
     """
 
     def __init__(self, *args: Any, run_config: dict[str, Any], nan_policy: str = "skip", **kwargs: Any) -> None:
@@ -92,6 +96,48 @@ class StudioTrainer(Trainer):
         self.skipped_updates = 0
         self.tokens_seen = 0
         self.masked_logits = accepts_logits_mask(self.accelerator.unwrap_model(self.model))
+        self.start_eval_dataset: Any = None
+        self.run_progress: Any = None
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
+        """Runs the evaluation of transformers, on the step-0 records at step 0, reporting its progress.
+
+        A stop request during the evaluation aborts it at the next batch (see ``StopCallback``): the
+        metrics are then empty and the training loop saves a checkpoint and stops.
+
+        Args:
+            eval_dataset: Records to evaluate (None: the step-0 records at step 0, else the evaluation set).
+            ignore_keys: Output keys to ignore.
+            metric_key_prefix: Prefix of the metric names.
+
+        Returns:
+            The metrics (empty when aborted).
+        """
+        if eval_dataset is None and self.state.global_step == 0 and self.start_eval_dataset is not None:
+            eval_dataset = self.start_eval_dataset
+        records = len(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        if self.run_progress is not None:
+            batch = self.args.per_device_eval_batch_size * max(self.args.world_size, 1)
+            self.run_progress.evaluation_started(self.state, math.ceil(records / batch))
+        started = time.perf_counter()
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        except EvaluationAborted:
+            logger.warning(
+                "Evaluation at step {} skipped after {:.1f} s: stop requested",
+                self.state.global_step,
+                time.perf_counter() - started,
+            )
+            return {}
+        finally:
+            if self.run_progress is not None:
+                self.run_progress.evaluation_finished()
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        """Best-checkpoint tracking of transformers; an aborted evaluation (no metrics) is never the best."""
+        if not metrics:
+            return False
+        return super()._determine_best_metric(metrics, trial)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Uses :class:`SeededLengthGroupedSampler` for length-grouped batching (exact resume)."""
@@ -197,6 +243,7 @@ class StudioTrainer(Trainer):
         (loaded back with ``weights_only=True`` by transformers), trainer state, data position and
         the run configuration, plus ``checkpoint_manifest.json`` (sha256 per file) written last.
         """
+        started = time.perf_counter()
         step = self.state.global_step
         checkpoints_dir = Path(self._get_output_dir(trial=trial))
         destination = checkpoints_dir / f"checkpoint-{step}"
@@ -247,3 +294,5 @@ class StudioTrainer(Trainer):
                 use_mtime=False,
             )
         self.accelerator.wait_for_everyone()
+        if self.run_progress is not None:
+            self.run_progress.checkpoint_saved(time.perf_counter() - started)
