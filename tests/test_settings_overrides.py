@@ -211,3 +211,17 @@ def test_a_bare_key_given_twice_or_unknown_in_yaml_is_an_error(tmp_path):
     typo.write_text("lerning_rate: 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="lerning_rate: unknown setting"):
         load_settings(typo, read_environment=False)
+
+
+def test_each_non_default_setting_says_where_it_came_from(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FINETUNE_MAX_STEPS", "7")
+    monkeypatch.setenv("FINETUNE_TRAINING__SEED", "3")
+    preset = PRESETS / "smollm2-qlora.yaml"
+    lines = load_settings(preset, ["rank=32"]).explained()
+    assert f"technique.name = 'qlora' (preset {preset})" in lines
+    assert "technique.rank = 32 (command line)" in lines
+    assert "training.max_steps = 7 (environment FINETUNE_MAX_STEPS)" in lines
+    assert "training.seed = 3 (environment FINETUNE_TRAINING__SEED)" in lines
+    assert f"training.learning_rate = 0.001 (preset {preset})" in lines
+    assert not any(line.startswith(("training.optimizer", "technique.quant_type")) for line in lines)  # defaults

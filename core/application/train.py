@@ -140,6 +140,8 @@ def _train(
         eval_data = eval_data.select(range(eval_limit))
     if len(train_data) == 0:
         raise CheckpointError(f"{prepared.directory}: the prepared train split is empty; nothing to train on")
+    for line in settings.explained():
+        logger.info("Setting {}", line)
     logger.info(
         "Run {}: model {} ({}), technique {}, data {} (train {}, validation {})",
         run_dir.name,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.domain.errors import ConfigError
@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     studio: StudioSettings = Field(default_factory=StudioSettings)
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def explained(self) -> list[str]:
+        """Every setting that differs from its default, with its value and where it came from.
+
+        Returns:
+            Lines such as ``training.learning_rate = 0.001 (preset examples/configs/smollm2-lora.yaml)``.
+        """
+        values = _flatten(self.model_dump(mode="json"))
+        technique_defaults = technique_spec(self.technique.name).settings()
+        defaults = _flatten(Settings.model_construct(technique=technique_defaults).model_dump(mode="json"))
+        defaults["technique.name"] = DEFAULT_TECHNIQUE
+        return [
+            f"{key} = {value!r} ({self._origins.get(key) or self._origins.get(key.rsplit('.', 1)[0], 'derived')})"
+            for key, value in values.items()
+            if key in defaults and value != defaults[key] and "secret" not in key and "api_key" not in key
+        ]
 
     @classmethod
     def settings_customise_sources(
@@ -152,6 +170,17 @@ class Settings(BaseSettings):
     def to_plain_dict(self) -> dict[str, Any]:
         """Returns the configuration as JSON-compatible data with secrets masked."""
         return self.model_dump(mode="json")
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"learning_rate": 1e-3}}`` -> ``{"training.learning_rate": 1e-3}`` (one level deep)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and not prefix:
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def normalize_technique(data: dict[str, Any]) -> dict[str, Any]:
@@ -281,6 +310,7 @@ def load_settings(
     config_file: Path | str | None = None,
     overrides: Iterable[str] | dict[str, Any] = (),
     read_environment: bool = True,
+    overrides_origin: str = "command line",
 ) -> Settings:
     """Builds validated settings from a YAML preset, the environment and CLI overrides.
 
@@ -289,6 +319,7 @@ def load_settings(
         overrides: ``key=value`` strings or an already nested mapping (highest priority).
         read_environment: Read ``FINETUNE_*`` variables and ``.env``; tests and stored run
             configs turn this off.
+        overrides_origin: How :meth:`Settings.explained` names the overrides' source.
 
     Returns:
         The validated settings.
@@ -309,11 +340,16 @@ def load_settings(
         read_yaml(config_file)  # fail early with the file name if it is missing or malformed
     token = _load_context.set(context)
     try:
-        return Settings(**nested)
+        settings = Settings(**nested)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
     finally:
         _load_context.reset(token)
+    from core.domain.settings_sources import setting_origins
+
+    config_name = str(config_file) if config_file else None
+    settings._origins = setting_origins(config_name, nested, overrides_origin, read_environment)
+    return settings
 
 
 def compatible_technique_fields(technique: dict[str, Any]) -> dict[str, Any]:
@@ -343,4 +379,4 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     Raises:
         ConfigError: If the mapping is invalid.
     """
-    return load_settings(None, dict(data), read_environment=False)
+    return load_settings(None, dict(data), read_environment=False, overrides_origin="stored configuration")

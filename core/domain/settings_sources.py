@@ -142,3 +142,59 @@ class YamlPresetSource(PydanticBaseSettingsSource):
             data = source().get("data")
             keys |= set(data) if isinstance(data, dict) else set()
         return keys
+
+
+def _mark(origins: dict[str, str], mapping: dict[str, Any], origin: str, prefix: str = "") -> None:
+    """Records ``origin`` for every leaf of a nested mapping that no higher source set already."""
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and dotted.count(".") < 1:
+            _mark(origins, value, origin, f"{dotted}.")
+        else:
+            origins.setdefault(dotted, origin)
+
+
+def _environment_keys(variables: dict[str, str | None], label: str) -> dict[str, str]:
+    """Dotted setting -> ``environment FINETUNE_...`` for every variable naming a setting."""
+    found = {}
+    for variable in variables:
+        if not variable.startswith(ENVIRONMENT_PREFIX):
+            continue
+        key = variable[len(ENVIRONMENT_PREFIX) :].lower()
+        try:
+            path = key.split("__") if "__" in key else resolve_override_key(key)
+        except ConfigError:
+            continue
+        found[".".join(path)] = f"{label} {variable}"
+    return found
+
+
+def setting_origins(
+    config_file: str | None, overrides: dict[str, Any], overrides_origin: str, read_environment: bool
+) -> dict[str, str]:
+    """Where each explicitly set setting came from, highest-priority source first (as nanochat logs it).
+
+    Args:
+        config_file: The YAML preset, or None.
+        overrides: The nested overrides passed to :func:`core.domain.config.load_settings`.
+        overrides_origin: How to name the overrides' source (``command line``, ``stored configuration``).
+        read_environment: Whether the environment and ``.env`` were read.
+
+    Returns:
+        Dotted setting (``training.learning_rate``) -> origin (``preset examples/configs/smollm2-lora.yaml``).
+    """
+    origins: dict[str, str] = {}
+    _mark(origins, overrides, overrides_origin)
+    if read_environment:
+        from dotenv import dotenv_values
+
+        for dotted, origin in _environment_keys(dict(os.environ), "environment").items():
+            origins.setdefault(dotted, origin)
+        dotenv_file = Settings.model_config.get("env_file")
+        if dotenv_file and os.path.isfile(str(dotenv_file)):
+            for dotted, origin in _environment_keys(dotenv_values(str(dotenv_file)), ".env").items():
+                origins.setdefault(dotted, origin)
+    if config_file:
+        preset = normalize_technique(nest_bare_keys(read_yaml(config_file), str(config_file)))
+        _mark(origins, preset, f"preset {config_file}")
+    return origins
