@@ -11,16 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from test_studio_browser import CHROMIUM, page, shot, status_word, wait_until  # noqa: F401 - fixtures
+from test_studio_browser import page, pytestmark, shot, status_word, wait_until  # noqa: F401 - fixture, marks
 
 from core.domain.manifest import RunManifest
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.timeout(420),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)"),
-]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_training_support import make_prepared
+from test_training_support import TINY_LORA_RUN, make_prepared
 from transformers import TrainerCallback
 
 from core.application.train import train
@@ -24,20 +24,8 @@ def prepared_dir(tmp_path_factory, embedded_model_dir) -> Path:
 @pytest.fixture
 def tiny_settings(make_settings, tiny_llama_dir, prepared_dir):
     def factory(**overrides):
-        values = {
-            "model.name": str(tiny_llama_dir),
-            "data.dataset": str(prepared_dir),
-            "technique": "lora",
-            "technique.rank": 4,
-            "run_name": "tiny",
-            "training.max_steps": 4,
-            "training.per_device_batch_size": 4,
-            "training.eval_batch_size": 2,
-            "training.learning_rate": 1e-2,
-            "training.eval_steps": 2,
-            "training.save_steps": 2,
-            **overrides,
-        }
+        values = {"model.name": str(tiny_llama_dir), "data.dataset": str(prepared_dir), **TINY_LORA_RUN}
+        values.update({"training.eval_batch_size": 2, **overrides})
         return make_settings(**values)
 
     return factory

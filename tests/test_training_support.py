@@ -121,3 +121,17 @@ def isolated_overrides(tmp_path: Path, **values: Any) -> dict[str, Any]:
         *(f"{key}={value}" for key, value in values.items()),
     ]
     return parse_overrides(pairs)
+
+
+TINY_LORA_RUN = {
+    "technique": "lora",
+    "technique.rank": 4,
+    "run_name": "tiny",
+    "training.max_steps": 4,
+    "training.per_device_batch_size": 4,
+    "training.eval_batch_size": 8,
+    "training.learning_rate": 1e-2,
+    "training.eval_steps": 2,
+    "training.save_steps": 2,
+}
+"""Overrides of the short LoRA run the training tests start from (model and data added by the fixture)."""

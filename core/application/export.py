@@ -22,13 +22,16 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from core.domain.config import Settings, load_settings
 from core.domain.errors import ModelNotAvailableError, UnsupportedOperationError
 from core.domain.manifest import RunManifest, write_json_atomic
+
+if TYPE_CHECKING:
+    from core.infrastructure.inference.targets import InferenceSource
 
 EXPORT_OUTPUT = "export"  # the kind named in the output marker
 EXPORT_FORMATS = ("gguf", "ollama")
@@ -51,7 +54,7 @@ class ExportPlan:
         default_system: Ollama only: the system prompt the chat template adds by default.
     """
 
-    source: Any
+    source: InferenceSource
     export_format: str
     quantization: str
     output_dir: Path
@@ -174,7 +177,7 @@ def main(plan: ExportPlan, settings: Settings) -> Path:
     return plan.output_dir
 
 
-def check_exportable(source: Any) -> None:
+def check_exportable(source: InferenceSource) -> None:
     """Refuses runs the export cannot write, naming the reason and the way out.
 
     Args:
@@ -216,7 +219,7 @@ def whole_model(plan: ExportPlan, settings: Settings, staging: Path) -> tuple[Pa
     return result.output_dir, lineage.get("verification")
 
 
-def _run_source(settings: Settings, run: str | Path) -> Any:
+def _run_source(settings: Settings, run: str | Path) -> InferenceSource:
     from core.infrastructure.inference.targets import resolve_inference_target
 
     source = resolve_inference_target(run, settings)
