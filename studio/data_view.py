@@ -6,6 +6,7 @@ the training uses, so what the studio shows is exactly what training will see.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import shutil
@@ -86,7 +87,11 @@ def input_columns(dataset: str) -> list[str]:
 
 
 def store_upload(upload_path: str, data_dir: Path) -> Path:
-    """Copies an uploaded file into ``<data_dir>/uploads`` so runs can refer to it later.
+    """Copies an uploaded file to ``<data_dir>/uploads/<content hash>/<its name>`` so runs can refer to it.
+
+    Stored by content: two users uploading different ``data.jsonl`` files never overwrite each
+    other, and the same file uploaded twice is stored once. The name is kept (formats are
+    detected from it).
 
     Args:
         upload_path: Temporary path Gradio gave the upload.
@@ -96,9 +101,14 @@ def store_upload(upload_path: str, data_dir: Path) -> Path:
         The stored file.
     """
     source = Path(upload_path)
-    destination = Path(data_dir) / "uploads" / source.name
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, destination)
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    destination = Path(data_dir) / "uploads" / digest.hexdigest()[:16] / source.name
+    if not destination.exists():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
     logger.info("Stored upload {} as {}", source.name, destination)
     return destination
 

@@ -79,3 +79,19 @@ def test_studio_loads_prepares_and_trains_on_several_files(launched_studio, tiny
     wait_for(client, "mix-run", lambda status, step: status == "completed", timeout_s=240)
     stored = RunManifest.load(Path(settings.paths.runs_dir) / "mix-run")
     assert [source["dataset"] for source in stored.config["data"]["datasets"]] == [str(alpaca), str(sharegpt)]
+
+
+def test_uploads_are_stored_by_content_and_never_overwrite_each_other(tmp_path):
+    first, second = tmp_path / "alice" / "data.jsonl", tmp_path / "bob" / "data.jsonl"
+    for path, text in (
+        (first, '{"instruction": "a", "output": "b"}\n'),
+        (second, '{"instruction": "c", "output": "d"}\n'),
+    ):
+        path.parent.mkdir()
+        path.write_text(text)
+    stored_first = data_view.store_upload(str(first), tmp_path / "data")
+    stored_second = data_view.store_upload(str(second), tmp_path / "data")
+    assert stored_first != stored_second and stored_first.name == stored_second.name == "data.jsonl"
+    assert stored_first.read_text() == first.read_text() and stored_second.read_text() == second.read_text()
+    assert data_view.store_upload(str(first), tmp_path / "data") == stored_first  # the same content is stored once
+    assert stored_first.is_relative_to(tmp_path / "data" / "uploads")
