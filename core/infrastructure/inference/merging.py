@@ -186,8 +186,6 @@ def merge_adapter(
         MergeVerificationError: When merged and unmerged logits disagree beyond the tolerance.
         OutputExistsError: When ``output_dir`` holds files the merge did not write (without ``overwrite``).
     """
-    from peft import PeftModel
-
     check_mergeable(source)
     output_dir = Path(output_dir)
     check_replaceable(output_dir, MERGE_OUTPUT, overwrite)
@@ -196,60 +194,17 @@ def merge_adapter(
     dtype = inference_dtype(settings)
     tokenizer = load_tokenizer(source.artifact_dir, chat_template=source.chat_template)
     prompts = _prompt_ids(tokenizer)
-
-    quantization_logits = None
-    if quantization is not None:
-        logger.info("Quantized base: measuring the quantized base plus adapter (the training-time model) first")
-        quantized = load_causal_lm(source.base_model_path, dtype=torch.float32, quantization_config=quantization)
-        quantization_logits = prompt_logits(
-            PeftModel.from_pretrained(quantized, str(source.artifact_dir)).eval(), prompts
-        )
-        del quantized
-
-    logger.info("Loading base {} in {} and the adapter of {}", source.base_model_path, dtype, source.name)
-    base = load_causal_lm(source.base_model_path, dtype=dtype, trust_remote_code=settings.model.trust_remote_code)
-    with_adapter = PeftModel.from_pretrained(base, str(source.artifact_dir)).eval()
-    reference = prompt_logits(with_adapter, prompts)
+    quantized_logits = _quantized_reference(source, quantization, prompts) if quantization is not None else None
+    merged, reference = _merged_in_memory(source, settings, dtype, tokenizer, prompts)
     reference_scale = max(float(logits.abs().max()) for logits in reference)
     tolerance = merge_tolerance(quantization is not None, dtype, reference_scale)
-    merged = with_adapter.merge_and_unload()
-    generation_config = merged.generation_config
-    if generation_config.eos_token_id is None:
-        generation_config.eos_token_id = tokenizer.eos_token_id
-    if generation_config.pad_token_id is None:
-        generation_config.pad_token_id = tokenizer.pad_token_id
-
     staging = output_dir.with_name(f".{output_dir.name}.merging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        merged.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        (staging / CHAT_TEMPLATE_FILE).write_text(tokenizer.chat_template, encoding="utf-8")
-        del merged, with_adapter, base
-        reloaded = load_causal_lm(staging, dtype=dtype, attn_implementation=settings.model.attn_implementation)
-        merged_logits = prompt_logits(reloaded, prompts)
-        del reloaded
-        difference = max_abs_difference(merged_logits, reference)
-        drift = max_abs_difference(merged_logits, quantization_logits) if quantization_logits is not None else None
-        logger.info(
-            "Merge check: max abs logit difference {:.3g} (tolerance {:.3g}, {}) on {} prompts",
-            difference,
-            tolerance,
-            str(dtype).removeprefix("torch."),
-            len(prompts),
-        )
-        if drift is not None:
-            logger.warning(
-                "QLoRA approximation: the merged full-precision model differs from the quantized base plus "
-                "adapter used in training by up to {:.3g} in the logits (NF4 dequantization error, expected)",
-                drift,
-            )
-        if not difference <= tolerance:
-            raise MergeVerificationError(
-                f"{source.name}: merged model differs from base plus adapter by {difference:.3g} "
-                f"(tolerance {tolerance:.3g}); the merge was not written"
-            )
+        _save(merged, tokenizer, staging)
+        del merged
+        difference, drift = _check_staged(source, staging, settings, prompts, reference, quantized_logits, tolerance)
         verification = {
             "prompts": list(VERIFICATION_PROMPTS),
             "dtype": str(dtype).removeprefix("torch."),
@@ -263,15 +218,96 @@ def merge_adapter(
             "quantization_drift": drift,
             "seconds": round(time.perf_counter() - started, 2),
         }
-        lineage = portable_lineage(_lineage(source, verification))  # merged/ ships: no machine paths
-        write_json_atomic(staging / LINEAGE_FILE, lineage)
-        (staging / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
-        mark_output(staging, MERGE_OUTPUT)
-        replace_output(staging, output_dir)
+        _seal(source, staging, output_dir, verification)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.success("Merged {} into {}", source.name, output_dir)
     return MergeResult(output_dir, difference, tolerance, str(dtype).removeprefix("torch."), drift)
+
+
+def _quantized_reference(source: InferenceSource, quantization: Any, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Logits of the training-time model (quantized base plus adapter), to state the merge's drift from it."""
+    from peft import PeftModel
+
+    logger.info("Quantized base: measuring the quantized base plus adapter (the training-time model) first")
+    quantized = load_causal_lm(source.base_model_path, dtype=torch.float32, quantization_config=quantization)
+    return prompt_logits(PeftModel.from_pretrained(quantized, str(source.artifact_dir)).eval(), prompts)
+
+
+def _merged_in_memory(
+    source: InferenceSource, settings: Settings, dtype: torch.dtype, tokenizer: Any, prompts: list[list[int]]
+) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """The base in ``dtype`` plus the adapter: its logits (the reference), then the adapter folded in."""
+    from peft import PeftModel
+
+    logger.info("Loading base {} in {} and the adapter of {}", source.base_model_path, dtype, source.name)
+    base = load_causal_lm(source.base_model_path, dtype=dtype, trust_remote_code=settings.model.trust_remote_code)
+    with_adapter = PeftModel.from_pretrained(base, str(source.artifact_dir)).eval()
+    reference = prompt_logits(with_adapter, prompts)
+    merged = with_adapter.merge_and_unload()
+    generation_config = merged.generation_config
+    if generation_config.eos_token_id is None:
+        generation_config.eos_token_id = tokenizer.eos_token_id
+    if generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+    return merged, reference
+
+
+def _save(merged: torch.nn.Module, tokenizer: Any, staging: Path) -> None:
+    """Writes the merged weights, the tokenizer and the chat template to the staging directory."""
+    merged.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    (staging / CHAT_TEMPLATE_FILE).write_text(tokenizer.chat_template, encoding="utf-8")
+
+
+def _check_staged(
+    source: InferenceSource,
+    staging: Path,
+    settings: Settings,
+    prompts: list[list[int]],
+    reference: list[torch.Tensor],
+    quantized_logits: list[torch.Tensor] | None,
+    tolerance: float,
+) -> tuple[float, float | None]:
+    """Reloads what was written and compares its logits with base plus adapter (and the quantized model).
+
+    Raises:
+        MergeVerificationError: When the difference exceeds the tolerance (nothing is written then).
+    """
+    dtype = inference_dtype(settings)
+    reloaded = load_causal_lm(staging, dtype=dtype, attn_implementation=settings.model.attn_implementation)
+    merged_logits = prompt_logits(reloaded, prompts)
+    del reloaded
+    difference = max_abs_difference(merged_logits, reference)
+    drift = max_abs_difference(merged_logits, quantized_logits) if quantized_logits is not None else None
+    logger.info(
+        "Merge check: max abs logit difference {:.3g} (tolerance {:.3g}, {}) on {} prompts",
+        difference,
+        tolerance,
+        str(dtype).removeprefix("torch."),
+        len(prompts),
+    )
+    if drift is not None:
+        logger.warning(
+            "QLoRA approximation: the merged full-precision model differs from the quantized base plus "
+            "adapter used in training by up to {:.3g} in the logits (NF4 dequantization error, expected)",
+            drift,
+        )
+    if not difference <= tolerance:
+        raise MergeVerificationError(
+            f"{source.name}: merged model differs from base plus adapter by {difference:.3g} "
+            f"(tolerance {tolerance:.3g}); the merge was not written"
+        )
+    return difference, drift
+
+
+def _seal(source: InferenceSource, staging: Path, output_dir: Path, verification: dict[str, Any]) -> None:
+    """Adds lineage and model card, marks the output as the merge's own and moves it into place."""
+    lineage = portable_lineage(_lineage(source, verification))  # merged/ ships: no machine paths
+    write_json_atomic(staging / LINEAGE_FILE, lineage)
+    (staging / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
+    mark_output(staging, MERGE_OUTPUT)
+    replace_output(staging, output_dir)
 
 
 def _lineage(source: InferenceSource, verification: dict[str, Any]) -> dict[str, Any]:
