@@ -108,20 +108,11 @@ def evaluate_loaded(
         The evaluation: ``metrics``, ``samples``, ``data``, ``evaluation_settings``, ``created_at``.
     """
     from core.infrastructure.data.tool_rendering import template_messages
-    from core.infrastructure.evaluation import text_metrics
-    from core.infrastructure.evaluation.checks import run_checks, summarize_checks
     from core.infrastructure.evaluation.generation import generate_answers
-    from core.infrastructure.evaluation.loss import response_loss
 
     requested = set(settings.evaluation.metrics)
-    metrics: dict[str, Any] = {}
     rows = prepared.tokenized(split).to_list()[: settings.evaluation.max_samples]  # the cap applies to loss too
-    if requested & {"loss", "perplexity"}:
-        pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-        with loaded.activated() as module:
-            loss = response_loss(module, rows, settings.training.eval_batch_size, pad_id, show_progress)
-        metrics.update(eval_loss=loss.loss, perplexity=loss.perplexity, loss_tokens=loss.tokens)
-
+    metrics = _loss_metrics(loaded, rows, settings, show_progress) if requested & {"loss", "perplexity"} else {}
     conversations = prepared.conversations(split)[: settings.evaluation.max_samples]
     template = loaded.tokenizer.chat_template
     prompts = [
@@ -129,13 +120,53 @@ def evaluate_loaded(
     ]
     references = [conversation.reference for conversation in conversations]
     generation = generate_answers(loaded, prompts, settings.evaluation, show_progress=show_progress)
-    outputs = generation.outputs
-    metrics.update(
-        generation_seconds=generation.seconds,
-        generation_tokens_per_second=generation.tokens_per_second,
-        response_length=text_metrics.length_statistics(outputs, generation.output_tokens),
-        reference_length=text_metrics.length_statistics(references),
+    metrics.update(_text_metrics(requested, generation, references))
+    check_results = (
+        _check_results(settings, conversations, generation.outputs, references) if "checks" in requested else []
     )
+    if check_results:
+        from core.infrastructure.evaluation.checks import summarize_checks
+
+        summary = summarize_checks(check_results)
+        metrics.update(checks=summary, checks_pass_rate=summary["pass_rate"])
+        metrics["checks_all_passed_rate"] = summary["all_passed_rate"]
+    samples = _samples(conversations, prompts, generation, references, check_results)
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "metrics": metrics,
+        "data": {
+            "directory": str(prepared.directory),
+            "fingerprint": prepared.fingerprint,
+            "split": split,
+            "loss_sequences": len(rows),
+            "generated_samples": len(samples),
+        },
+        "evaluation_settings": settings.evaluation.model_dump(mode="json"),
+        "samples": samples,
+    }
+
+
+def _loss_metrics(loaded: Any, rows: list[dict[str, Any]], settings: Settings, show_progress: bool) -> dict[str, Any]:
+    """Masked response loss and perplexity on the tokenized rows (padding-free batches)."""
+    from core.infrastructure.evaluation.loss import response_loss
+
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    with loaded.activated() as module:
+        loss = response_loss(module, rows, settings.training.eval_batch_size, pad_id, show_progress)
+    return {"eval_loss": loss.loss, "perplexity": loss.perplexity, "loss_tokens": loss.tokens}
+
+
+def _text_metrics(requested: set[str], generation: Any, references: list[str]) -> dict[str, Any]:
+    """Generation speed, lengths, and the requested ROUGE / BLEU / exact-match scores."""
+    from core.infrastructure.evaluation import text_metrics
+
+    outputs = generation.outputs
+    metrics: dict[str, Any] = {
+        "generation_seconds": generation.seconds,
+        "generation_tokens_per_second": generation.tokens_per_second,
+        "response_length": text_metrics.length_statistics(outputs, generation.output_tokens),
+        "reference_length": text_metrics.length_statistics(references),
+    }
     if "rouge" in requested:
         metrics.update(text_metrics.compute_rouge(outputs, references))
     if "bleu" in requested:
@@ -143,20 +174,33 @@ def evaluate_loaded(
         metrics.update(bleu=bleu["score"], bleu_details=bleu)
     if "exact_match" in requested:
         metrics.update(text_metrics.compute_exact_match(outputs, references))
+    return metrics
+
+
+def _check_results(
+    settings: Settings, conversations: list[Conversation], outputs: list[str], references: list[str]
+) -> list[Any]:
+    """Each answer's instruction checks: the evaluation's global checks plus the record's own."""
+    from core.infrastructure.evaluation.checks import run_checks
 
     global_checks = list(settings.evaluation.checks)
-    check_results = []
-    if "checks" in requested:
-        check_results = [
-            run_checks([*global_checks, *_record_checks(conversation)], output, reference)
-            for conversation, output, reference in zip(conversations, outputs, references, strict=True)
-        ]
-        summary = summarize_checks(check_results)
-        metrics.update(checks=summary, checks_pass_rate=summary["pass_rate"])
-        metrics["checks_all_passed_rate"] = summary["all_passed_rate"]
+    return [
+        run_checks([*global_checks, *_record_checks(conversation)], output, reference)
+        for conversation, output, reference in zip(conversations, outputs, references, strict=True)
+    ]
 
+
+def _samples(
+    conversations: list[Conversation],
+    prompts: list[Any],
+    generation: Any,
+    references: list[str],
+    check_results: list[Any],
+) -> list[dict[str, Any]]:
+    """One row per generated answer: prompt, output, reference, tokens and check results."""
     samples = []
-    for index, (conversation, output, reference) in enumerate(zip(conversations, outputs, references, strict=True)):
+    rows = zip(conversations, generation.outputs, references, strict=True)
+    for index, (conversation, output, reference) in enumerate(rows):
         results = [result.to_dict() for result in check_results[index]] if check_results else []
         samples.append(
             {
@@ -171,19 +215,7 @@ def evaluate_loaded(
                 "passed_all_checks": all(result["passed"] for result in results) if results else None,
             }
         )
-    return {
-        "created_at": datetime.now(UTC).isoformat(),
-        "metrics": metrics,
-        "data": {
-            "directory": str(prepared.directory),
-            "fingerprint": prepared.fingerprint,
-            "split": split,
-            "loss_sequences": len(rows),
-            "generated_samples": len(samples),
-        },
-        "evaluation_settings": settings.evaluation.model_dump(mode="json"),
-        "samples": samples,
-    }
+    return samples
 
 
 def _record_checks(conversation: Conversation) -> list[CheckSpec]:
