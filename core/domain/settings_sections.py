@@ -51,7 +51,11 @@ class TrainingSettings(Section):
     per_device_batch_size: int = Field(4, ge=1)
     eval_batch_size: int = Field(8, ge=1)
     eval_max_samples: int | None = Field(
-        128, ge=1, description="Validation examples used for in-training evaluation (None: all)."
+        48,
+        ge=1,
+        description="Validation examples used for in-training evaluation, step 0 included (None: all). "
+        "48 keeps an evaluation to a few batches on a CPU; every evaluation uses the same records, so the "
+        "losses before, during and after training compare like for like.",
     )
     eval_on_start: bool = Field(
         True,
@@ -59,11 +63,12 @@ class TrainingSettings(Section):
         "the manifest's initial_eval_loss (off: the first loss point comes sooner, no initial_eval_loss).",
     )
     eval_start_max_samples: int | None = Field(
-        32,
+        None,
         ge=1,
         description="Validation examples of that step-0 evaluation: the first N of the (eval_max_samples-capped) "
         "validation split, named in the manifest as initial_eval_records (None: the same records as later "
-        "evaluations). Small by default so the first loss point comes soon on a CPU.",
+        "evaluations, so initial and final eval loss compare like for like). A smaller N brings the first loss "
+        "point sooner, but initial_eval_loss then covers fewer records than the later evaluations.",
     )
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
