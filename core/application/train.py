@@ -1,24 +1,30 @@
 """Use case ``train``: settings and a prepared dataset in, a run directory out.
 
-Reads top to bottom: open the run -> resolve the model -> prepare data -> pick the checkpoint to
-resume -> load and prepare the model for the technique -> fit (step-0 evaluation, metrics,
-checkpoints, stop requests) -> save ``final/`` with tokenizer and chat template -> manifest.
+Reads top to bottom, as litgpt's recipes: :func:`train` opens the run (finished, resumed or
+restarted), then :func:`_train` runs the phases -- ``_setup_data`` (model and prepared data),
+the checkpoint to resume, ``_setup_model`` (precision, tokenizer, the technique's model, packing),
+``_setup_trainer`` (Trainer and callbacks), ``_fit`` and ``_finish`` (``final/`` with tokenizer and
+chat template, the manifest's summary).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.metadata
-import os
-import platform
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from core.application.run_records import (
+    make_final_shareable,
+    open_manifest,
+    relative_to_run,
+    rounded,
+    set_status,
+)
 from core.application.run_start import (
     checkpoint_step_of,
     checkpoint_to_resume,
@@ -31,15 +37,12 @@ from core.domain.manifest import (
     CHAT_TEMPLATE_FILE,
     FINAL_DIR,
     LOG_FILE,
-    MANIFEST_FILE,
     STOP_REQUEST_FILE,
     RunManifest,
     read_metrics,
 )
 from core.domain.techniques import traits_for
 from core.logging_setup import add_file_sink, remove_file_sink
-
-VERSIONED_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets")
 
 
 def train(
@@ -84,7 +87,7 @@ def train(
         return run_dir
     keep_completed_outputs(settings, run_dir, force, process.is_main_process)
     process.wait_for_everyone()
-    manifest = _open_manifest(run_dir, run_name, settings, process.is_main_process)
+    manifest = open_manifest(run_dir, run_name, settings, process.is_main_process)
     try:
         return _train(settings, run_dir, manifest, process, stop_event, extra_callbacks)
     except BaseException as error:
@@ -108,29 +111,59 @@ def _train(
     stop_event: threading.Event | None,
     extra_callbacks: Sequence[Any],
 ) -> Path:
-    import torch
-    from transformers import set_seed
+    """Setup (data, resume point, model, trainer) -> fit -> finish (final/, manifest, summary)."""
+    run = _setup_data(settings, run_dir, manifest, process)
+    run.resume_from = checkpoint_to_resume(settings, run_dir, run.is_main)
+    process.wait_for_everyone()
+    _setup_model(run)
+    fit = _setup_trainer(run, stop_event, extra_callbacks)
+    _fit(run, fit)
+    _finish(run, fit)
+    return run_dir
 
-    from core.infrastructure.models.loading import count_parameters, load_tokenizer, select_device
+
+@dataclass
+class _Run:
+    """What one training run assembles, phase by phase."""
+
+    settings: Settings
+    run_dir: Path
+    manifest: RunManifest
+    process: Any
+    resolved: Any
+    prepared: Any
+    train_data: Any
+    eval_data: Any
+    resume_from: Path | None = None
+    device: Any = None
+    precision: Any = None
+    tokenizer: Any = None
+    model: Any = None
+    packing: bool = False
+    parameters: tuple[int, int] = (0, 0)
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (the only one without DDP)."""
+        return self.process.is_main_process
+
+
+@dataclass
+class _Fit:
+    """The trainer and the callbacks the later phases read."""
+
+    trainer: Any
+    arguments: Any
+    metrics: Any
+    metrics_log: Any
+    stop: Any
+
+
+def _setup_data(settings: Settings, run_dir: Path, manifest: RunManifest, process: Any) -> _Run:
+    """Resolves the base model and the prepared data (the main process first: it may convert/prepare)."""
     from core.infrastructure.models.resolve import resolve_model
-    from core.infrastructure.training.callbacks import MetricsCallback, MetricsLog, SampleCallback, StopCallback
-    from core.infrastructure.training.collators import PackingCollator, PaddingCollator, packing_decision
-    from core.infrastructure.training.monitoring import finish_monitoring, monitoring_callbacks
-    from core.infrastructure.training.precision import choose_precision
-    from core.infrastructure.training.progress import RunProgress, schedule_for
-    from core.infrastructure.training.resources import hardware_description
-    from core.infrastructure.training.setup import (
-        build_training_arguments,
-        early_stopping_callbacks,
-        load_model_for_training,
-    )
-    from core.infrastructure.training.trainer import StudioTrainer, remove_pickled_arguments
 
-    is_main = process.is_main_process
-    traits = traits_for(settings.technique.name)
-
-    # 1. Resolve the base model and the prepared data (main process first: it may convert/prepare).
-    _set_status(manifest, run_dir, "preparing", is_main)
+    set_status(manifest, run_dir, "preparing", process.is_main_process)
     with process.main_process_first():
         resolved = resolve_model(settings.model.name, settings.paths.model_cache, settings.model.revision)
         prepared = _prepared_data(settings)
@@ -147,186 +180,187 @@ def _train(
         run_dir.name,
         resolved.display_name,
         resolved.architecture.family,
-        traits.title,
+        traits_for(settings.technique.name).title,
         prepared.fingerprint,
         len(train_data),
         len(eval_data),
     )
+    return _Run(settings, run_dir, manifest, process, resolved, prepared, train_data, eval_data)
 
-    # 2. Decide whether to resume (newest complete checkpoint, same configuration) or start over.
-    resume_from = checkpoint_to_resume(settings, run_dir, is_main)
-    process.wait_for_everyone()
 
-    # 3. Load and prepare the model for the technique.
-    device = select_device()
-    precision = choose_precision(settings.training.precision, device)
-    logger.info("Precision {} ({}); device {}", precision.name, precision.reason, device)
+def _setup_model(run: _Run) -> None:
+    """Loads the tokenizer and the model prepared for the technique; decides precision and packing."""
+    from transformers import set_seed
+
+    from core.infrastructure.models.loading import count_parameters, load_tokenizer, select_device
+    from core.infrastructure.training.collators import packing_decision
+    from core.infrastructure.training.precision import choose_precision
+    from core.infrastructure.training.setup import load_model_for_training
+
+    settings = run.settings
+    run.device = select_device()
+    run.precision = choose_precision(settings.training.precision, run.device)
+    logger.info("Precision {} ({}); device {}", run.precision.name, run.precision.reason, run.device)
     set_seed(settings.training.seed)
-    tokenizer = load_tokenizer(resolved.path, chat_template=prepared.chat_template)
-    model = load_model_for_training(settings, resolved, precision, device)
-    trainable, total = count_parameters(model)
+    run.tokenizer = load_tokenizer(run.resolved.path, chat_template=run.prepared.chat_template)
+    run.model = load_model_for_training(settings, run.resolved, run.precision, run.device)
+    trainable, total = run.parameters = count_parameters(run.model)
     logger.info("Trainable parameters: {:,} of {:,} ({:.4%})", trainable, total, trainable / max(total, 1))
-    packing, packing_reason = packing_decision(settings.training.packing, resolved.architecture, traits)
-    logger.info("Packing: {} ({})", "on" if packing else "off", packing_reason)
-    collator = PackingCollator() if packing else PaddingCollator(tokenizer.pad_token_id)
+    traits = traits_for(settings.technique.name)
+    run.packing, packing_reason = packing_decision(settings.training.packing, run.resolved.architecture, traits)
+    logger.info("Packing: {} ({})", "on" if run.packing else "off", packing_reason)
 
-    # 4. Fit with transformers' Trainer and our callbacks.
+
+def _setup_trainer(run: _Run, stop_event: threading.Event | None, extra_callbacks: Sequence[Any]) -> _Fit:
+    """Transformers' Trainer with our callbacks: metrics, stop requests, progress, samples, monitoring."""
+    from core.infrastructure.training.callbacks import MetricsCallback, MetricsLog, StopCallback
+    from core.infrastructure.training.collators import PackingCollator, PaddingCollator
+    from core.infrastructure.training.progress import RunProgress
+    from core.infrastructure.training.setup import build_training_arguments
+    from core.infrastructure.training.trainer import StudioTrainer
+
+    settings, eval_data = run.settings, run.eval_data
     arguments = build_training_arguments(
-        settings, run_dir, precision, has_eval=len(eval_data) > 0, packing=packing, resuming=resume_from is not None
-    )
-    resumed_step = checkpoint_step_of(resume_from)
-    metrics_log = MetricsLog(run_dir, keep_until_step=resumed_step) if is_main else None
-    metrics = MetricsCallback(metrics_log, earlier_rows=read_metrics(run_dir) if resume_from and is_main else ())
-    stop = StopCallback(run_dir / STOP_REQUEST_FILE, stop_event)
-    world = max(arguments.world_size, 1)
-    steps_per_epoch = max(
-        1, len(train_data) // (arguments.per_device_train_batch_size * world * arguments.gradient_accumulation_steps)
-    )
-    schedule = schedule_for(arguments, len(eval_data), settings.training.sample_every_steps, steps_per_epoch)
-    progress = RunProgress(run_dir, schedule, enabled=is_main)
-    callbacks: list[Any] = [metrics, stop, progress, *early_stopping_callbacks(settings, arguments)]
-    if settings.training.sample_every_steps and settings.training.sample_prompts and metrics_log is not None:
-        callbacks.append(
-            SampleCallback(
-                metrics_log,
-                tokenizer,
-                list(settings.training.sample_prompts),
-                settings.training.sample_every_steps,
-                max_new_tokens=min(64, settings.evaluation.max_new_tokens),
-            )
-        )
-    callbacks += [progress.after_sampling(), *monitoring_callbacks(settings, run_dir, is_main)]
-    callbacks += list(extra_callbacks)
+        settings, run.run_dir, run.precision, has_eval=len(eval_data) > 0, packing=run.packing,
+        resuming=run.resume_from is not None,
+    )  # fmt: skip
+    metrics_log = MetricsLog(run.run_dir, keep_until_step=checkpoint_step_of(run.resume_from)) if run.is_main else None
+    earlier_rows = read_metrics(run.run_dir) if run.resume_from and run.is_main else ()
+    metrics = MetricsCallback(metrics_log, earlier_rows=earlier_rows)
+    stop = StopCallback(run.run_dir / STOP_REQUEST_FILE, stop_event)
+    progress = RunProgress(run.run_dir, _schedule(run, arguments), enabled=run.is_main)
+    callbacks = [metrics, stop, progress, *_optional_callbacks(run, arguments, metrics_log, progress)]
+    collator = PackingCollator() if run.packing else PaddingCollator(run.tokenizer.pad_token_id)
     trainer = StudioTrainer(
-        model=model,
+        model=run.model,
         args=arguments,
-        train_dataset=train_data,
+        train_dataset=run.train_data,
         eval_dataset=eval_data if len(eval_data) else None,
         data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=callbacks,
+        processing_class=run.tokenizer,
+        callbacks=[*callbacks, *extra_callbacks],
         run_config=settings.to_plain_dict(),
         nan_policy=settings.training.nan_policy,
     )
     metrics.trainer, trainer.run_progress = trainer, progress
-    start_limit = settings.training.eval_start_max_samples
+    _cap_start_evaluation(run, trainer, arguments)
+    return _Fit(trainer, arguments, metrics, metrics_log, stop)
+
+
+def _schedule(run: _Run, arguments: Any) -> Any:
+    """The run's plan of steps, evaluations and samples, for the progress file's ETA."""
+    from core.infrastructure.training.progress import schedule_for
+
+    per_step = arguments.per_device_train_batch_size * max(arguments.world_size, 1)
+    steps_per_epoch = max(1, len(run.train_data) // (per_step * arguments.gradient_accumulation_steps))
+    return schedule_for(arguments, len(run.eval_data), run.settings.training.sample_every_steps, steps_per_epoch)
+
+
+def _optional_callbacks(run: _Run, arguments: Any, metrics_log: Any, progress: Any) -> list[Any]:
+    """Early stopping, sample generations (and their timing) and TensorBoard/WandB, as configured."""
+    from core.infrastructure.training.callbacks import SampleCallback
+    from core.infrastructure.training.monitoring import monitoring_callbacks
+    from core.infrastructure.training.setup import early_stopping_callbacks
+
+    training = run.settings.training
+    callbacks: list[Any] = [*early_stopping_callbacks(run.settings, arguments)]
+    if training.sample_every_steps and training.sample_prompts and metrics_log is not None:
+        max_new_tokens = min(64, run.settings.evaluation.max_new_tokens)
+        prompts = list(training.sample_prompts)
+        callbacks.append(
+            SampleCallback(metrics_log, run.tokenizer, prompts, training.sample_every_steps, max_new_tokens)
+        )
+    return [*callbacks, progress.after_sampling(), *monitoring_callbacks(run.settings, run.run_dir, run.is_main)]
+
+
+def _cap_start_evaluation(run: _Run, trainer: Any, arguments: Any) -> None:
+    """Applies ``training.eval_start_max_samples`` and records which records each evaluation uses."""
+    eval_data, start_limit = run.eval_data, run.settings.training.eval_start_max_samples
     if arguments.eval_on_start and start_limit is not None and len(eval_data) > start_limit:
         trainer.start_eval_dataset = eval_data.select(range(start_limit))
     if arguments.eval_on_start:  # initial_eval_loss is the mean loss on these first validation records
-        manifest.metrics["initial_eval_records"] = min(len(eval_data), start_limit or len(eval_data))
-    manifest.metrics["eval_records"] = len(eval_data)
-    manifest.base_model_path = str(Path(resolved.path).resolve())
-    manifest.data_fingerprint = prepared.fingerprint
-    manifest.chat_template = tokenizer.chat_template
-    manifest.trainable_parameters, manifest.total_parameters = trainable, total
-    manifest.hardware = {**hardware_description(device), "precision": precision.name, "packing": packing}
-    _set_status(manifest, run_dir, "training", is_main)
-    if resume_from is not None:
-        logger.info("Resuming from {} (step {})", resume_from, resumed_step)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        run.manifest.metrics["initial_eval_records"] = min(len(eval_data), start_limit or len(eval_data))
+    run.manifest.metrics["eval_records"] = len(eval_data)
+
+
+def _fit(run: _Run, fit: _Fit) -> None:
+    """Records what the run trains, then trains (resuming when a checkpoint was chosen)."""
+    from core.infrastructure.training.resources import hardware_description
+
+    manifest, trainer = run.manifest, fit.trainer
+    manifest.base_model_path = str(Path(run.resolved.path).resolve())
+    manifest.data_fingerprint = run.prepared.fingerprint
+    manifest.chat_template = run.tokenizer.chat_template
+    manifest.trainable_parameters, manifest.total_parameters = run.parameters
+    hardware = hardware_description(run.device)
+    manifest.hardware = {**hardware, "precision": run.precision.name, "packing": run.packing}
+    set_status(manifest, run.run_dir, "training", run.is_main)
+    if run.resume_from is not None:
+        logger.info("Resuming from {} (step {})", run.resume_from, checkpoint_step_of(run.resume_from))
+    trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     evaluated_steps = {entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry}
-    if len(eval_data) and trainer.state.global_step not in evaluated_steps and not stop.stopped:  # every process
-        trainer.evaluate()
-    if stop.stopped and not (Path(arguments.output_dir) / f"checkpoint-{trainer.state.global_step}").is_dir():
+    if len(run.eval_data) and trainer.state.global_step not in evaluated_steps and not fit.stop.stopped:
+        trainer.evaluate()  # on every process
+    checkpoint = Path(fit.arguments.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    if fit.stop.stopped and not checkpoint.is_dir():
         trainer._save_checkpoint(trainer.model, trial=None)  # stopped during the final evaluation
 
-    # 5. Save the final adapter/model with the tokenizer and chat template; complete the manifest.
-    status = "stopped" if stop.stopped else "completed"
+
+def _finish(run: _Run, fit: _Fit) -> None:
+    """Saves ``final/`` with the tokenizer and chat template and completes the manifest."""
+    import torch
+
+    from core.infrastructure.training.trainer import remove_pickled_arguments
+
+    trainer, arguments = fit.trainer, fit.arguments
+    status = "stopped" if fit.stop.stopped else "completed"
     if trainer.state.best_model_checkpoint and arguments.load_best_model_at_end:
         logger.info("Final model = best checkpoint {}", Path(trainer.state.best_model_checkpoint).name)
-    final_dir = run_dir / FINAL_DIR
+    final_dir = run.run_dir / FINAL_DIR
     trainer.save_model(str(final_dir))
     remove_pickled_arguments(final_dir)
-    if is_main:
-        tokenizer.save_pretrained(str(final_dir))
-        (run_dir / CHAT_TEMPLATE_FILE).write_text(tokenizer.chat_template or "", encoding="utf-8")
-        summary = metrics.finish()
-        summary.update(
-            global_step=trainer.state.global_step,
-            epoch=trainer.state.epoch,
-            best_checkpoint=_relative(trainer.state.best_model_checkpoint, run_dir),
-            final_model_is_best_checkpoint=bool(
-                arguments.load_best_model_at_end and trainer.state.best_model_checkpoint
-            ),
-            early_stopped=status == "completed" and _early_stopped(trainer, settings),
-        )
-        manifest.metrics = {**manifest.metrics, **summary}
-        _make_final_shareable(final_dir, manifest, run_dir)
-        manifest.final_path = FINAL_DIR
-        manifest.error = None
-        _set_status(manifest, run_dir, status, is_main)
-        metrics_log.write({"step": trainer.state.global_step, "event": "end", "status": status})
-        finish_monitoring(summary, settings)
-        logger.success(
-            "Training {}: step {}, eval loss {} -> {}, {:.1f} s, {} tokens/s, peak {} MB; final model in {}",
-            status,
-            trainer.state.global_step,
-            _rounded(summary.get("initial_eval_loss")),
-            _rounded(summary.get("final_eval_loss")),
-            summary["train_runtime_s"],
-            summary["tokens_per_second"],
-            summary["peak_memory_mb"],
-            final_dir,
-        )
-    process.wait_for_everyone()
-    del trainer, model
+    if run.is_main:
+        run.tokenizer.save_pretrained(str(final_dir))
+        (run.run_dir / CHAT_TEMPLATE_FILE).write_text(run.tokenizer.chat_template or "", encoding="utf-8")
+        _complete_manifest(run, fit, status, final_dir)
+    run.process.wait_for_everyone()
+    del trainer
+    run.model = fit.trainer = None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return run_dir
 
 
-def _make_final_shareable(final_dir: Path, manifest: RunManifest, run_dir: Path) -> None:
-    """Names the base model by its Hub id in ``final/`` and replaces peft's placeholder card."""
-    from core.domain.portable import base_model_reference, make_adapter_portable, portable_lineage
-    from core.infrastructure.registry.artifacts import run_lineage
-    from core.infrastructure.registry.model_card import render_model_card
+def _complete_manifest(run: _Run, fit: _Fit, status: str, final_dir: Path) -> None:
+    """The run's summary figures, the shareable final/, the end row and the closing log line."""
+    from core.infrastructure.training.monitoring import finish_monitoring
 
-    model_name = str((manifest.config.get("model") or {}).get("name"))
-    reference = base_model_reference(model_name, manifest.base_model_path)
-    make_adapter_portable(final_dir, reference)
-    if "/" not in reference:
-        logger.warning(
-            "final/ names its base model {!r} (a local model, no Hub id); another machine needs that model "
-            "under the same name to load the adapter",
-            reference,
-        )
-    kind = "adapter" if (final_dir / "adapter_config.json").is_file() else "model"
-    lineage = {**portable_lineage(run_lineage(manifest, run_dir)), "kind": kind, "name": manifest.run_name}
-    (final_dir / "README.md").write_text(render_model_card(lineage), encoding="utf-8")
-
-
-def _open_manifest(run_dir: Path, run_name: str, settings: Settings, is_main: bool) -> RunManifest:
-    """Creates the run's manifest, keeping creation time and metrics of an earlier session."""
-    previous = RunManifest.load(run_dir) if (run_dir / MANIFEST_FILE).is_file() else None
-    manifest = RunManifest(
-        run_name=run_name,
-        config=settings.to_plain_dict(),
-        versions=_versions(),
-        technique=dataclasses.asdict(traits_for(settings.technique.name)),
+    trainer, manifest = fit.trainer, run.manifest
+    summary = fit.metrics.finish()
+    best_checkpoint = trainer.state.best_model_checkpoint
+    summary.update(
+        global_step=trainer.state.global_step,
+        epoch=trainer.state.epoch,
+        best_checkpoint=relative_to_run(best_checkpoint, run.run_dir),
+        final_model_is_best_checkpoint=bool(fit.arguments.load_best_model_at_end and best_checkpoint),
+        early_stopped=status == "completed" and _early_stopped(trainer, run.settings),
     )
-    if previous is not None:
-        manifest.created_at = previous.created_at
-        manifest.metrics = previous.metrics
-    if is_main:
-        manifest.save(run_dir)
-    return manifest
-
-
-def _set_status(manifest: RunManifest, run_dir: Path, status: str, is_main: bool) -> None:
-    manifest.status = status  # type: ignore[assignment]
-    if status in {"preparing", "training"}:
-        manifest.process = _this_process()
-    if is_main:
-        manifest.save(run_dir)
-
-
-def _this_process() -> dict[str, Any]:
-    """Identifies the training process, for readers that must tell a live run from a killed one."""
-    import socket
-
-    import psutil
-
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+    manifest.metrics = {**manifest.metrics, **summary}
+    make_final_shareable(final_dir, manifest, run.run_dir)
+    manifest.final_path, manifest.error = FINAL_DIR, None
+    set_status(manifest, run.run_dir, status, run.is_main)
+    fit.metrics_log.write({"step": trainer.state.global_step, "event": "end", "status": status})
+    finish_monitoring(summary, run.settings)
+    logger.success(
+        "Training {}: step {}, eval loss {} -> {}, {:.1f} s, {} tokens/s, peak {} MB; final model in {}",
+        status,
+        trainer.state.global_step,
+        rounded(summary.get("initial_eval_loss")),
+        rounded(summary.get("final_eval_loss")),
+        summary["train_runtime_s"],
+        summary["tokens_per_second"],
+        summary["peak_memory_mb"],
+        final_dir,
+    )
 
 
 def _prepared_data(settings: Settings) -> Any:
@@ -344,29 +378,6 @@ def _prepared_data(settings: Settings) -> Any:
 def _early_stopped(trainer: Any, settings: Settings) -> bool:
     max_steps = trainer.state.max_steps
     return settings.training.early_stopping_patience is not None and trainer.state.global_step < max_steps
-
-
-def _relative(path: str | None, run_dir: Path) -> str | None:
-    if not path:
-        return None
-    try:
-        return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _rounded(value: Any) -> Any:
-    return round(value, 4) if isinstance(value, float) else value
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def run(arguments: argparse.Namespace) -> int:
