@@ -8,7 +8,8 @@ from test_training_packing import features
 from transformers import AutoModelForCausalLM
 
 from core.domain.catalog import LLAMA
-from core.domain.settings_sections import LoraTechnique, PrefixTechnique
+from core.domain.technique_specs.lora import LoraTechnique
+from core.domain.technique_specs.prefix import PrefixTechnique
 from core.infrastructure.techniques import technique_for
 from core.infrastructure.training.collators import PackingCollator, PaddingCollator
 from core.infrastructure.training.loss import accepts_logits_mask, masked_causal_lm_loss, trained_positions
