@@ -21,11 +21,12 @@ from studio.chat_engine import ChatModels
 from studio.context import StudioContext
 from studio.jobs import JobSupervisor
 from studio.resources import resources_markdown
+from studio.run_views import initial_run, run_choices
 from studio.tabs.chat import build_chat_tab
 from studio.tabs.compare import build_compare_tab
 from studio.tabs.data import build_data_tab
 from studio.tabs.evaluate import build_evaluate_tab
-from studio.tabs.train import build_train_tab, initial_run, run_choices
+from studio.tabs.train import build_train_tab
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 THEME_FILE = ASSETS_DIR / "theme.json"

@@ -43,7 +43,7 @@ def data_section(
     """The ``data`` mapping of a plain config with the dataset(s) of the Dataset field.
 
     Args:
-        data: The ``data`` mapping of :func:`studio.jobs.plain_config`.
+        data: The ``data`` mapping of :func:`studio.job_records.plain_config`.
         text: The Dataset field (one name or several, comma-separated; empty: ``demo``).
         data_format: Format chosen in the Data tab (one dataset: ``data.format``; several: every
             source's format unless ``auto``); None keeps the mapping's.

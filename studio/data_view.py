@@ -19,7 +19,7 @@ from loguru import logger
 from core.application.inspect_data import data_report_markdown, token_view
 from core.domain.config import Settings, settings_from_dict
 from studio.data_sources import data_section
-from studio.jobs import plain_config
+from studio.job_records import plain_config
 
 PAGE_SIZE = 10
 PREVIEW_LIMIT = 200

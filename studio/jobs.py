@@ -22,64 +22,28 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
 
 import psutil
 import yaml
 from loguru import logger
 
 from core.domain.config import Settings
-from core.domain.manifest import MANIFEST_FILE, STOP_REQUEST_FILE, RunManifest, write_json_atomic
-
-JobKind = Literal["train", "evaluate", "compare"]
-JobState = Literal["queued", "running", "finished", "failed", "cancelled", "interrupted"]
-
-STUDIO_DIR = ".studio"
-"""Folder under ``paths.runs_dir`` holding the studio's job files."""
-
-ACTIVE_STATES = ("queued", "running")
-
-
-@dataclass
-class Job:
-    """One unit of background work.
-
-    Attributes:
-        job_id: Unique id, also the stem of the job's files.
-        kind: ``train``, ``evaluate`` or ``compare``.
-        run_name: The run trained (train), evaluated (evaluate) or a label (compare).
-        arguments: Extra CLI arguments after ``--config``.
-        state: Lifecycle state.
-        queued_at: ISO time of submission.
-        started_at: ISO time the child started.
-        finished_at: ISO time the child ended.
-        pid: Child process id while running.
-        returncode: Exit code of the child.
-        stop_requested_at: Epoch seconds of the stop request, if any.
-        message: Human-readable outcome.
-        output: A path the job writes (e.g. the comparison report folder).
-    """
-
-    job_id: str
-    kind: JobKind
-    run_name: str
-    arguments: list[str] = field(default_factory=list)
-    state: JobState = "queued"
-    queued_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    started_at: str | None = None
-    finished_at: str | None = None
-    pid: int | None = None
-    returncode: int | None = None
-    stop_requested_at: float | None = None
-    message: str = ""
-    output: str | None = None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+from core.domain.manifest import STOP_REQUEST_FILE, write_json_atomic
+from studio.job_records import (
+    ACTIVE_STATES,
+    STUDIO_DIR,
+    Job,
+    JobKind,
+    failure_message,
+    live_child,
+    now_iso,
+    plain_config,
+    run_status,
+    settle_run,
+)
 
 
 class JobSupervisor:
@@ -234,7 +198,7 @@ class JobSupervisor:
         with self._lock:
             for job in self.jobs():
                 if job.run_name == run_name and job.state == "queued":
-                    job.state, job.finished_at, job.message = "cancelled", _now(), "cancelled before it started"
+                    job.state, job.finished_at, job.message = "cancelled", now_iso(), "cancelled before it started"
                     self._save(job)
                     logger.info("Cancelled queued job {} ({})", job.job_id, run_name)
                     return f"{run_name}: removed from the queue"
@@ -244,7 +208,7 @@ class JobSupervisor:
             if current.kind == "train":
                 run_dir = self.runs_dir / run_name
                 run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / STOP_REQUEST_FILE).write_text(_now(), encoding="utf-8")
+                (run_dir / STOP_REQUEST_FILE).write_text(now_iso(), encoding="utf-8")
             else:
                 self._terminate()
             current.stop_requested_at = time.time()
@@ -366,7 +330,7 @@ class JobSupervisor:
                 start_new_session=True,
             )
         except OSError as error:
-            job.state, job.finished_at, job.message = "failed", _now(), f"could not start: {error}"
+            job.state, job.finished_at, job.message = "failed", now_iso(), f"could not start: {error}"
             self._save(job)
             logger.error("Could not start job {}: {}", job.job_id, error)
             return
@@ -376,7 +340,7 @@ class JobSupervisor:
             psutil.Process(process.pid).nice(self.niceness)
         except (psutil.Error, OSError):
             logger.debug("Could not lower the priority of pid {}", process.pid)
-        job.state, job.started_at, job.pid = "running", _now(), process.pid
+        job.state, job.started_at, job.pid = "running", now_iso(), process.pid
         self._save(job)
         self._process, self._current = process, job
         logger.info("Started {} job {} for {} (pid {})", job.kind, job.job_id, job.run_name, process.pid)
@@ -387,7 +351,7 @@ class JobSupervisor:
             return
         returncode = process.poll() if isinstance(process, subprocess.Popen) else None
         job.returncode = returncode
-        job.finished_at = _now()
+        job.finished_at = now_iso()
         job.pid = None
         if job.stop_requested_at is not None:
             job.state, job.message = "cancelled", "stopped on request"
@@ -403,112 +367,28 @@ class JobSupervisor:
         self._current, self._process = None, None
 
     def _run_status(self, job: Job) -> str | None:
-        path = self.runs_dir / job.run_name / MANIFEST_FILE
-        if not path.exists():
-            return None
-        try:
-            return RunManifest.load(path.parent).status
-        except (OSError, ValueError):
-            return None
+        return run_status(self.runs_dir / job.run_name)
 
     def _failure_message(self, job: Job, returncode: int | None) -> str:
-        tail = tail_text(self.log_path(job.job_id), max_lines=60)
-        error_lines = [line for line in tail.splitlines() if " ERROR " in line or "Error" in line]
-        reason = error_lines[-1].strip() if error_lines else ""
-        if returncode is not None and returncode < 0:
-            reason = f"the process was killed by signal {-returncode} (out of memory?) {reason}".strip()
-        return f"exit code {returncode}: {reason}" if reason else f"exit code {returncode}"
+        return failure_message(self.log_path(job.job_id), returncode)
 
     def _mark_run_failed(self, job: Job) -> None:
-        if job.kind != "train":
-            return
-        run_dir = self.runs_dir / job.run_name
-        if not (run_dir / MANIFEST_FILE).exists():
-            manifest = RunManifest(run_name=job.run_name)
-        else:
-            try:
-                manifest = RunManifest.load(run_dir)
-            except (OSError, ValueError):
-                return
-        if manifest.status in {"failed", "completed", "stopped"}:
-            return
-        manifest.status, manifest.error = "failed", job.message
-        manifest.save(run_dir)
+        if job.kind == "train":
+            settle_run(self.runs_dir / job.run_name, "failed", job.message, unless={"failed", "completed", "stopped"})
 
     def _adopt_running_jobs(self) -> None:
         for job in self.jobs():
             if job.state != "running":
                 continue
-            process = _live_child(job.pid, job.job_id)
+            process = live_child(job.pid, job.job_id)
             if process is not None and self._current is None:
                 self._process, self._current = process, job
                 logger.info("Adopted running job {} (pid {})", job.job_id, job.pid)
                 continue
-            job.state, job.finished_at, job.pid = "interrupted", _now(), None
+            job.state, job.finished_at, job.pid = "interrupted", now_iso(), None
             job.message = "the studio stopped while this job ran; Resume continues from the last checkpoint"
             self._save(job)
             if job.kind == "train":
-                run_dir = self.runs_dir / job.run_name
-                try:
-                    manifest = RunManifest.load(run_dir)
-                except (OSError, ValueError):
-                    continue
-                if manifest.status in {"training", "preparing", "created"}:
-                    manifest.status, manifest.error = "stopped", job.message
-                    manifest.save(run_dir)
-
-
-def _live_child(pid: int | None, job_id: str) -> psutil.Process | None:
-    if not pid:
-        return None
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if any(job_id in part for part in process.cmdline()):
-            return process
-    except psutil.Error:
-        return None
-    return None
-
-
-def plain_config(settings: Settings) -> dict[str, Any]:
-    """The settings as a mapping a child can load with ``--config`` (secrets and Nones dropped).
-
-    Args:
-        settings: Validated settings.
-
-    Returns:
-        A YAML-safe mapping.
-    """
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items() if item is not None and item != "**********"}
-        if isinstance(value, list):
-            return [clean(item) for item in value]
-        return value
-
-    return clean(settings.to_plain_dict())
-
-
-def tail_text(path: Path, max_lines: int = 40, max_bytes: int = 32_768) -> str:
-    """The last lines of a text file, read from its end (cheap on large logs).
-
-    Args:
-        path: The file.
-        max_lines: Lines to keep.
-        max_bytes: Bytes read from the end at most.
-
-    Returns:
-        The text, or an empty string when the file does not exist.
-    """
-    path = Path(path)
-    if not path.exists():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - max_bytes))
-        data = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(data.splitlines()[-max_lines:])
+                settle_run(
+                    self.runs_dir / job.run_name, "stopped", job.message, unless={"failed", "completed", "stopped"}
+                )

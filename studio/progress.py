@@ -14,9 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+from loguru import logger
+
 from core.domain.manifest import PROGRESS_FILE
+from studio.charts import loss_figure, rate_figure
 from studio.context import StudioContext
-from studio.runs import INTERRUPTED_MESSAGE, METRICS, compute_progress, format_duration, load_manifest, run_status
+from studio.run_views import queue_frame, samples_markdown
+from studio.runs import (
+    INTERRUPTED_MESSAGE,
+    METRICS,
+    compute_progress,
+    format_duration,
+    load_manifest,
+    log_tail,
+    run_status,
+)
 
 LIVE_STATUSES = {"training", "starting", "stopping"}
 
@@ -146,3 +159,33 @@ def status_html(context: StudioContext, run_name: str | None) -> tuple[str, list
         + "</div>"
     )
     return block, rows
+
+
+def progress_view(context: StudioContext, selected: str | None, last: Any) -> tuple[Any, ...]:
+    """One poll of the selected run: status block, curves, log tail, samples, queue (charts only on change).
+
+    Args:
+        context: Studio context.
+        selected: The run shown.
+        last: The previous poll's signature (run, metric rows, status).
+
+    Returns:
+        The Train tab's poll outputs and the new signature; a failure shows a message instead of raising.
+    """
+    try:
+        block, rows = status_html(context, selected)
+        current = run_status(context.runs_dir, selected, context.supervisor) if selected else None
+        signature = (selected, len(rows), current)
+        changed = signature != last
+        return (
+            block,
+            loss_figure(rows) if changed else gr.skip(),
+            rate_figure(rows) if changed else gr.skip(),
+            log_tail(context.runs_dir, selected, context.supervisor, max_lines=8) if selected else "",
+            samples_markdown(rows) if changed else gr.skip(),
+            queue_frame(context),
+            signature,
+        )
+    except Exception as error:  # a poll must never kill the page; log and show it
+        logger.opt(exception=error).error("Progress poll failed")
+        return (f'<p class="fit-no">Could not read the run: {html.escape(str(error))}</p>', *[gr.skip()] * 5, last)

@@ -18,7 +18,8 @@ from typing import Any
 import psutil
 
 from core.domain.manifest import EVALUATION_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE, RunManifest
-from studio.jobs import STUDIO_DIR, JobSupervisor, tail_text
+from studio.job_records import STUDIO_DIR, tail_text
+from studio.jobs import JobSupervisor
 
 _TAIL_BYTES = 64
 

@@ -15,7 +15,7 @@ from core.domain.catalog import CATALOG, find_entry
 from core.domain.config import Settings, read_yaml, settings_from_dict
 from core.domain.techniques import DEFAULT_TECHNIQUE, technique_names, technique_spec, traits_for
 from studio.data_sources import data_section, dataset_names
-from studio.jobs import plain_config
+from studio.job_records import plain_config
 from studio.resources import available_memory_mb
 
 TECHNIQUES = (DEFAULT_TECHNIQUE, *(name for name in technique_names() if name != DEFAULT_TECHNIQUE))

@@ -225,7 +225,7 @@ def number_value(page, elem_id: str) -> float | None:
 
 def test_train_form_survives_reload(studio, page) -> None:
     """The Train form is kept in the browser: after a reload it shows the technique and values the user set."""
-    from studio.tabs.train import FORM_STORAGE_KEY
+    from studio.form_state import FORM_STORAGE_KEY
     from studio.training_form import technique_defaults
 
     blocks, _context, _settings = studio

@@ -43,7 +43,7 @@ def train_tiny_run(settings) -> Path:
     """A completed two-step LoRA run of the tiny model on the demo data, trained in this process."""
     from core.application.train import train
     from core.domain.config import settings_from_dict
-    from studio.jobs import plain_config
+    from studio.job_records import plain_config
 
     nested = plain_config(settings)
     nested["run_name"] = RUN_NAME

@@ -11,10 +11,11 @@ import pandas as pd
 
 from studio.charts import overlay_figure
 from studio.context import Refresher, StudioContext, plain_errors
-from studio.jobs import ACTIVE_STATES
+from studio.form_state import with_sample_prompts
+from studio.job_records import ACTIVE_STATES
 from studio.runs import METRICS, load_manifest, read_evaluation, run_names, run_status
 from studio.tabs.evaluate import _metric_mapping
-from studio.tabs.train import TrainTab, with_sample_prompts
+from studio.tabs.train import TrainTab
 from studio.training_form import TECHNIQUES, sweep_settings
 
 SUMMARY_KEYS = (

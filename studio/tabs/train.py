@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
-import html
 import json
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 from loguru import logger
 
-from core.domain.config import Settings, settings_from_dict
-from core.domain.manifest import STOP_REQUEST_FILE
-from studio.charts import loss_figure, rate_figure
 from studio.context import Refresher, StudioContext, plain_errors
 from studio.data_sources import joined
-from studio.jobs import plain_config
-from studio.progress import status_html, stop_message
-from studio.runs import compute_progress, load_manifest, log_tail, run_names, run_status
+from studio.form_state import (
+    FORM_FIELDS,
+    FORM_STORAGE_KEY,
+    TECHNIQUE_DEFAULT_FIELDS,
+    form_from_values,
+    form_secret,
+    initial_memory_table,
+    restored_form_values,
+    technique_default_values,
+    with_sample_prompts,
+)
+from studio.progress import progress_view, stop_message
+from studio.run_views import resume_settings, run_choices
+from studio.runs import load_manifest, run_names
 from studio.training_form import (
     TECHNIQUES,
     TrainForm,
@@ -34,9 +39,6 @@ from studio.training_form import (
 )
 
 POLL_INTERVAL_S = 2.0
-FORM_FIELDS = [field.name for field in fields(TrainForm)]
-FORM_STORAGE_KEY = "finetune-studio-train-form"
-"""localStorage key of the Train form's values (kept across page reloads)."""
 
 
 @dataclass
@@ -58,44 +60,6 @@ class TrainTab:
     model_name: gr.Dropdown
     timer: gr.Timer
     form_restore: Refresher
-
-
-def samples_markdown(rows: list[dict[str, Any]]) -> str:
-    """The latest sample generations as Markdown.
-
-    Args:
-        rows: Metrics rows.
-
-    Returns:
-        Markdown text.
-    """
-    progress = compute_progress(rows, None)
-    if not progress.samples:
-        return "*No sample generations yet (they appear every `sample_every_steps`).*"
-    parts = [f"**Samples at step {progress.sample_step}**"]
-    for sample in progress.samples[:4]:
-        prompt = html.escape(str(sample.get("prompt", "")))[:400]
-        output = html.escape(str(sample.get("output", "")))[:800]
-        parts.append(f"> **Prompt:** {prompt}\n>\n> **Output:** {output}")
-    return "\n\n".join(parts)
-
-
-def queue_frame(context: StudioContext) -> pd.DataFrame:
-    """The running and queued jobs as a table.
-
-    Args:
-        context: Studio context.
-
-    Returns:
-        One row per job (running first).
-    """
-    rows = []
-    current = context.supervisor.current()
-    if current is not None:
-        rows.append({"job": current.kind, "run": current.run_name, "state": "running", "since": current.started_at})
-    for job in context.supervisor.queued():
-        rows.append({"job": job.kind, "run": job.run_name, "state": "queued", "since": job.queued_at})
-    return pd.DataFrame(rows, columns=["job", "run", "state", "since"])
 
 
 def build_train_tab(context: StudioContext) -> TrainTab:
@@ -271,61 +235,22 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     ]
 
     def form_from(values: tuple[Any, ...]) -> TrainForm:
-        mapping = dict(zip(FORM_FIELDS, values, strict=True))
-        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_seq_length"):
-            if mapping[key] is None:
-                raise ValueError(f"{key.replace('_', ' ')}: a number is required")
-        for key in ("eval_steps", "save_steps", "sample_every_steps", "lora_rank", "virtual_tokens"):
-            mapping[key] = int(mapping[key] or 0)
-        mapping["run_name"] = mapping["run_name"] or ""
-        mapping["model_name"] = mapping["model_name"] or settings.model.name
-        return TrainForm(**mapping)
+        return form_from_values(values, settings.model.name)
 
     @plain_errors
     def on_technique(selected: str) -> tuple[Any, ...]:
-        values = technique_defaults(selected)
         return (
             technique_description(selected),
             gr.update(visible=shows_setting(selected, "rank")),
             gr.update(visible=shows_setting(selected, "num_virtual_tokens")),
-            values["learning_rate"],
-            values["max_steps"],
-            values["num_epochs"],
-            values["batch_size"],
-            values["gradient_accumulation_steps"],
-            values["max_seq_length"],
-            values["eval_steps"],
-            values["save_steps"],
-            values["sample_every_steps"],
-            values["lora_rank"],
-            values["lora_alpha"],
-            values["lora_dropout"],
-            values["virtual_tokens"],
-            values["gradient_checkpointing"],
+            *technique_default_values(selected),
         )
 
+    components = dict(zip(FORM_FIELDS, form_inputs, strict=True))
     technique_event = technique.input(  # user choices only: a restored form keeps its saved values
         on_technique,
         inputs=technique,
-        outputs=[
-            technique_info,
-            lora_row,
-            prefix_row,
-            learning_rate,
-            max_steps,
-            num_epochs,
-            batch_size,
-            accumulation,
-            max_seq_length,
-            eval_steps,
-            save_steps,
-            sample_every,
-            lora_rank,
-            lora_alpha,
-            lora_dropout,
-            virtual_tokens,
-            gradient_checkpointing,
-        ],
+        outputs=[technique_info, lora_row, prefix_row, *(components[name] for name in TECHNIQUE_DEFAULT_FIELDS)],
         api_name="technique_defaults",
     )
 
@@ -384,19 +309,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     def resume(selected: str | None) -> tuple[Any, str]:
         if not selected:
             raise ValueError("select a run to resume")
-        run_dir = context.runs_dir / selected
-        manifest = load_manifest(run_dir)
-        if manifest is None or not manifest.config:
-            raise ValueError(f"run {selected!r} has no manifest with its configuration; it cannot be resumed")
-        if manifest.status == "completed":
-            raise ValueError(f"run {selected!r} is already completed")
-        if (run_dir / STOP_REQUEST_FILE).exists() and context.active_run() == selected:
-            raise ValueError(f"run {selected!r} is still stopping; resume it once it has stopped")
-        nested = manifest.config
-        nested = {**nested, "run_name": selected, "training": {**nested.get("training", {}), "resume": "auto"}}
-        nested["paths"] = plain_config(settings)["paths"]
-        planned = settings_from_dict(nested)
-        job = context.supervisor.submit("train", selected, planned)
+        job = context.supervisor.submit("train", selected, resume_settings(context, selected))
         logger.info("Resume of {} queued as {}", selected, job.job_id)
         return gr.update(choices=run_choices(context, selected), value=selected), (
             f"Resuming **{selected}** from its last checkpoint ({job.job_id})."
@@ -405,23 +318,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     resume_button.click(resume, inputs=run_selector, outputs=[run_selector, action_message], api_name="resume_training")
 
     def poll(selected: str | None, last: Any) -> tuple[Any, ...]:
-        try:
-            block, rows = status_html(context, selected)
-            current = run_status(context.runs_dir, selected, context.supervisor) if selected else None
-            signature = (selected, len(rows), current)
-            changed = signature != last
-            return (
-                block,
-                loss_figure(rows) if changed else gr.skip(),
-                rate_figure(rows) if changed else gr.skip(),
-                log_tail(context.runs_dir, selected, context.supervisor, max_lines=8) if selected else "",
-                samples_markdown(rows) if changed else gr.skip(),
-                queue_frame(context),
-                signature,
-            )
-        except Exception as error:  # a poll must never kill the page; log and show it
-            logger.opt(exception=error).error("Progress poll failed")
-            return (f'<p class="fit-no">Could not read the run: {html.escape(str(error))}</p>', *[gr.skip()] * 5, last)
+        return progress_view(context, selected, last)
 
     poll_outputs = [status, loss_plot, rate_plot, logs, samples, queue, poll_state]
     timer.tick(
@@ -447,7 +344,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     refresh_button.click(refresh, inputs=run_selector, outputs=run_selector, api_name="list_runs")
     # the form survives a page reload: every change is saved in the browser's localStorage (client-side,
     # no server round trip) and put back when the page loads
-    form_store = gr.BrowserState(None, storage_key=FORM_STORAGE_KEY, secret=_form_secret(context))
+    form_store = gr.BrowserState(None, storage_key=FORM_STORAGE_KEY, secret=form_secret(context))
     gr.on(
         triggers=[component.change for component in form_inputs],
         fn=None,
@@ -487,118 +384,3 @@ def build_train_tab(context: StudioContext) -> TrainTab:
         "restore_train_form",
     )
     return TrainTab(run_selector, dataset, data_options, model_name, timer, form_restore=restore)
-
-
-def _form_secret(context: StudioContext) -> str:
-    """Key the saved form is encrypted with: stable across restarts, distinct per runs directory."""
-    return hashlib.sha256(str(Path(context.runs_dir).resolve()).encode("utf-8")).hexdigest()[:32]
-
-
-def restored_form_values(context: StudioContext, saved: Any) -> dict[str, Any]:
-    """The usable values of a Train form saved in the browser.
-
-    Unknown fields and values of the wrong type are dropped; a run name that already names a run is
-    cleared (that run was started, and the next one needs a new name).
-
-    Args:
-        context: Studio context.
-        saved: The saved mapping (field name -> value), or anything else when nothing was saved.
-
-    Returns:
-        Field name -> value, only for the fields to restore.
-    """
-    if not isinstance(saved, dict):
-        return {}
-    kinds = {field.name: field.type for field in fields(TrainForm)}
-    values: dict[str, Any] = {}
-    for name, value in saved.items():
-        kind = kinds.get(name)
-        if kind is None or value is None:
-            continue
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if (kind, type(value)) in {("str", str), ("bool", bool)} or (kind in {"int", "float"} and number):
-            values[name] = value
-    if values.get("technique") not in TECHNIQUES:
-        values.pop("technique", None)
-    name = values.get("run_name", "").strip()
-    if name and (name in run_names(context.runs_dir) or any(job.run_name == name for job in context.supervisor.jobs())):
-        values["run_name"] = ""
-    return values
-
-
-def initial_memory_table(settings: Settings) -> pd.DataFrame:
-    """The memory-fit table shown when the page opens (the studio's model and technique defaults).
-
-    Args:
-        settings: Studio settings.
-
-    Returns:
-        One row per technique.
-    """
-    columns = ["technique", "estimated_mb", "available_mb", "device", "fits", "note"]
-    try:
-        return pd.DataFrame(memory_estimates(settings), columns=columns)
-    except Exception as error:  # the page must open even when the estimate cannot be made
-        logger.warning("No memory estimate: {}", error)
-        return pd.DataFrame(columns=columns)
-
-
-def with_sample_prompts(settings: Settings, count: int = 2) -> Settings:
-    """Fills ``training.sample_prompts`` from the dataset's first prompts when samples are on but none are set.
-
-    Args:
-        settings: Planned run settings.
-        count: Prompts to take.
-
-    Returns:
-        The settings (unchanged when samples are off or prompts are set).
-    """
-    training = settings.training
-    if not training.sample_every_steps or training.sample_prompts:
-        return settings
-    try:
-        from core.application.inspect_data import preview_records
-
-        first = settings.data.sources()[0]
-        records = preview_records(settings, first.dataset, data_format=first.format, limit=count * 4)
-        prompts = [record["prompt"] for record in records if record.get("prompt")][:count]
-    except Exception as error:  # samples are a nicety: never block a run for them
-        logger.warning("No sample prompts from {}: {}", settings.data.dataset_label(), error)
-        prompts = []
-    prompts = prompts or ["Explain what finetuning a language model means in one sentence."]
-    return settings.model_copy(update={"training": training.model_copy(update={"sample_prompts": prompts})})
-
-
-def run_choices(context: StudioContext, include: str | None = None) -> list[str]:
-    """Runs for the run selector: run directories plus queued runs, newest first.
-
-    Args:
-        context: Studio context.
-        include: A name that must be present (e.g. a run just queued).
-
-    Returns:
-        Run names.
-    """
-    names = run_names(context.runs_dir)
-    for job in context.supervisor.jobs():
-        if job.kind == "train" and job.state in {"queued", "running"} and job.run_name not in names:
-            names.insert(0, job.run_name)
-    if include and include not in names:
-        names.insert(0, include)
-    return names
-
-
-def initial_run(context: StudioContext) -> str | None:
-    """The run the Train tab shows when a page opens: the active run, else the newest.
-
-    Args:
-        context: Studio context.
-
-    Returns:
-        A run name or None.
-    """
-    active = context.active_run()
-    if active:
-        return active
-    names = run_choices(context)
-    return names[0] if names else None
