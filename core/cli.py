@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("core.application.serve", "Serve runs and registered models through an OpenAI-compatible API."),
     "studio": ("core.application.studio", "Open the Gradio studio."),
     "registry": ("core.application.registry", "List, register, promote, show and delete registered models."),
+    "import-config": (
+        "core.application.import_config",
+        "Turn a LLaMA-Factory or axolotl SFT YAML into a preset, listing the keys it could not map.",
+    ),
     "validate-config": (
         "core.application.validate_config",
         "Validate a configuration without loading models.",

@@ -137,3 +137,10 @@ def registry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo-id", help="Hub repository for push/pull (user/repo).")
     parser.add_argument("--revision", help="Hub revision to pull (branch, tag or commit).")
     parser.add_argument("--private", action="store_true", help="Create a private Hub repository.")
+
+
+def import_config(parser: argparse.ArgumentParser) -> None:
+    """Options of ``import-config``."""
+    parser.add_argument("file", help="LLaMA-Factory or axolotl SFT YAML to convert.")
+    parser.add_argument("--output", help="Preset file to write (default: print the preset).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace --output when it exists.")
