@@ -16,7 +16,7 @@ setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP): pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # compiled once here, not on every cold CLI start
 	$(PYTHON) -m core.infrastructure.models.provision
 	@touch $@
 

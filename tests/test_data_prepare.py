@@ -146,3 +146,28 @@ def test_random_splits_are_deterministic_and_honour_named_splits():
     named = assign_splits(items, hints, 0.1, 0.05, seed=1)
     assert named["test"] == list(range(7))  # the input's test split is kept as is, none is carved
     assert len(named["validation"]) == 10 and len(named["train"]) == 83
+
+
+def test_prepare_data_imports_no_model_stack(tmp_path):
+    """The CLI's prepare-data tokenizes with the tokenizer alone: torch, peft and accelerate stay unimported."""
+    import subprocess
+    import sys
+
+    from tests.conftest import MODEL_CACHE
+
+    data = write_rows(tmp_path / "small.jsonl", 7)
+    script = (
+        "import json, sys\n"
+        "from core.cli import main\n"
+        f"code = main(['prepare-data', '--input', {str(data)!r}, '--output', {str(tmp_path / 'out')!r},"
+        f" 'paths.model_cache={MODEL_CACHE}', 'paths.data_dir={tmp_path / 'data'}'])\n"
+        "loaded = [name for name in ('torch', 'peft', 'accelerate') if name in sys.modules]\n"
+        "print('LOADED=' + json.dumps({'code': code, 'loaded': loaded}))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1]
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    result = json.loads(finished.stdout.split("LOADED=")[-1])
+    assert result == {"code": 0, "loaded": []}
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["counts"]["kept"] == 7

@@ -140,8 +140,8 @@ class TokenView:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(model_name: str, model_cache: str, chat_template: str) -> Any:
-    from core.infrastructure.models.loading import load_tokenizer
     from core.infrastructure.models.resolve import resolve_model
+    from core.infrastructure.models.tokenizer_loading import load_tokenizer
 
     resolved = resolve_model(model_name, Path(model_cache))
     return load_tokenizer(resolved.path, chat_template=chat_template)

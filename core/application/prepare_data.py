@@ -273,7 +273,7 @@ def _train_last_assistant_only(conversation: Conversation) -> Conversation:
 
 
 def _load_tokenizer(model_dir: Path, template: str | None) -> Any:
-    from core.infrastructure.models.loading import load_tokenizer
+    from core.infrastructure.models.tokenizer_loading import load_tokenizer
 
     return load_tokenizer(model_dir, template)
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from loguru import logger
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from core.domain.prompts import BUILTIN_TEMPLATES
 from core.infrastructure.models.quantized_layers import with_supported_layers
+from core.infrastructure.models.tokenizer_loading import load_tokenizer as load_tokenizer  # torch-free; re-exported
 
 
 def select_device() -> torch.device:
@@ -48,31 +47,6 @@ def select_attn_implementation(requested: str = "auto") -> str:
         if importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
     return "sdpa"
-
-
-def load_tokenizer(path: Path | str, chat_template: str | None = None) -> PreTrainedTokenizerBase:
-    """Loads a tokenizer and makes it ready for training and batched generation.
-
-    A missing pad token is set to EOS (labels are built from the loss mask, never from the pad
-    id, so EOS is still trained). A ``chat_template`` argument (a builtin name or Jinja text)
-    replaces the tokenizer's own.
-
-    Args:
-        path: Model directory.
-        chat_template: ``None`` (keep the tokenizer's), ``"alpaca"``, ``"chatml"`` or Jinja text.
-
-    Returns:
-        The tokenizer.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if chat_template is not None:
-        tokenizer.chat_template = BUILTIN_TEMPLATES.get(chat_template, chat_template)
-    if tokenizer.chat_template is None:
-        logger.info("{} has no chat template; using the Alpaca format", path)
-        tokenizer.chat_template = BUILTIN_TEMPLATES["alpaca"]
-    return tokenizer
 
 
 QUANTIZED_PARAMETER_TYPES = frozenset({"Params4bit", "Int8Params"})
