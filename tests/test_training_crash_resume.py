@@ -23,12 +23,17 @@ from safetensors.torch import load_file
 from test_training_support import REPO_ROOT, TRAIN_SCRIPT, isolated_overrides, make_prepared
 
 from core.domain.manifest import RunManifest, read_metrics
-from core.infrastructure.training.checkpoints import STAGING_PREFIX, newest_complete_checkpoint
+from core.infrastructure.training.checkpoints import (
+    CHECKPOINT_MANIFEST,
+    list_checkpoints,
+    newest_complete_checkpoint,
+    verify_checkpoint,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MAX_STEPS = 8
-# The child widens the checkpoint write (files in staging, not yet hashed or renamed) so a kill lands inside it.
+# The child widens the checkpoint write (files written, not yet hashed or sealed) so a kill lands inside it.
 SLOW_SEAL = """
 import time
 import core.infrastructure.training.checkpoints as checkpoints
@@ -129,11 +134,14 @@ def test_three_random_kill9_points_then_resume_auto_is_bit_identical(
 
     assert RunManifest.load(run_dir).status == "training" and run_status(run_dir.parent, "crash", None) == "interrupted"
 
-    # 2. Inside the next checkpoint write: files in staging, not hashed, sealed or renamed yet.
+    # 2. Inside the next checkpoint write: files written, not hashed or sealed yet.
     resumed_from = newest_complete_checkpoint(checkpoints_dir)
     _kill_when(
         _start(crashed, slow_seal=True),
-        lambda: any(path.is_dir() and any(path.iterdir()) for path in checkpoints_dir.glob(f"{STAGING_PREFIX}*")),
+        lambda: any(
+            any(path.iterdir()) and not (path / CHECKPOINT_MANIFEST).exists()
+            for path in list_checkpoints(checkpoints_dir)
+        ),
         "a checkpoint write",
     )
     kills.append(f"inside a checkpoint write (resumed from {resumed_from.name if resumed_from else 'scratch'})")
@@ -149,7 +157,7 @@ def test_three_random_kill9_points_then_resume_auto_is_bit_identical(
     final = _start(crashed)
     assert final.wait(timeout=600) == 0, final.stderr.read()[-3000:]
     context = f"seed {seed}, kills: {'; '.join(kills)}"
-    assert not list(checkpoints_dir.glob(f"{STAGING_PREFIX}*")), context
+    assert all(verify_checkpoint(path) is None for path in list_checkpoints(checkpoints_dir)), context
 
     straight_history, straight_final = _state(tmp_path / "straight" / "runs" / "crash")
     crashed_history, crashed_final = _state(run_dir)

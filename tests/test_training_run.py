@@ -117,8 +117,11 @@ def test_run_directory_contract(tiny_settings):
             "scheduler.pt",
             "rng_state.pth",
             "trainer_state.json",
+            "training_config.json",
+            "data_position.json",
         ):
             assert sealed[name]["sha256"] == sha256_file(checkpoint / name)
+        assert not (checkpoint / "training_args.bin").exists()
         assert json.loads((checkpoint / "data_position.json").read_text())["global_step"] == int(checkpoint.name[11:])
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -76,7 +76,7 @@ def checkpoint_to_resume(settings: Settings, run_dir: Path, is_main: bool) -> Pa
     from core.infrastructure.training.checkpoints import (
         check_resumable,
         newest_complete_checkpoint,
-        remove_stale_staging,
+        remove_unsealed_checkpoints,
     )
 
     checkpoints_dir = run_dir / CHECKPOINTS_DIR
@@ -85,7 +85,7 @@ def checkpoint_to_resume(settings: Settings, run_dir: Path, is_main: bool) -> Pa
         logger.info("Removing an old stop request {}", stop_file)
         stop_file.unlink()
     if is_main:
-        remove_stale_staging(checkpoints_dir)
+        remove_unsealed_checkpoints(checkpoints_dir)
     mode = settings.training.resume
     checkpoint: Path | None = None
     if mode not in ("auto", "never"):

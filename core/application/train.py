@@ -240,6 +240,7 @@ def _setup_trainer(run: _Run, stop_event: threading.Event | None, extra_callback
         processing_class=run.tokenizer,
         callbacks=[*callbacks, *extra_callbacks],
         run_config=settings.to_plain_dict(),
+        save_total_limit=settings.training.save_total_limit,
         nan_policy=settings.training.nan_policy,
     )
     metrics.trainer, trainer.run_progress = trainer, progress
@@ -301,16 +302,13 @@ def _fit(run: _Run, fit: _Fit) -> None:
     evaluated_steps = {entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry}
     if len(run.eval_data) and trainer.state.global_step not in evaluated_steps and not fit.stop.stopped:
         trainer.evaluate()  # on every process
-    checkpoint = Path(fit.arguments.output_dir) / f"checkpoint-{trainer.state.global_step}"
-    if fit.stop.stopped and not checkpoint.is_dir():
-        trainer._save_checkpoint(trainer.model, trial=None)  # stopped during the final evaluation
 
 
 def _finish(run: _Run, fit: _Fit) -> None:
     """Saves ``final/`` with the tokenizer and chat template and completes the manifest."""
     import torch
 
-    from core.infrastructure.training.trainer import remove_pickled_arguments
+    from core.infrastructure.training.checkpoint_sealing import remove_pickled_arguments
 
     trainer, arguments = fit.trainer, fit.arguments
     status = "stopped" if fit.stop.stopped else "completed"

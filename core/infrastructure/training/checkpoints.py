@@ -1,8 +1,9 @@
-"""Crash-safe checkpoints: staged in a temporary directory, fsynced, renamed, sealed by a manifest.
+"""Crash-safe checkpoints: transformers writes them, a manifest written last seals them.
 
 A checkpoint directory is complete only when ``checkpoint_manifest.json`` exists and every file
-it lists has the recorded size and sha256. Resume picks the newest complete checkpoint; a
-truncated or corrupted one is skipped with a log line naming the problem.
+it lists has the recorded size and sha256 (see ``checkpoint_sealing.py`` for when it is written).
+Resume picks the newest complete checkpoint; a truncated or corrupted one is skipped with a log
+line naming the problem, and an unsealed one (a write cut short) is removed before training resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from core.infrastructure.checksums import sha256_file
 CHECKPOINT_MANIFEST = "checkpoint_manifest.json"
 TRAINING_CONFIG_FILE = "training_config.json"
 DATA_POSITION_FILE = "data_position.json"
-STAGING_PREFIX = ".staging-"
+LEGACY_STAGING_PREFIX = ".staging-"  # where checkpoints were written before sealing in place
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 RESUME_IGNORED_KEYS = (
@@ -89,30 +90,29 @@ def _fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
-def seal_checkpoint(staging: Path, destination: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Fsyncs a staged checkpoint, writes its manifest last and renames it into place.
+def seal_checkpoint(directory: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Fsyncs every file of a written checkpoint, then writes its manifest last (atomically).
+
+    Until the manifest exists the checkpoint does not count (see :func:`verify_checkpoint`), so a
+    crash at any point of the write leaves the earlier checkpoints as the resume points.
 
     Args:
-        staging: Temporary directory holding every checkpoint file.
-        destination: Final ``checkpoint-<step>`` directory (replaced if it exists).
+        directory: The ``checkpoint-<step>`` directory transformers has just written.
         extra: Additional manifest fields (step, epoch).
 
     Returns:
-        The destination directory.
+        The directory.
     """
     files = {}
-    for path in sorted(staging.rglob("*")):
-        if path.is_file():
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != CHECKPOINT_MANIFEST:
             _fsync_path(path)
-            relative = path.relative_to(staging).as_posix()
+            relative = path.relative_to(directory).as_posix()
             files[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    write_json_atomic(staging / CHECKPOINT_MANIFEST, {**(extra or {}), "files": files})
-    _fsync_path(staging)
-    if destination.exists():
-        shutil.rmtree(destination)
-    os.replace(staging, destination)
-    _fsync_path(destination.parent)
-    return destination
+    write_json_atomic(directory / CHECKPOINT_MANIFEST, {**(extra or {}), "files": files})
+    _fsync_path(directory)
+    _fsync_path(directory.parent)
+    return directory
 
 
 def verify_checkpoint(directory: Path) -> str | None:
@@ -178,15 +178,19 @@ def newest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
     return None
 
 
-def remove_stale_staging(checkpoints_dir: Path) -> None:
-    """Deletes staging directories left by a crash during a checkpoint write.
+def remove_unsealed_checkpoints(checkpoints_dir: Path) -> None:
+    """Deletes checkpoint writes a crash cut short (no manifest), before training resumes.
+
+    They never count as resume points, but left in place they would count against
+    ``training.save_total_limit`` and could outlive sealed checkpoints.
 
     Args:
         checkpoints_dir: The run's ``checkpoints/`` directory.
     """
     if not Path(checkpoints_dir).is_dir():
         return
-    for path in Path(checkpoints_dir).glob(f"{STAGING_PREFIX}*"):
+    unsealed = [path for path in list_checkpoints(checkpoints_dir) if not (path / CHECKPOINT_MANIFEST).is_file()]
+    for path in [*unsealed, *Path(checkpoints_dir).glob(f"{LEGACY_STAGING_PREFIX}*")]:
         logger.info("Removing unfinished checkpoint write {}", path.name)
         shutil.rmtree(path, ignore_errors=True)
 

@@ -131,6 +131,7 @@ class RunProgress(TrainerCallback):
         self.eval_done = self.eval_total = 0
         self._step_started: float | None = None
         self._step_ended: float | None = None
+        self._last_activity: float | None = None
         self._last_batch: float = 0.0
         self._evaluated_at_end = False
 
@@ -176,7 +177,7 @@ class RunProgress(TrainerCallback):
         now = time.perf_counter()
         if self._step_started is not None:
             self.timings.step_s.append(now - self._step_started)
-        self._step_ended = now
+        self._step_ended = self._last_activity = now
         self.write()
 
     def evaluation_started(self, state: TrainerState, batches: int) -> None:
@@ -204,16 +205,22 @@ class RunProgress(TrainerCallback):
         if self.state is not None and self.state.global_step >= self.state.max_steps:
             self._evaluated_at_end = True
         self.phase, self.eval_done, self.eval_total = "training", 0, 0
+        self._last_activity = time.perf_counter()
         self.write()
 
-    def checkpoint_saved(self, seconds: float) -> None:
-        """Records the duration of a checkpoint save.
+    def checkpoint_saved(self) -> None:
+        """Records the duration of the checkpoint save just sealed.
 
-        Args:
-            seconds: Its wall time.
+        Transformers writes the checkpoint right after the step, its log line, samples and any
+        evaluation, so the save took the time since the last of those ended.
         """
-        self.timings.checkpoint_s = seconds
+        if self._last_activity is not None:
+            self.timings.checkpoint_s = time.perf_counter() - self._last_activity
         self.write()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        """Notes the time (a checkpoint save, if one is due, starts after the log line)."""
+        self._last_activity = time.perf_counter()
 
     def after_sampling(self) -> TrainerCallback:
         """A callback to register after the sample generator: it times the generation just done."""
@@ -223,7 +230,8 @@ class RunProgress(TrainerCallback):
             def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
                 every = progress.schedule.sample_every
                 if every and state.global_step % every == 0 and progress._step_ended is not None:
-                    progress.timings.sample_s = time.perf_counter() - progress._step_ended
+                    progress._last_activity = time.perf_counter()
+                    progress.timings.sample_s = progress._last_activity - progress._step_ended
                     progress.write()
 
         return _AfterSampling()

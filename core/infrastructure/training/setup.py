@@ -123,7 +123,7 @@ def build_training_arguments(
         eval_on_start=has_eval and not resuming and training.eval_on_start,
         save_strategy=save_strategy,
         save_steps=save_steps,
-        save_total_limit=training.save_total_limit,
+        save_total_limit=None,  # rotated after sealing, by CheckpointSealCallback
         load_best_model_at_end=load_best,
         metric_for_best_model="eval_loss" if has_eval else None,
         greater_is_better=False,

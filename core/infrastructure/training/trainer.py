@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import math
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from loguru import logger
 from transformers import Trainer
-from transformers.trainer_callback import ExportableState, PrinterCallback
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
-from transformers.trainer_utils import rotate_checkpoints
 
 from core.domain.errors import FinetuneStudioError
-from core.domain.manifest import write_json_atomic
 from core.infrastructure.training.callbacks import EvaluationAborted
-from core.infrastructure.training.checkpoints import (
-    DATA_POSITION_FILE,
-    STAGING_PREFIX,
-    TRAINING_CONFIG_FILE,
-    seal_checkpoint,
-)
+from core.infrastructure.training.checkpoint_sealing import CheckpointSealCallback
 from core.infrastructure.training.collators import count_tokens
 from core.infrastructure.training.loss import accepts_logits_mask, masked_causal_lm_loss
-
-TRAINER_STATE_FILE = "trainer_state.json"
-PICKLED_ARGUMENTS_FILE = "training_args.bin"
-
-
-def remove_pickled_arguments(directory: Path) -> None:
-    """Deletes ``training_args.bin`` (a pickle Trainer writes beside models; nothing here reads it).
-
-    Args:
-        directory: A checkpoint or final model directory.
-    """
-    (Path(directory) / PICKLED_ARGUMENTS_FILE).unlink(missing_ok=True)
 
 
 class TrainingDivergedError(FinetuneStudioError):
@@ -74,10 +53,10 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class StudioTrainer(Trainer):
-    """Trainer that seals checkpoints atomically and never lets a NaN/inf pass silently.
+    """Trainer whose checkpoints are sealed (``on_save``) and which never lets a NaN/inf pass silently.
 
     Everything else (loop, accumulation, clipping, schedulers, mixed precision, evaluation,
-    DDP/FSDP/DeepSpeed through accelerate, resume) is transformers' own.
+    checkpoint writing, DDP/FSDP/DeepSpeed through accelerate, resume) is transformers' own.
 
     Attributes:
         run_config: The run's configuration, stored in every checkpoint for resume checks.
@@ -88,9 +67,18 @@ class StudioTrainer(Trainer):
         run_progress: The run's :class:`~core.infrastructure.training.progress.RunProgress` (or None).
     """
 
-    def __init__(self, *args: Any, run_config: dict[str, Any], nan_policy: str = "skip", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        run_config: dict[str, Any],
+        save_total_limit: int | None = None,
+        nan_policy: str = "skip",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.remove_callback(PrinterCallback)  # metrics go to loguru and metrics.jsonl, not print()
+        # First, so that every other on_save (metrics, monitoring) sees a sealed checkpoint.
+        self.callback_handler.callbacks.insert(0, CheckpointSealCallback(self, save_total_limit))
         self.run_config = run_config
         self.nan_policy = nan_policy
         self.skipped_updates = 0
@@ -235,64 +223,3 @@ class StudioTrainer(Trainer):
         if len(missing) != len(load_result.missing_keys):
             model.tie_weights()
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Writes a checkpoint into a staging directory, then seals and renames it (crash-safe).
-
-        Holds the model or adapter (safetensors), optimizer, scheduler, scaler and RNG states
-        (loaded back with ``weights_only=True`` by transformers), trainer state, data position and
-        the run configuration, plus ``checkpoint_manifest.json`` (sha256 per file) written last.
-        """
-        started = time.perf_counter()
-        step = self.state.global_step
-        checkpoints_dir = Path(self._get_output_dir(trial=trial))
-        destination = checkpoints_dir / f"checkpoint-{step}"
-        staging = checkpoints_dir / f"{STAGING_PREFIX}checkpoint-{step}"
-        if self.args.should_save and staging.exists():
-            shutil.rmtree(staging)
-        self.accelerator.wait_for_everyone()
-        self.store_flos()
-        self.save_model(str(staging), _internal_call=True)
-        if not self.args.save_only_model:
-            self._save_optimizer_and_scheduler(str(staging))
-            self._save_scaler(str(staging))
-            self._save_rng_state(str(staging))
-        if self.args.should_save:
-            if self.state.best_global_step:
-                best = checkpoints_dir / f"checkpoint-{self.state.best_global_step}"
-                if self.state.best_global_step == step or best.is_dir():
-                    self.state.best_model_checkpoint = str(best)
-            for callback in [*self.callback_handler.callbacks, self.control]:
-                if isinstance(callback, ExportableState):
-                    name = callback.__class__.__name__
-                    if isinstance(self.state.stateful_callbacks.get(name), list):
-                        self.state.stateful_callbacks[name].append(callback.state())
-                    else:
-                        self.state.stateful_callbacks[name] = callback.state()
-            self.state.save_to_json(str(staging / TRAINER_STATE_FILE))
-            write_json_atomic(staging / TRAINING_CONFIG_FILE, self.run_config)
-            write_json_atomic(
-                staging / DATA_POSITION_FILE,
-                {
-                    "global_step": step,
-                    "epoch": self.state.epoch,
-                    "micro_batches_seen": step * self.args.gradient_accumulation_steps,
-                    "sequences_seen": step * self.args.gradient_accumulation_steps * self._train_batch_size,
-                    "world_size": self.args.world_size,
-                    "skipped_updates": self.skipped_updates,
-                },
-            )
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            remove_pickled_arguments(staging)
-            seal_checkpoint(staging, destination, {"step": step, "epoch": self.state.epoch})
-            logger.info("Checkpoint saved: {}", destination)
-            rotate_checkpoints(
-                output_dir=str(checkpoints_dir),
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=False,
-            )
-        self.accelerator.wait_for_everyone()
-        if self.run_progress is not None:
-            self.run_progress.checkpoint_saved(time.perf_counter() - started)
