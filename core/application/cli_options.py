@@ -103,6 +103,11 @@ def export(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Replace --output even if it holds files the export did not write (they are deleted).",
     )
+    parser.add_argument("--push-to", help="Then upload the export folder to this Hub model repository (user/name).")
+    parser.add_argument("--private", action="store_true", help="--push-to: create the repository as private.")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="--push-to: list the files and sizes that would be uploaded, no network."
+    )
 
 
 def serve(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +132,7 @@ def registry(parser: argparse.ArgumentParser) -> None:
     """
     parser.usage = (
         "finetune-studio registry {list,register,show,promote,delete,push,pull} [key=value ...] [--name NAME] "
-        "[--version N] [--run RUN] [--stage STAGE] [--repo-id REPO] [--private]"
+        "[--version N] [--run RUN] [--stage STAGE] [--repo-id REPO] [--private] [--dry-run]"
     )
     parser.set_defaults(action=None)
     parser.add_argument("--name", help="Registered model name (show/promote/delete/push also take name:VERSION).")
@@ -137,6 +142,9 @@ def registry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo-id", help="Hub repository for push/pull (user/repo).")
     parser.add_argument("--revision", help="Hub revision to pull (branch, tag or commit).")
     parser.add_argument("--private", action="store_true", help="Create a private Hub repository.")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="push: list the files and sizes that would be uploaded (no network)."
+    )
 
 
 def import_config(parser: argparse.ArgumentParser) -> None:

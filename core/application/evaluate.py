@@ -269,7 +269,7 @@ def settings_for_run(settings: Settings, manifest: RunManifest) -> Settings:
         return settings
     stored = dict(manifest.config)
     current = settings.model_dump()
-    for section in ("paths", "monitoring", "serve", "studio"):
+    for section in ("paths", "monitoring", "serve", "studio", "hub"):
         stored[section] = current[section]
     chosen = settings.evaluation.model_dump(include=settings.evaluation.model_fields_set)
     stored["evaluation"] = {**(stored.get("evaluation") or {}), **chosen}

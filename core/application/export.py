@@ -1,6 +1,7 @@
 """Use case ``export``: a run as one GGUF file for llama.cpp, or a GGUF plus an Ollama Modelfile.
 
-``finetune-studio export --run R --format gguf|ollama [--quantization f16|q8_0|q4_0] [--output DIR]``
+``finetune-studio export --run R --format gguf|ollama [--quantization f16|q8_0|q4_0] [--output DIR]
+[--push-to user/name [--private] [--dry-run]]``
 
 1. :func:`setup` resolves the run and refuses, before any weights are loaded, what cannot be
    exported: Prefix Tuning (nothing to merge), a model family or tokenizer the converter does not
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,7 +164,8 @@ def main(plan: ExportPlan, settings: Settings) -> Path:
         model_dir, merge_check = whole_model(plan, settings, staging)
         gguf_file = staging / plan.gguf_name
         logger.info("Writing {} ({})", gguf_file.name, plan.quantization)
-        write_gguf(model_dir, gguf_file, plan.quantization, plan.tokenizer, plan.tokenizer.chat_template)
+        chat_template = plan.tokenizer.chat_template
+        write_gguf(model_dir, gguf_file, plan.quantization, plan.tokenizer, chat_template, plan.source.name)
         figures = verify_gguf(gguf_file, model_dir, plan.tokenizer, plan.quantization)
         shutil.rmtree(staging / MERGED_DIR, ignore_errors=True)
         report = _report(plan, gguf_file, figures, merge_check)
@@ -290,7 +293,10 @@ def run(arguments: argparse.Namespace) -> int:
         Exit code 0.
     """
     settings = load_settings(arguments.config, arguments.overrides)
-    export(
+    push_to = arguments.push_to
+    if push_to:
+        check_push(settings, push_to, arguments.dry_run)
+    output_dir = export(
         settings,
         arguments.run,
         arguments.format,
@@ -298,4 +304,46 @@ def run(arguments: argparse.Namespace) -> int:
         arguments.output,
         arguments.overwrite,
     )
+    if push_to:
+        result = push_export(settings, output_dir, push_to, arguments.private, arguments.dry_run)
+        sys.stdout.write(result if arguments.dry_run else result + "\n")
     return 0
+
+
+def check_push(settings: Settings, repo_id: str, dry_run: bool) -> None:
+    """Refuses a push that cannot happen (bad repository id, offline, no token) before exporting.
+
+    Args:
+        settings: Settings (``hub.token``).
+        repo_id: ``user/name``.
+        dry_run: A dry run needs neither network nor token.
+    """
+    from core.application.registry import hub_token_setting
+    from core.infrastructure.registry.hub import check_repo_id, hub_token
+
+    check_repo_id(repo_id)
+    if not dry_run:
+        hub_token(hub_token_setting(settings))
+
+
+def push_export(settings: Settings, output_dir: Path, repo_id: str, private: bool, dry_run: bool) -> str:
+    """Uploads an export folder (GGUF, verification.json, Modelfile) to a Hub model repository.
+
+    Args:
+        settings: Settings (``hub.token``, ``hub.private``).
+        output_dir: The export folder.
+        repo_id: ``user/name``.
+        private: Create the repository as private (``hub.private`` also does).
+        dry_run: Only list the files and sizes that would be uploaded.
+
+    Returns:
+        The repository URL, or the dry-run listing.
+    """
+    from core.application.registry import hub_token_setting
+    from core.infrastructure.registry.hub import describe_upload, hub_token, upload_listing, upload_to_hub
+
+    private = private or settings.hub.private
+    if dry_run:
+        return describe_upload(repo_id, upload_listing(output_dir), private)
+    token = hub_token(hub_token_setting(settings))
+    return upload_to_hub(output_dir, repo_id, token, private, f"Upload {output_dir.name} from Finetune Studio")

@@ -6,6 +6,7 @@ Examples::
     finetune-studio registry list
     finetune-studio registry promote --name support-bot --version 2 --stage production
     finetune-studio registry push --name support-bot:2 --repo-id me/support-bot --private
+    finetune-studio registry push --name support-bot:2 --repo-id me/support-bot --dry-run
 """
 
 from __future__ import annotations
@@ -50,6 +51,43 @@ def register(settings: Settings, name: str, run: str | Path) -> RegisteredVersio
     candidate = Path(settings.paths.runs_dir) / str(run)
     source = candidate if "/" not in str(run) and candidate.is_dir() else Path(run)
     return open_registry(settings).register(name, source)
+
+
+def hub_token_setting(settings: Settings) -> str | None:
+    """``hub.token`` as plain text, or None when unset (HF_TOKEN / ``hf auth login`` then apply).
+
+    Args:
+        settings: Settings.
+
+    Returns:
+        The token or None.
+    """
+    return settings.hub.token.get_secret_value() if settings.hub.token else None
+
+
+def push_version(settings: Settings, reference: str, repo_id: str, private: bool, dry_run: bool) -> str:
+    """Pushes a registered version to a Hub model repository, or lists what a push would upload.
+
+    Args:
+        settings: Settings (``paths.registry_dir``, ``hub.token``, ``hub.private``).
+        reference: ``name``, ``name:3`` or ``name@production``.
+        repo_id: ``user/name``.
+        private: Create the repository as private (``hub.private`` also does).
+        dry_run: Only list the repository, files and sizes (no network, no token).
+
+    Returns:
+        The repository URL, or the dry-run listing.
+    """
+    from core.infrastructure.registry.hub import push_to_hub
+
+    return push_to_hub(
+        open_registry(settings),
+        reference,
+        repo_id,
+        private=private or settings.hub.private,
+        token=hub_token_setting(settings),
+        dry_run=dry_run,
+    )
 
 
 def _summary(version: RegisteredVersion) -> dict:
@@ -126,11 +164,10 @@ def run(arguments: argparse.Namespace) -> int:
             raise ConfigError("--name: required for delete")
         registry.delete(arguments.name, arguments.version)
     elif action == "push":
-        from core.infrastructure.registry.hub import push_to_hub
-
         if not arguments.repo_id:
             raise ConfigError("registry push: pass --repo-id user/repo")
-        push_to_hub(registry, _reference(arguments), arguments.repo_id, private=arguments.private)
+        result = push_version(settings, _reference(arguments), arguments.repo_id, arguments.private, arguments.dry_run)
+        sys.stdout.write(result if arguments.dry_run else result + "\n")
     elif action == "pull":
         from core.infrastructure.registry.hub import pull_from_hub
 

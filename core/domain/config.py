@@ -31,6 +31,7 @@ from core.domain.settings_errors import TECHNIQUE_VARIANTS, format_validation_er
 from core.domain.settings_sections import (
     DataSettings,
     EvaluationSettings,
+    HubSettings,
     ModelSettings,
     MonitoringSettings,
     PathSettings,
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     studio: StudioSettings = Field(default_factory=StudioSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -98,7 +100,11 @@ class Settings(BaseSettings):
         return [
             f"{key} = {value!r} ({self._origins.get(key) or self._origins.get(key.rsplit('.', 1)[0], 'derived')})"
             for key, value in values.items()
-            if key in defaults and value != defaults[key] and "secret" not in key and "api_key" not in key
+            if key in defaults
+            and value != defaults[key]
+            and "secret" not in key
+            and "api_key" not in key
+            and "token" not in key
         ]
 
     @classmethod
@@ -234,6 +240,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
     "paths": PathSettings,
     "serve": ServeSettings,
     "studio": StudioSettings,
+    "hub": HubSettings,
 }
 
 

@@ -176,6 +176,16 @@ class PathSettings(Section):
     registry_dir: Path = Path("registry")
 
 
+class HubSettings(Section):
+    """Hugging Face Hub uploads (``registry push``, ``export --push-to``)."""
+
+    token: SecretStr | None = Field(
+        None,
+        description="Write token for pushes (FINETUNE_HUB__TOKEN); unset: HF_TOKEN or the `hf auth login` token.",
+    )
+    private: bool = Field(False, description="Create new repositories as private (as --private does).")
+
+
 class StudioSettings(Section):
     """Gradio studio."""
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,12 @@ def permute_for_llama_cpp(weight: np.ndarray, heads: int) -> np.ndarray:
 
 
 def write_gguf(
-    model_dir: Path, destination: Path, quantization: str, tokenizer: Any, chat_template: str | None
+    model_dir: Path,
+    destination: Path,
+    quantization: str,
+    tokenizer: Any,
+    chat_template: str | None,
+    model_name: str | None = None,
 ) -> Path:
     """Writes ``model_dir`` (a whole model) as one GGUF file.
 
@@ -175,11 +180,17 @@ def write_gguf(
         quantization: ``f16``, ``q8_0`` or ``q4_0``.
         tokenizer: The model's tokenizer (for ``add_bos`` and the token list).
         chat_template: Chat template to embed (the run's), or None.
+        model_name: ``general.name`` before the quantization suffix (the run's name); default: the
+            model's Hub id, or its folder name when it was loaded from a local path (no machine path
+            goes into the file).
 
     Returns:
         The destination.
     """
     shape = read_model_shape(model_dir)
+    # "<name>-<quantization>" like the file name; never a bare family word (transformers reads general.name
+    # "mistral" as its mistral architecture)
+    shape = replace(shape, name=f"{model_name or portable_model_name(shape.name, model_dir)}-{quantization}")
     pre_tokenizer = pre_tokenizer_name(model_dir)
     logging.getLogger("gguf").setLevel(logging.WARNING)  # its per-key info lines are not ours to show
     writer = gguf.GGUFWriter(destination, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -191,6 +202,12 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return destination
+
+
+def portable_model_name(name: str, model_dir: Path) -> str:
+    """A model name without machine paths: a Hub id as is, a local path reduced to its folder name."""
+    looks_local = Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).exists()
+    return Path(name).name if looks_local else (name or model_dir.name)
 
 
 def _add_hyperparameters(writer: gguf.GGUFWriter, shape: ModelShape, quantization: str) -> None:

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
-from core.domain.errors import FinetuneStudioError
+from core.domain.errors import ConfigError, FinetuneStudioError
+from core.domain.output_dirs import MARKER_FILE
 from core.domain.portable import portable_lineage
 from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
 from core.infrastructure.registry.store import ModelRegistry, RegisteredVersion
 
 HUB_METADATA_FILE = "finetune_studio.json"
+SKIPPED_FILES = (MARKER_FILE,)  # this machine's bookkeeping, never uploaded
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
 class HubUnavailableError(FinetuneStudioError):
@@ -72,12 +77,129 @@ def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Pat
     return destination
 
 
+@dataclass(frozen=True)
+class UploadFile:
+    """One file of an upload: its path in the repository and its size."""
+
+    path: str
+    size_bytes: int
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Returns ``repo_id`` when it has the Hub's ``user/name`` form.
+
+    Raises:
+        ConfigError: Otherwise.
+    """
+    if not REPO_ID.match(repo_id or ""):
+        raise ConfigError(f"Hub repository {repo_id!r}: expected user/name (letters, digits, '-', '_', '.')")
+    return repo_id
+
+
+def hub_token(configured: str | None) -> str:
+    """The token a push uses: ``hub.token``, else ``HF_TOKEN`` or the ``hf auth login`` token.
+
+    Args:
+        configured: ``hub.token`` from the settings.
+
+    Returns:
+        The token.
+
+    Raises:
+        HubUnavailableError: When offline (``HF_HUB_OFFLINE``) or no token is available.
+    """
+    if hub_offline():
+        raise HubUnavailableError(
+            "cannot push: HF_HUB_OFFLINE is set, the Hugging Face Hub is not reachable. "
+            "Unset HF_HUB_OFFLINE to push (--dry-run lists what would be uploaded)."
+        )
+    from huggingface_hub import get_token
+
+    token = configured or get_token()
+    if not token:
+        raise HubUnavailableError(
+            "cannot push: no Hugging Face token. Set hub.token (FINETUNE_HUB__TOKEN) or HF_TOKEN, "
+            "or log in with `hf auth login`."
+        )
+    return token
+
+
+def upload_listing(folder: Path) -> list[UploadFile]:
+    """Every file :func:`upload_to_hub` sends from ``folder`` (the output marker stays behind).
+
+    Args:
+        folder: The folder to upload.
+
+    Returns:
+        The files, sorted by path.
+    """
+    folder = Path(folder)
+    return [
+        UploadFile(path.relative_to(folder).as_posix(), path.stat().st_size)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in SKIPPED_FILES
+    ]
+
+
+def describe_upload(repo_id: str, files: list[UploadFile], private: bool) -> str:
+    """The dry-run listing: the repository, then one line per file with its size.
+
+    Args:
+        repo_id: Target repository.
+        files: From :func:`upload_listing`.
+        private: Whether a new repository would be private.
+
+    Returns:
+        Text ending in a newline.
+    """
+    total = sum(item.size_bytes for item in files)
+    visibility = "private" if private else "public"
+    lines = [f"Dry run: would upload {len(files)} files ({total:,} bytes) to model repository {repo_id} ({visibility})"]
+    lines += [f"  {item.size_bytes:>14,}  {item.path}" for item in files]
+    return "\n".join(lines) + "\n"
+
+
+def upload_to_hub(folder: Path, repo_id: str, token: str, private: bool, message: str) -> str:
+    """Creates the repository if missing and uploads ``folder`` in one commit.
+
+    Args:
+        folder: What to upload (the output marker is left out).
+        repo_id: ``user/name``.
+        token: Write token.
+        private: Create the repository as private.
+        message: Commit message.
+
+    Returns:
+        The repository URL.
+
+    Raises:
+        HubUnavailableError: When the Hub refuses or cannot be reached.
+    """
+    from huggingface_hub import create_repo, upload_folder
+
+    try:
+        url = create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+        upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            token=token,
+            repo_type="model",
+            commit_message=message,
+            ignore_patterns=list(SKIPPED_FILES),
+        )
+    except Exception as error:
+        raise HubUnavailableError(f"push to {repo_id} failed: {type(error).__name__}: {error}") from error
+    logger.success("Pushed {} to {} ({})", folder.name, url, "private" if private else "public")
+    return str(url)
+
+
 def push_to_hub(
     registry: ModelRegistry,
     reference: str,
     repo_id: str,
-    private: bool = True,
+    private: bool = False,
     token: str | None = None,
+    dry_run: bool = False,
 ) -> str:
     """Uploads a registered version to a Hub model repository (created if missing).
 
@@ -86,37 +208,24 @@ def push_to_hub(
         reference: ``name``, ``name:3`` or ``name@production``.
         repo_id: ``user/repo`` on the Hub.
         private: Create the repository as private.
-        token: Hub token (default: the logged-in user's).
+        token: ``hub.token`` (default: HF_TOKEN or the logged-in user's).
+        dry_run: Only list what would be uploaded (no network, no token needed).
 
     Returns:
-        The repository URL.
+        The repository URL, or the dry-run listing.
 
     Raises:
-        HubUnavailableError: When offline or the upload fails.
+        HubUnavailableError: When offline, without a token, or when the upload fails.
     """
     registered = registry.resolve(reference)
-    if hub_offline():
-        raise HubUnavailableError(
-            f"cannot push {registered.reference} to {repo_id}: HF_HUB_OFFLINE is set, the Hugging Face Hub is not "
-            "reachable. Unset HF_HUB_OFFLINE (and log in with `hf auth login`) to push."
-        )
-    from huggingface_hub import create_repo, upload_folder
-
+    check_repo_id(repo_id)
+    resolved_token = None if dry_run else hub_token(token)
     with tempfile.TemporaryDirectory(prefix="finetune-studio-push-") as folder:
         build_upload_folder(registered, Path(folder))
-        try:
-            url = create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
-            upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                token=token,
-                repo_type="model",
-                commit_message=f"Upload {registered.reference} from Finetune Studio",
-            )
-        except Exception as error:
-            raise HubUnavailableError(f"push of {registered.reference} to {repo_id} failed: {error}") from error
-    logger.success("Pushed {} to {} ({})", registered.reference, repo_id, "private" if private else "public")
-    return str(url)
+        if dry_run:
+            return describe_upload(repo_id, upload_listing(Path(folder)), private)
+        message = f"Upload {registered.reference} from Finetune Studio"
+        return upload_to_hub(Path(folder), repo_id, resolved_token, private, message)
 
 
 def pull_from_hub(
