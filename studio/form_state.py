@@ -12,8 +12,9 @@ from loguru import logger
 
 from core.domain.config import Settings
 from studio.context import StudioContext
+from studio.form_schema import FORM_FIELDS, TrainForm, field_info, is_optional, label, settings_fields
 from studio.runs import run_names
-from studio.training_form import TECHNIQUES, TrainForm, memory_estimates, technique_defaults
+from studio.training_form import TECHNIQUES, memory_estimates, technique_defaults
 
 FORM_STORAGE_KEY = "finetune-studio-train-form"
 """localStorage key of the Train form's values (kept across page reloads)."""
@@ -99,19 +100,14 @@ def with_sample_prompts(settings: Settings, count: int = 2) -> Settings:
     return settings.model_copy(update={"training": training.model_copy(update={"sample_prompts": prompts})})
 
 
-FORM_FIELDS = [field.name for field in fields(TrainForm)]
-"""The Train form's fields, in the order of its input components."""
-
-TECHNIQUE_DEFAULT_FIELDS = (
-    "learning_rate", "max_steps", "num_epochs", "batch_size", "gradient_accumulation_steps", "max_seq_length",
-    "eval_steps", "save_steps", "sample_every_steps", "lora_rank", "lora_alpha", "lora_dropout", "virtual_tokens",
-    "gradient_checkpointing",
-)  # fmt: skip
+TECHNIQUE_DEFAULT_FIELDS = tuple(field.name for field in settings_fields())
 """Form fields that a technique's preset fills when the technique is picked, in the components' order."""
 
 
 def form_from_values(values: tuple[Any, ...], default_model: str) -> TrainForm:
-    """The form's component values (in :data:`FORM_FIELDS` order) as a :class:`TrainForm`.
+    """The form's component values (in :data:`FORM_FIELDS` order) as a ``TrainForm``.
+
+    An emptied optional number counts as 0 (None), an emptied hidden technique setting as its default.
 
     Args:
         values: The components' values.
@@ -124,11 +120,16 @@ def form_from_values(values: tuple[Any, ...], default_model: str) -> TrainForm:
         ValueError: When a required number is empty.
     """
     mapping = dict(zip(FORM_FIELDS, values, strict=True))
-    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_seq_length"):
-        if mapping[key] is None:
-            raise ValueError(f"{key.replace('_', ' ')}: a number is required")
-    for key in ("eval_steps", "save_steps", "sample_every_steps", "lora_rank", "virtual_tokens"):
-        mapping[key] = int(mapping[key] or 0)
+    for field in settings_fields():
+        if mapping[field.name] is not None:
+            continue
+        info = field_info(field.setting)
+        if is_optional(info):
+            mapping[field.name] = 0
+        elif field.setting.startswith("technique."):
+            mapping[field.name] = info.get_default(call_default_factory=True)
+        else:
+            raise ValueError(f"{label(field)}: a number is required")
     mapping["run_name"] = mapping["run_name"] or ""
     mapping["model_name"] = mapping["model_name"] or default_model
     return TrainForm(**mapping)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,80 +14,14 @@ from core.domain.catalog import CATALOG, find_entry
 from core.domain.config import Settings, read_yaml, settings_from_dict
 from core.domain.techniques import DEFAULT_TECHNIQUE, technique_names, technique_spec, traits_for
 from studio.data_sources import data_section, dataset_names
+from studio.form_schema import TrainForm, field_info, form_value, settings_fields, value_kind
 from studio.job_records import plain_config
 from studio.resources import available_memory_mb
 
 TECHNIQUES = (DEFAULT_TECHNIQUE, *(name for name in technique_names() if name != DEFAULT_TECHNIQUE))
 """Techniques offered (every registered one), the default first."""
 
-FORM_TECHNIQUE_FIELDS = {
-    "lora_rank": "rank",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-    "virtual_tokens": "num_virtual_tokens",
-}
-"""Form field -> the technique setting it sets, for every technique whose settings have that field."""
-
-
-def shows_setting(technique: str, setting: str) -> bool:
-    """True when the Train form shows a technique setting (``rank``, ``num_virtual_tokens``) for a technique.
-
-    Args:
-        technique: Technique name.
-        setting: A technique setting named in some technique's ``form_fields``.
-
-    Returns:
-        Whether the technique lists it among its form fields.
-    """
-    return technique in technique_names() and setting in technique_spec(technique).form_fields
-
-
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "examples" / "configs"
-
-
-@dataclass
-class TrainForm:
-    """Values of the Train tab's form.
-
-    Attributes:
-        model_name: Catalog name, local directory or Hub id.
-        technique: ``full``, ``lora``, ``qlora`` or ``prefix``.
-        run_name: Run directory name (empty: generated).
-        dataset: ``demo``, a file or a Hub dataset id.
-        learning_rate: Peak learning rate.
-        max_steps: Optimizer steps (-1: use epochs).
-        num_epochs: Epochs when ``max_steps`` is -1.
-        batch_size: Sequences per device step.
-        gradient_accumulation_steps: Steps accumulated per optimizer step.
-        max_seq_length: Longest tokenized example.
-        eval_steps: Evaluate every N steps (0: once per epoch).
-        save_steps: Checkpoint every N steps (0: at evaluations).
-        sample_every_steps: Sample generations every N steps (0: never).
-        lora_rank: LoRA/QLoRA rank.
-        lora_alpha: LoRA/QLoRA alpha.
-        lora_dropout: LoRA/QLoRA dropout.
-        virtual_tokens: Prefix Tuning virtual tokens.
-        gradient_checkpointing: Recompute activations to save memory.
-    """
-
-    model_name: str
-    technique: str
-    run_name: str
-    dataset: str
-    learning_rate: float
-    max_steps: int
-    num_epochs: float
-    batch_size: int
-    gradient_accumulation_steps: int
-    max_seq_length: int
-    eval_steps: int
-    save_steps: int
-    sample_every_steps: int
-    lora_rank: int
-    lora_alpha: float
-    lora_dropout: float
-    virtual_tokens: int
-    gradient_checkpointing: bool
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,35 +42,29 @@ def technique_preset(technique: str) -> dict[str, Any]:
 
 
 def technique_defaults(technique: str) -> dict[str, Any]:
-    """Sensible form values for a technique (from its preset, else the config defaults).
+    """Form values for a technique: its preset where it sets them, else the settings' defaults.
+
+    A technique setting the technique does not have (``rank`` for prefix) takes the default of the
+    technique that has it; it is hidden anyway.
 
     Args:
         technique: Technique name.
 
     Returns:
-        Form field name -> value.
+        Form field name -> value, for every :func:`~studio.form_schema.settings_fields` entry.
     """
     preset = technique_preset(technique)
-    base = Settings.model_construct()
-    training = {**base.training.model_dump(), **preset.get("training", {})}
-    data = {**base.data.model_dump(), **preset.get("data", {})}
-    technique_values = preset.get("technique", {}) if isinstance(preset.get("technique"), dict) else {}
-    return {
-        "learning_rate": float(training["learning_rate"]),
-        "max_steps": int(training["max_steps"]),
-        "num_epochs": float(training["num_epochs"]),
-        "batch_size": int(training["per_device_batch_size"]),
-        "gradient_accumulation_steps": int(training["gradient_accumulation_steps"]),
-        "max_seq_length": int(data["max_seq_length"]),
-        "eval_steps": int(training.get("eval_steps") or 0),
-        "save_steps": int(training.get("save_steps") or 0),
-        "sample_every_steps": int(training.get("sample_every_steps") or training.get("eval_steps") or 0),
-        "lora_rank": int(technique_values.get("rank", 16)),
-        "lora_alpha": float(technique_values.get("alpha", 32)),
-        "lora_dropout": float(technique_values.get("dropout", 0.05)),
-        "virtual_tokens": int(technique_values.get("num_virtual_tokens", 20)),
-        "gradient_checkpointing": bool(training.get("gradient_checkpointing", False)),
-    }
+    preset_technique = preset.get("technique") if isinstance(preset.get("technique"), dict) else {}
+    values: dict[str, Any] = {}
+    for field in settings_fields():
+        section, name = field.setting.split(".", 1)
+        given = (preset_technique if section == "technique" else preset.get(section, {})).get(name)
+        info = field_info(field.setting)
+        value = given if given is not None else info.get_default(call_default_factory=True)
+        values[field.name] = value_kind(info)(value) if value is not None else 0
+    if not values["sample_every_steps"]:  # samples where the preset evaluates, unless it sets them
+        values["sample_every_steps"] = values["eval_steps"]
+    return values
 
 
 def default_run_name(model_name: str, technique: str) -> str:
@@ -169,32 +96,23 @@ def settings_from_form(base: Settings, form: TrainForm) -> Settings:
     """
     nested = plain_config(base)
     spec = technique_spec(form.technique)
-    preset_technique = technique_preset(form.technique).get("technique")
-    technique: dict[str, Any] = {**(preset_technique if isinstance(preset_technique, dict) else {})}
-    technique["name"] = form.technique
-    for form_field, setting in FORM_TECHNIQUE_FIELDS.items():
-        if setting in spec.settings.model_fields:
-            technique[setting] = getattr(form, form_field)
-    nested["technique"] = technique
+    preset = technique_preset(form.technique)
+    preset_technique = preset.get("technique")
+    nested["technique"] = {**(preset_technique if isinstance(preset_technique, dict) else {}), "name": form.technique}
     nested["run_name"] = form.run_name.strip() or default_run_name(form.model_name, form.technique)
     nested["model"] = {**nested.get("model", {}), "name": form.model_name.strip()}
-    nested["data"] = {**data_section(nested.get("data", {}), form.dataset), "max_seq_length": int(form.max_seq_length)}
-    training = dict(nested.get("training", {}))
-    training.update(
-        learning_rate=float(form.learning_rate),
-        max_steps=int(form.max_steps),
-        num_epochs=float(form.num_epochs),
-        per_device_batch_size=int(form.batch_size),
-        gradient_accumulation_steps=int(form.gradient_accumulation_steps),
-        gradient_checkpointing=bool(form.gradient_checkpointing) and spec.traits.supports_gradient_checkpointing,
-        eval_steps=int(form.eval_steps) if form.eval_steps else None,
-        save_steps=int(form.save_steps) if form.save_steps else None,
-        sample_every_steps=int(form.sample_every_steps) if form.sample_every_steps else None,
-    )
-    preset_training = technique_preset(form.technique).get("training", {})
+    nested["data"] = data_section(nested.get("data", {}), form.dataset)
+    nested["training"] = dict(nested.get("training", {}))
+    for field in settings_fields():
+        section, name = field.setting.split(".", 1)
+        if section == "technique" and name not in spec.settings.model_fields:
+            continue
+        nested[section][name] = form_value(field, getattr(form, field.name))
+    training = nested["training"]
+    training["gradient_checkpointing"] &= spec.traits.supports_gradient_checkpointing
     for key in ("lr_scheduler", "warmup_ratio"):
-        if key in preset_training:
-            training[key] = preset_training[key]
+        if key in preset.get("training", {}):
+            training[key] = preset["training"][key]
     nested["training"] = {key: value for key, value in training.items() if value is not None}
     return settings_from_dict(nested)
 

@@ -83,7 +83,9 @@ class DataSettings(Section):
     )
     custom_template: str | None = Field(None, description="Jinja chat template when template=custom.")
     system_prompt: str | None = Field(None, description="System prompt added where the data has none.")
-    max_seq_length: int = Field(512, ge=16, le=131072)
+    max_seq_length: int = Field(
+        512, ge=16, le=131072, title="Max length", description="Longest training sample in tokens."
+    )
     truncation: Literal["split_turns", "keep_first", "truncate", "drop"] = Field(
         "split_turns",
         description="A conversation longer than max_seq_length: split_turns cuts it at turn boundaries into "

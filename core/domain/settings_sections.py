@@ -46,9 +46,13 @@ TechniqueSettings = Annotated[
 class TrainingSettings(Section):
     """Optimisation hyper-parameters and training-loop behaviour."""
 
-    num_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
-    per_device_batch_size: int = Field(4, ge=1)
+    num_epochs: float = Field(
+        1.0, gt=0, title="Epochs", description="Passes over the training data (when max_steps is -1)."
+    )
+    max_steps: int = Field(
+        -1, ge=-1, title="Max steps", description="Stop after this many optimizer steps (-1: use epochs)."
+    )
+    per_device_batch_size: int = Field(4, ge=1, title="Batch size", description="Sequences per device and micro-step.")
     eval_batch_size: int = Field(8, ge=1)
     eval_max_samples: int | None = Field(
         48,
@@ -70,8 +74,12 @@ class TrainingSettings(Section):
         "evaluations, so initial and final eval loss compare like for like). A smaller N brings the first loss "
         "point sooner, but initial_eval_loss then covers fewer records than the later evaluations.",
     )
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, title="Accumulation", description="Micro-steps summed into one optimizer step."
+    )
+    learning_rate: float = Field(
+        2e-4, gt=0, le=1.0, title="Learning rate", description="Peak learning rate (after warm-up)."
+    )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -80,7 +88,11 @@ class TrainingSettings(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 on CPUs/GPUs that support it, fp16 on older GPUs, else fp32."
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False,
+        title="Gradient checkpointing (saves memory)",
+        description="Recompute activations in the backward pass: less memory, about a third slower.",
+    )
     packing: Literal["auto", "on", "off"] = Field(
         "auto", description="Padding-free packing; auto enables it when correct for the model and technique."
     )
@@ -96,12 +108,18 @@ class TrainingSettings(Section):
 
     seed: int = 42
     logging_steps: int = Field(1, ge=1)
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: once per epoch).")
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at evaluations).")
+    eval_steps: int | None = Field(
+        None, ge=1, title="Eval every", description="Evaluate every N steps (None: once per epoch)."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, title="Save every", description="Checkpoint every N steps (None: at evaluations)."
+    )
     save_total_limit: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     early_stopping_threshold: float = Field(0.0, ge=0.0)
-    sample_every_steps: int | None = Field(None, ge=1, description="Generate samples every N steps.")
+    sample_every_steps: int | None = Field(
+        None, ge=1, title="Samples every", description="Generate samples every N steps (None: never)."
+    )
     sample_prompts: list[str] = Field(default_factory=list)
     nan_policy: Literal["skip", "stop"] = Field("skip", description="On NaN/inf loss: skip the update or stop.")
     resume: str = Field("auto", description="'auto' (newest complete checkpoint), 'never', or a checkpoint path.")

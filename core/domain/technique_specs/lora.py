@@ -16,9 +16,11 @@ class LoraTechnique(Section):
     """LoRA: low-rank adapters on chosen linear layers."""
 
     name: Literal["lora"] = "lora"
-    rank: int = Field(16, ge=1, le=1024, description="Adapter rank r.")
-    alpha: float = Field(32.0, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    rank: int = Field(16, ge=1, le=1024, title="LoRA rank", description="Adapter rank r.")
+    alpha: float = Field(
+        32.0, gt=0, title="LoRA alpha", description="Scaling numerator; the update is scaled by alpha/r."
+    )
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, title="LoRA dropout", description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None, description="Modules to adapt; None uses the catalog default of the model family."
     )
@@ -54,7 +56,7 @@ SPEC = register_technique(
         ),
         settings=LoraTechnique,
         memory=MemoryRule(trainable_parameters=lora_trainable, activation_values=lora_activation_values),
-        form_fields=("rank",),
+        form_fields=("rank", "alpha", "dropout"),
         learning_rate=1e-3,
     )
 )

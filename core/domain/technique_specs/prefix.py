@@ -16,7 +16,7 @@ class PrefixTechnique(Section):
     """Prefix Tuning: trainable virtual key/value tokens prepended at every layer."""
 
     name: Literal["prefix"] = "prefix"
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens per layer.")
+    num_virtual_tokens: int = Field(20, ge=1, le=512, title="Virtual tokens", description="Virtual tokens per layer.")
     prefix_projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
     encoder_hidden_size: int | None = Field(None, ge=1, description="Hidden size of that MLP.")
     init_text: str | None = Field(

@@ -61,7 +61,7 @@ SPEC = register_technique(
             activation_values=lora_activation_values,
             transient=dequantized_weight,
         ),
-        form_fields=("rank",),
+        form_fields=("rank", "alpha", "dropout"),
         learning_rate=1e-3,
     )
 )
