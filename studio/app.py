@@ -1,4 +1,4 @@
-"""The Finetune Studio Gradio app: header, Data, Train, Evaluate, Compare and Chat tabs.
+"""The Finetune Studio Gradio app: header, Data, Train, Evaluate, Compare, Chat and Export tabs.
 
 ``build_app`` assembles the Blocks; ``launch_studio`` starts the job supervisor and the server.
 The studio only calls ``core``: data preparation, training (in a child process), evaluation,
@@ -18,7 +18,7 @@ from loguru import logger
 
 from core.domain.config import Settings
 from studio.chat_engine import ChatModels
-from studio.context import StudioContext
+from studio.context import Refresher, StudioContext
 from studio.jobs import JobSupervisor
 from studio.resources import resources_markdown
 from studio.run_views import initial_run, run_choices
@@ -26,7 +26,8 @@ from studio.tabs.chat import build_chat_tab
 from studio.tabs.compare import build_compare_tab
 from studio.tabs.data import build_data_tab
 from studio.tabs.evaluate import build_evaluate_tab
-from studio.tabs.train import build_train_tab
+from studio.tabs.export import build_export_tab
+from studio.tabs.train import TrainTab, build_train_tab
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 THEME_FILE = ASSETS_DIR / "theme.json"
@@ -63,8 +64,8 @@ def build_app(settings: Settings, supervisor: JobSupervisor | None = None) -> tu
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown("# Finetune Studio", elem_id="studio-title")
             resources = gr.Markdown(resources_markdown(context.active_run()), elem_id="studio-resources")
-        with gr.Tabs(elem_classes=["studio-tabs"], selected="train") as tabs:
-            with gr.Tab("Data", id="data") as data_tab:
+        with gr.Tabs(elem_classes=["studio-tabs"], selected="train"):
+            with gr.Tab("Data", id="data"):
                 data_placeholder = gr.Column()
             with gr.Tab("Train", id="train"):
                 train_tab = build_train_tab(context)
@@ -74,9 +75,10 @@ def build_app(settings: Settings, supervisor: JobSupervisor | None = None) -> tu
                 compare_refresher = build_compare_tab(context, train_tab)
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat_refresher = build_chat_tab(context)
+            with gr.Tab("Export", id="export") as export_tab:
+                export_refresher = build_export_tab(context)
         with data_placeholder:
             build_data_tab(context, train_tab)
-        del tabs, data_tab
 
         header_timer = gr.Timer(HEADER_INTERVAL_S)
         header_timer.tick(
@@ -86,33 +88,33 @@ def build_app(settings: Settings, supervisor: JobSupervisor | None = None) -> tu
             show_progress="hidden",
             queue=False,
         )
-        for tab, refresher in (
-            (evaluate_tab, evaluate_refresher),
-            (compare_tab, compare_refresher),
-            (chat_tab, chat_refresher),
-        ):
-            tab.select(
-                refresher.function,
-                inputs=refresher.inputs,
-                outputs=refresher.outputs,
-                api_name=refresher.api_name,
-                show_progress="hidden",
-            )
-
-        def on_load() -> object:
-            selected = initial_run(context)
-            return gr.update(choices=run_choices(context, selected), value=selected)
-
-        blocks.load(on_load, outputs=train_tab.run_selector, api_name="initial_run")
-        restore = train_tab.form_restore
-        blocks.load(
-            restore.function,
-            inputs=restore.inputs,
-            outputs=restore.outputs,
-            api_name=restore.api_name,
-            show_progress="hidden",
+        _refresh_on_select(
+            [
+                (evaluate_tab, evaluate_refresher),
+                (compare_tab, compare_refresher),
+                (chat_tab, chat_refresher),
+                (export_tab, export_refresher),
+            ]
         )
+        _on_page_load(blocks, context, train_tab)
     return blocks, context
+
+
+def _refresh_on_select(pairs: list[tuple[gr.Tab, Refresher]]) -> None:
+    """Each tab refreshes its lists when it is selected."""
+    for tab, refresher in pairs:
+        refresher.listen(tab.select)
+
+
+def _on_page_load(blocks: gr.Blocks, context: StudioContext, train_tab: TrainTab) -> None:
+    """On page load: the Train tab's run selector and its saved form."""
+
+    def on_load() -> object:
+        selected = initial_run(context)
+        return gr.update(choices=run_choices(context, selected), value=selected)
+
+    blocks.load(on_load, outputs=train_tab.run_selector, api_name="initial_run")
+    train_tab.form_restore.listen(blocks.load)
 
 
 def launch_studio(
@@ -121,6 +123,7 @@ def launch_studio(
     port: int | None = None,
     block: bool = True,
     supervisor: JobSupervisor | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> tuple[gr.Blocks, StudioContext]:
     """Builds the studio, starts its job supervisor and serves it.
 
@@ -130,6 +133,7 @@ def launch_studio(
         port: Port (default: ``studio.port``; 0 picks a free one).
         block: Serve until interrupted (the CLI); False returns at once (tests, notebooks).
         supervisor: Optional job supervisor (created for ``paths.runs_dir`` when omitted).
+        auth: ``(user, password)`` for Gradio's login page (the studio-mode Space), or None.
 
     Returns:
         The running Blocks (``blocks.local_url`` is its address) and the shared context.
@@ -151,6 +155,7 @@ def launch_studio(
         theme=load_theme(),
         css=load_css(),
         footer_links=["api"],
+        auth=auth,
     )
     logger.info("Finetune Studio is running on {}", blocks.local_url)
     if block:
@@ -184,5 +189,6 @@ def close_studio(blocks: gr.Blocks, context: StudioContext, stop_running: bool =
         stop_running: Stop the running job too.
     """
     context.supervisor.close(stop_running=stop_running)
+    context.api_server.stop()
     blocks.close()
     logger.info("Finetune Studio closed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from loguru import logger
 
 from core.domain.config import Settings
 from core.domain.errors import FinetuneStudioError
+from studio.api_server import ApiServer
 from studio.chat_engine import ChatModels
 from studio.jobs import JobSupervisor
 
@@ -26,11 +27,16 @@ class StudioContext:
         settings: The studio's settings (paths, default model and dataset).
         supervisor: The job supervisor running training/evaluation in child processes.
         chat_models: Cache of models loaded for chat.
+        api_server: The Export tab's OpenAI-compatible API process (state under ``<runs>/.studio-api``).
     """
 
     settings: Settings
     supervisor: JobSupervisor
     chat_models: ChatModels
+    api_server: ApiServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api_server = ApiServer(self.runs_dir / ".studio-api")
 
     @property
     def runs_dir(self) -> Path:
@@ -126,3 +132,13 @@ class Refresher:
     inputs: list[Any]
     outputs: list[Any]
     api_name: str
+
+    def listen(self, event: Callable[..., Any]) -> None:
+        """Runs the handler on ``event`` (e.g. ``tab.select`` or ``blocks.load``), without a progress overlay."""
+        event(
+            self.function,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            api_name=self.api_name,
+            show_progress="hidden",
+        )

@@ -173,3 +173,28 @@ def settle_run(run_dir: Path, status: str, message: str, unless: set[str]) -> No
         return
     manifest.status, manifest.error = status, message  # type: ignore[assignment]
     manifest.save(run_dir)
+
+
+def start_detached(command: list[str], working_dir: Path, log_handle: Any, environment: dict[str, str]) -> Any:
+    """Starts a child in its own session, stdout and stderr into ``log_handle``, no stdin.
+
+    Args:
+        command: The command line.
+        working_dir: Its working directory.
+        log_handle: Open binary file for its output.
+        environment: Its environment.
+
+    Returns:
+        The ``subprocess.Popen``.
+    """
+    import subprocess
+
+    return subprocess.Popen(
+        command,
+        cwd=working_dir,
+        stdout=log_handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=environment,
+        start_new_session=True,
+    )

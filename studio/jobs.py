@@ -43,6 +43,7 @@ from studio.job_records import (
     plain_config,
     run_status,
     settle_run,
+    start_detached,
 )
 
 
@@ -320,15 +321,7 @@ class JobSupervisor:
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         log_handle = self.log_path(job.job_id).open("ab")
         try:
-            process = subprocess.Popen(
-                command,
-                cwd=self.working_dir,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=environment,
-                start_new_session=True,
-            )
+            process = start_detached(command, self.working_dir, log_handle, environment)
         except OSError as error:
             job.state, job.finished_at, job.message = "failed", now_iso(), f"could not start: {error}"
             self._save(job)
