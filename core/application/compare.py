@@ -59,7 +59,7 @@ def compare(
     Raises:
         ConfigError: If there is nothing to compare.
     """
-    from core.infrastructure.evaluation.comparison import model_row, recommend, side_by_side_samples
+    from core.infrastructure.evaluation.comparison import recommend, side_by_side_samples
     from core.infrastructure.evaluation.comparison_report import write_comparison_report
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -75,24 +75,8 @@ def compare(
     if not run_dirs:
         raise ConfigError("compare: name runs with --runs A B ... or pass --train-all" + _failure_note(failures))
 
-    evaluations: dict[str, dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, list[dict]] = {}
     manifests = {run_dir: RunManifest.load(run_dir) for run_dir in run_dirs}
-    base_evaluation = _base_evaluation(settings, manifests[run_dirs[0]])
-    rows.append(model_row(base_evaluation, None, None))
-    evaluations[f"base ({base_evaluation['name']})"] = base_evaluation
-    for run_dir, manifest in manifests.items():
-        try:
-            evaluation = _run_evaluation(settings, run_dir, manifest)
-        except Exception as error:  # one broken run must not lose the others' report
-            logger.exception("Evaluating {} failed", run_dir.name)
-            failures.append(f"{run_dir.name}: evaluation failed: {type(error).__name__}: {error}")
-            continue
-        rows.append(model_row(evaluation, manifest, run_dir))
-        evaluations[manifest.run_name] = evaluation
-        curves[manifest.run_name] = read_metrics(run_dir)
-
+    rows, evaluations, curves = _evaluate_all(settings, manifests, failures)
     recommendation = recommend(rows)
     samples = side_by_side_samples(evaluations)
     rows[0]["name"] = next(iter(evaluations))  # the base row is named as in the sample table
@@ -110,6 +94,38 @@ def compare(
     logger.info("Recommendation: {}", recommendation["text"])
     logger.info("Comparison report: {}", output_dir / "report.html")
     return output_dir
+
+
+def _evaluate_all(
+    settings: Settings, manifests: dict[Path, RunManifest], failures: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[dict]]]:
+    """Evaluates the base model, then each run; a run whose evaluation fails is noted in ``failures``.
+
+    Args:
+        settings: Settings.
+        manifests: Run directory -> its manifest (the first run names the base model).
+        failures: Lines appended for runs that could not be evaluated.
+
+    Returns:
+        The comparison rows (base model first), evaluations by name and each run's metrics rows.
+    """
+    from core.infrastructure.evaluation.comparison import model_row
+
+    base_evaluation = _base_evaluation(settings, next(iter(manifests.values())))
+    rows = [model_row(base_evaluation, None, None)]
+    evaluations = {f"base ({base_evaluation['name']})": base_evaluation}
+    curves: dict[str, list[dict]] = {}
+    for run_dir, manifest in manifests.items():
+        try:
+            evaluation = _run_evaluation(settings, run_dir, manifest)
+        except Exception as error:  # one broken run must not lose the others' report
+            logger.exception("Evaluating {} failed", run_dir.name)
+            failures.append(f"{run_dir.name}: evaluation failed: {type(error).__name__}: {error}")
+            continue
+        rows.append(model_row(evaluation, manifest, run_dir))
+        evaluations[manifest.run_name] = evaluation
+        curves[manifest.run_name] = read_metrics(run_dir)
+    return rows, evaluations, curves
 
 
 def _failure_note(failures: list[str]) -> str:

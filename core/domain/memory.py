@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.domain.catalog import CATALOG, CatalogEntry
-from core.domain.techniques import MemoryInputs, technique_names, technique_spec, traits_for
+from core.domain.techniques import MemoryInputs, MemoryRule, technique_names, technique_spec, traits_for
 
 BYTES_PER_VALUE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
 OPTIMIZER_BYTES_PER_PARAMETER = {
@@ -126,22 +126,11 @@ def estimate_memory(
     Raises:
         ValueError: For an unknown technique or precision.
     """
-    try:
-        rule = technique_spec(technique).memory
-    except KeyError:
-        raise ValueError(f"unknown technique {technique!r}") from None
-    if precision not in BYTES_PER_VALUE:
-        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-    value_bytes = BYTES_PER_VALUE[precision]
+    rule = _memory_rule(technique, precision)
     inputs = MemoryInputs(
-        precision=precision,
-        bytes_per_value=value_bytes,
-        rank=lora_rank,
-        target_modules=lora_target_modules,
-        dropout=lora_dropout,
-        num_virtual_tokens=num_virtual_tokens,
-        quantization_bits=quantization_bits,
-    )
+        precision, BYTES_PER_VALUE[precision], lora_rank, lora_target_modules, lora_dropout, num_virtual_tokens,
+        quantization_bits,
+    )  # fmt: skip
     notes: list[str] = []
     weights, weights_note = rule.weights(entry, inputs)
     if weights_note:
@@ -150,30 +139,59 @@ def estimate_memory(
     gradients = trainable * 4.0
     optimizer_states = trainable * OPTIMIZER_BYTES_PER_PARAMETER.get(optimizer, 8.0)
 
-    tokens = sequence_length * batch_size
+    activations = _activation_bytes(entry, rule, inputs, (sequence_length, batch_size), gradient_checkpointing)
+    if gradient_checkpointing:
+        notes.append("gradient checkpointing: one layer input per layer plus one recomputed layer")
+    transient = float(rule.transient(entry, inputs))
+    overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
+    parts = (weights, gradients, optimizer_states, activations, transient, overhead)
+    return MemoryEstimate(technique, int(trainable), *parts, notes=notes)
+
+
+def _memory_rule(technique: str, precision: str) -> MemoryRule:
+    """The technique's memory rule, after checking the technique and the precision exist."""
+    try:
+        rule = technique_spec(technique).memory
+    except KeyError:
+        raise ValueError(f"unknown technique {technique!r}") from None
+    if precision not in BYTES_PER_VALUE:
+        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+    return rule
+
+
+def _activation_bytes(
+    entry: CatalogEntry,
+    rule: MemoryRule,
+    inputs: MemoryInputs,
+    shape: tuple[int, int],
+    gradient_checkpointing: bool,
+) -> float:
+    """Activations kept for the backward pass.
+
+    Per layer (all of them, or one input each plus one recomputed layer with gradient
+    checkpointing), plus the fp32 logits and their gradient, the embeddings and the final norm.
+
+    Args:
+        entry: Model shape.
+        rule: The technique's memory rule (extra tokens, extra values per token and layer).
+        inputs: Precision and technique settings.
+        shape: Sequence length and sequences per micro-batch.
+        gradient_checkpointing: Whether activations are recomputed.
+
+    Returns:
+        Bytes.
+    """
+    sequence_length, batch_size = shape
+    value_bytes, tokens = inputs.bytes_per_value, sequence_length * batch_size
     tokens_attended = (sequence_length + rule.extra_tokens(inputs)) * batch_size
     per_token_layer = 10 * entry.hidden_size + 4 * entry.intermediate_size + rule.activation_values(entry, inputs)
     full_layer = tokens_attended * per_token_layer * value_bytes
     if gradient_checkpointing:
         layer_activations = entry.num_layers * tokens * entry.hidden_size * value_bytes + full_layer
-        notes.append("gradient checkpointing: one layer input per layer plus one recomputed layer")
     else:
         layer_activations = entry.num_layers * full_layer
     logits = 2 * tokens * entry.vocab_size * 4.0  # fp32 logits and their gradient
-    activations = layer_activations + logits + 2 * tokens * entry.hidden_size * 4.0
-    transient = float(rule.transient(entry, inputs))
-    overhead = (CPU_RUNTIME_OVERHEAD_GB if device == "cpu" else CUDA_RUNTIME_OVERHEAD_GB) * GB
-    return MemoryEstimate(
-        technique=technique,
-        trainable_parameters=int(trainable),
-        weights=weights,
-        gradients=gradients,
-        optimizer_states=optimizer_states,
-        activations=activations,
-        transient=transient,
-        overhead=overhead,
-        notes=notes,
-    )
+    return layer_activations + logits + 2 * tokens * entry.hidden_size * 4.0
 
 
 def memory_table(

@@ -178,29 +178,48 @@ def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
     runs = [row for row in rows if not row.get("is_base")]
     if not runs:
         return {"quality": None, "memory": None, "speed": None, "text": "No finetuned runs to compare."}
-    quality = max(runs, key=quality_key)
-    lowest_loss = _best(runs, "eval_loss", highest=False)
-    memory = _best(runs, "peak_memory_mb", highest=False)
-    speed = _best(runs, "tokens_per_second", highest=True)
-    smallest = _best(runs, "adapter_size_mb", highest=False)
-    beats_base = {}
+    winners = {
+        "quality": max(runs, key=quality_key),
+        "lowest_loss": _best(runs, "eval_loss", highest=False),
+        "memory": _best(runs, "peak_memory_mb", highest=False),
+        "speed": _best(runs, "tokens_per_second", highest=True),
+        "smallest": _best(runs, "adapter_size_mb", highest=False),
+    }
+    beats_base = {row["name"]: quality_key(row)[:2] > quality_key(base)[:2] for row in runs} if base else {}
+    sentences = [_quality_sentence(runs, winners["quality"], base), *_cost_sentences(winners)]
+    losers = [name for name, beats in beats_base.items() if not beats]
     if base is not None:
-        for row in runs:
-            beats_base[row["name"]] = quality_key(row)[:2] > quality_key(base)[:2]
+        sentences.append(
+            "Every finetuned run beats the base model on the instruction checks."
+            if not losers
+            else f"Not better than the base model on the checks: {', '.join(losers)}."
+        )
+    names = {key: row["name"] if row else None for key, row in winners.items()}
+    return {**names, "beats_base": beats_base, "text": " ".join(sentences)}
 
+
+def _quality_sentence(runs: list[dict[str, Any]], quality: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """Who wins on quality (ties named), with its check and exact-match rates against the base model's."""
     tied = [row["name"] for row in runs if row is not quality and quality_key(row) == quality_key(quality)]
     winner = f"{quality['name']} ({quality['technique']}) wins" + (f" (tied with {', '.join(tied)})" if tied else "")
-    sentences = [
+    against = (
+        f", against {_percent(base.get('checks_pass_rate'))} and {_percent(base.get('normalized_exact_match'))} "
+        "for the base model."
+        if base
+        else "."
+    )
+    return (
         f"Quality: {winner}, passing {_percent(quality.get('checks_pass_rate'))} "
         f"of the instruction checks with {_percent(quality.get('normalized_exact_match'))} normalized exact match"
-        + (
-            f", against {_percent(base.get('checks_pass_rate'))} and {_percent(base.get('normalized_exact_match'))} "
-            "for the base model."
-            if base
-            else "."
-        )
-    ]
-    if lowest_loss is not None and lowest_loss["name"] != quality["name"]:
+        + against
+    )
+
+
+def _cost_sentences(winners: dict[str, dict[str, Any] | None]) -> list[str]:
+    """The lowest loss (when another run than the quality winner), least memory, fastest, smallest."""
+    sentences = []
+    lowest_loss, memory, speed, smallest = (winners[key] for key in ("lowest_loss", "memory", "speed", "smallest"))
+    if lowest_loss is not None and lowest_loss["name"] != winners["quality"]["name"]:
         sentences.append(
             f"The lowest held-out loss belongs to {lowest_loss['name']} ({lowest_loss['technique']}, "
             f"{lowest_loss['eval_loss']:.3f} nats/token)."
@@ -219,19 +238,4 @@ def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
         sentences.append(
             f"Smallest on disk: {smallest['name']} ({smallest['technique']}, {smallest['adapter_size_mb']:.1f} MB)."
         )
-    losers = [name for name, beats in beats_base.items() if not beats]
-    if base is not None:
-        sentences.append(
-            "Every finetuned run beats the base model on the instruction checks."
-            if not losers
-            else f"Not better than the base model on the checks: {', '.join(losers)}."
-        )
-    return {
-        "quality": quality["name"],
-        "lowest_loss": lowest_loss["name"] if lowest_loss else None,
-        "memory": memory["name"] if memory else None,
-        "speed": speed["name"] if speed else None,
-        "smallest": smallest["name"] if smallest else None,
-        "beats_base": beats_base,
-        "text": " ".join(sentences),
-    }
+    return sentences

@@ -37,6 +37,9 @@ COST_COLUMNS = (
 )
 
 
+TITLE = "Technique comparison"
+
+
 def _table_rows(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> list[list[Any]]:
     return [[row["name"], row["technique"], *(row.get(key) for key, _ in columns)] for row in rows]
 
@@ -70,72 +73,90 @@ def write_comparison_report(comparison: dict[str, Any], directory: Path, curves:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    tables = _tables(comparison)
+    paths = [
+        write_json_atomic(directory / COMPARISON_FILE, comparison),
+        directory / "report.md",
+        directory / "report.html",
+    ]
+    paths[1].write_text(_markdown(comparison, tables), encoding="utf-8")
+    paths[2].write_text(html_page(TITLE, _html_body(comparison, tables, curves)), encoding="utf-8")
+    return paths
+
+
+def _tables(comparison: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Headers and rows of the quality, cost and side-by-side sample tables."""
     rows = comparison["models"]
     names = [row["name"] for row in rows]
-    recommendation = comparison["recommendation"]["text"]
-    title = "Technique comparison"
-    budget = comparison.get("budget") or {}
-    budget_text = ", ".join(f"{key}={value}" for key, value in budget.items())
-    failures = comparison.get("failures") or []
+    return {
+        "quality": (
+            ["Model", "Technique", *(label for _, label in QUALITY_COLUMNS)],
+            _table_rows(rows, QUALITY_COLUMNS),
+        ),
+        "cost": (["Model", "Technique", *(label for _, label in COST_COLUMNS)], _table_rows(rows, COST_COLUMNS)),
+        "samples": _sample_table(comparison.get("samples", []), names),
+    }
 
-    quality_headers = ["Model", "Technique", *(label for _, label in QUALITY_COLUMNS)]
-    cost_headers = ["Model", "Technique", *(label for _, label in COST_COLUMNS)]
-    sample_headers, sample_rows = _sample_table(comparison.get("samples", []), names)
 
-    markdown = [f"# {title}", "", f"Created {comparison['created_at']}."]
-    if budget_text:
-        markdown += ["", f"Equal training budget: {budget_text}."]
-    markdown += ["", "## Recommendation", "", recommendation]
-    if failures:
-        markdown += ["", "## Failed runs", "", *(f"- {failure}" for failure in failures)]
+def _budget_text(comparison: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in (comparison.get("budget") or {}).items())
+
+
+def _markdown(comparison: dict[str, Any], tables: dict[str, Any]) -> str:
+    """The Markdown report: recommendation, failures, quality, cost and outputs side by side."""
+    markdown = [f"# {TITLE}", "", f"Created {comparison['created_at']}."]
+    if _budget_text(comparison):
+        markdown += ["", f"Equal training budget: {_budget_text(comparison)}."]
+    markdown += ["", "## Recommendation", "", comparison["recommendation"]["text"]]
+    if comparison.get("failures"):
+        markdown += ["", "## Failed runs", "", *(f"- {failure}" for failure in comparison["failures"])]
     markdown += [
         "",
         "## Quality (base model vs each finetuned model)",
         "",
-        markdown_table(quality_headers, _table_rows(rows, QUALITY_COLUMNS)),
+        markdown_table(*tables["quality"]),
         "",
         "Held-out loss and perplexity are over response tokens of the test split; ROUGE, BLEU (0-100), exact match "
         "and checks are over the generated answers.",
         "",
         "## Cost",
         "",
-        markdown_table(cost_headers, _table_rows(rows, COST_COLUMNS)),
+        markdown_table(*tables["cost"]),
         "",
         "## Outputs side by side",
         "",
-        markdown_table(sample_headers, sample_rows),
+        markdown_table(*tables["samples"]),
         "",
         "Loss curves and charts are in report.html; all numbers are in comparison.json.",
         "",
     ]
+    return "\n".join(markdown)
 
+
+def _html_body(comparison: dict[str, Any], tables: dict[str, Any], curves: dict[str, list[dict]]) -> str:
+    """The HTML report's body: as the Markdown one, plus metric, loss-curve and resource plots."""
+    rows = comparison["models"]
     run_rows = {row["name"]: row for row in rows if not row["is_base"]}
     figures = [grouped_metric_bars({row["name"]: row for row in rows})]
     if any(curves.values()):
         figures.append(loss_curves(curves, title="Loss curves (solid: train, dashed: eval)"))
     if run_rows:
         figures.append(resource_bars(run_rows))
-    body = [f"<h1>{title}</h1>", f"<p>Created {html.escape(comparison['created_at'])}.</p>"]
-    if budget_text:
-        body.append(f"<p>Equal training budget: {html.escape(budget_text)}.</p>")
-    body += ["<h2>Recommendation</h2>", f'<p class="note">{html.escape(recommendation)}</p>']
-    if failures:
+    body = [f"<h1>{TITLE}</h1>", f"<p>Created {html.escape(comparison['created_at'])}.</p>"]
+    if _budget_text(comparison):
+        body.append(f"<p>Equal training budget: {html.escape(_budget_text(comparison))}.</p>")
+    body += ["<h2>Recommendation</h2>", f'<p class="note">{html.escape(comparison["recommendation"]["text"])}</p>']
+    if comparison.get("failures"):
+        failures = comparison["failures"]
         body += ["<h2>Failed runs</h2>", "<ul>", *(f"<li>{html.escape(failure)}</li>" for failure in failures), "</ul>"]
     body += [
         "<h2>Quality (base model vs each finetuned model)</h2>",
-        html_table(quality_headers, _table_rows(rows, QUALITY_COLUMNS)),
+        html_table(*tables["quality"]),
         "<h2>Cost</h2>",
-        html_table(cost_headers, _table_rows(rows, COST_COLUMNS)),
+        html_table(*tables["cost"]),
         "<h2>Plots</h2>",
         *figures_html(figures),
         "<h2>Outputs side by side</h2>",
-        html_table(sample_headers, sample_rows, preformatted=True),
+        html_table(*tables["samples"], preformatted=True),
     ]
-    paths = [
-        write_json_atomic(directory / COMPARISON_FILE, comparison),
-        directory / "report.md",
-        directory / "report.html",
-    ]
-    paths[1].write_text("\n".join(markdown), encoding="utf-8")
-    paths[2].write_text(html_page(title, "\n".join(body)), encoding="utf-8")
-    return paths
+    return "\n".join(body)

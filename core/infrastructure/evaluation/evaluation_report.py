@@ -6,41 +6,14 @@ import html
 from pathlib import Path
 from typing import Any
 
+from core.domain.evaluation_metrics import metric_rows
 from core.infrastructure.evaluation.figures import check_bars, figures_html, loss_curves, metric_bars
 from core.infrastructure.evaluation.report_format import html_page, html_table, markdown_table
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 
-METRIC_LABELS = (
-    ("eval_loss", "Loss (response tokens)"),
-    ("perplexity", "Perplexity"),
-    ("rouge1", "ROUGE-1"),
-    ("rouge2", "ROUGE-2"),
-    ("rougeL", "ROUGE-L"),
-    ("rougeLsum", "ROUGE-Lsum"),
-    ("bleu", "BLEU (sacreBLEU, 0-100)"),
-    ("exact_match", "Exact match"),
-    ("normalized_exact_match", "Normalized exact match"),
-    ("checks_pass_rate", "Instruction checks passed"),
-    ("checks_all_passed_rate", "Samples passing all checks"),
-    ("generation_tokens_per_second", "Generation tokens/s"),
-)
-"""Headline metrics in report order: (key in ``metrics``, label)."""
-
 SAMPLES_SHOWN = 20
-
-
-def metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
-    """Rows ``[label, value]`` of the headline metrics present in an evaluation.
-
-    Args:
-        metrics: The ``metrics`` mapping.
-
-    Returns:
-        The rows.
-    """
-    return [[label, metrics[key]] for key, label in METRIC_LABELS if metrics.get(key) is not None]
 
 
 def _sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
@@ -63,18 +36,23 @@ def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics
     Returns:
         Paths of the written reports.
     """
-    directory = Path(directory)
-    metrics = evaluation["metrics"]
     title = f"Evaluation of {evaluation['name']}"
+    data = evaluation["data"]
     subtitle = (
         f"Model: {evaluation.get('base_model') or evaluation['name']} · technique: {evaluation.get('technique') or 'none'}"
-        f" · split: {evaluation['data']['split']} ({evaluation['data']['loss_sequences']} sequences for the loss,"
-        f" {evaluation['data']['generated_samples']} generated answers) · {evaluation['created_at']}"
+        f" · split: {data['split']} ({data['loss_sequences']} sequences for the loss,"
+        f" {data['generated_samples']} generated answers) · {evaluation['created_at']}"
     )
-    lengths = metrics.get("response_length") or {}
-    checks = metrics.get("checks") or {}
-    by_kind = checks.get("by_kind") or {}
+    markdown_path, html_path = Path(directory) / REPORT_MARKDOWN, Path(directory) / REPORT_HTML
+    markdown_path.write_text(_markdown(evaluation, title, subtitle), encoding="utf-8")
+    html_path.write_text(html_page(title, _html_body(evaluation, title, subtitle, metrics_rows)), encoding="utf-8")
+    return [markdown_path, html_path]
 
+
+def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
+    """The Markdown report: metrics, response length, checks by kind, the first samples."""
+    metrics = evaluation["metrics"]
+    lengths, by_kind = metrics.get("response_length") or {}, (metrics.get("checks") or {}).get("by_kind") or {}
     markdown = [
         f"# {title}",
         "",
@@ -102,7 +80,13 @@ def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics
         "Full per-sample results are in evaluation.json; the HTML report has the plots.",
         "",
     ]
+    return "\n".join(markdown)
 
+
+def _html_body(evaluation: dict[str, Any], title: str, subtitle: str, metrics_rows: list[dict]) -> str:
+    """The HTML report's body: metrics, response length, plots (metrics, checks, training loss), samples."""
+    metrics = evaluation["metrics"]
+    lengths, by_kind = metrics.get("response_length") or {}, (metrics.get("checks") or {}).get("by_kind") or {}
     figures = [metric_bars(metrics)]
     if by_kind:
         figures.append(check_bars(by_kind))
@@ -117,8 +101,4 @@ def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics
         f"<h2>Samples (first {min(SAMPLES_SHOWN, len(evaluation['samples']))})</h2>",
         html_table(["Prompt", "Output", "Reference", "Checks"], _sample_rows(evaluation["samples"]), preformatted=True),
     ]
-    markdown_path = directory / REPORT_MARKDOWN
-    html_path = directory / REPORT_HTML
-    markdown_path.write_text("\n".join(markdown), encoding="utf-8")
-    html_path.write_text(html_page(title, "\n".join(body)), encoding="utf-8")
-    return [markdown_path, html_path]
+    return "\n".join(body)

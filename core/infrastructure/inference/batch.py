@@ -164,6 +164,23 @@ def _rewrite_in_input_order(output_file: Path, records: list[BatchRecord]) -> No
     os.replace(partial, output_file)
 
 
+def _append_answers(handle: Any, batch: list[Any], completions: list[Any], settings: dict[str, Any]) -> None:
+    """Appends one answer row per record (its id, given fields, output, finish reason, tokens) and fsyncs."""
+    for record, completion in zip(batch, completions, strict=True):
+        row = {
+            "id": record.record_id,
+            **record.given,
+            "output": completion.text,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "settings": settings,
+        }
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
 def run_batch_inference(
     predictor: Predictor,
     input_file: Path,
@@ -212,19 +229,7 @@ def run_batch_inference(
                 break
             batch = pending[start : start + batch_size]
             completions = predictor.complete_ids([prompts[record.record_id] for record in batch], options)
-            for record, completion in zip(batch, completions, strict=True):
-                row = {
-                    "id": record.record_id,
-                    **record.given,
-                    "output": completion.text,
-                    "finish_reason": completion.finish_reason,
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "settings": settings,
-                }
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            _append_answers(handle, batch, completions, settings)
             written += len(batch)
             progress.update(len(batch))
             if on_batch is not None:

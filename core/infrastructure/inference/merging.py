@@ -205,24 +205,40 @@ def merge_adapter(
         _save(merged, tokenizer, staging)
         del merged
         difference, drift = _check_staged(source, staging, settings, prompts, reference, quantized_logits, tolerance)
-        verification = {
-            "prompts": list(VERIFICATION_PROMPTS),
-            "dtype": str(dtype).removeprefix("torch."),
-            "max_abs_diff": difference,
-            "tolerance": tolerance,
-            "tolerance_rule": "atol + rtol * max|reference logit|",
-            "atol_rtol": list(
-                HALF_PRECISION_TOLERANCE if dtype != torch.float32 else FLOAT32_TOLERANCES[quantization is not None]
-            ),
-            "reference_max_abs_logit": reference_scale,
-            "quantization_drift": drift,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        verification = _verification(dtype, quantization is not None, (difference, tolerance, reference_scale), drift)
+        verification["seconds"] = round(time.perf_counter() - started, 2)
         _seal(source, staging, output_dir, verification)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.success("Merged {} into {}", source.name, output_dir)
     return MergeResult(output_dir, difference, tolerance, str(dtype).removeprefix("torch."), drift)
+
+
+def _verification(
+    dtype: torch.dtype, quantized: bool, check: tuple[float, float, float], drift: float | None
+) -> dict[str, Any]:
+    """The merge's verification record (``lineage.json``): prompts, precision, difference and its tolerance.
+
+    Args:
+        dtype: The merge precision.
+        quantized: True for a QLoRA run (merged into the 16-bit base).
+        check: Max abs logit difference, its tolerance and the reference's max abs logit.
+        drift: Difference from the quantized training-time model (QLoRA), else None.
+
+    Returns:
+        The record.
+    """
+    difference, tolerance, reference_scale = check
+    return {
+        "prompts": list(VERIFICATION_PROMPTS),
+        "dtype": str(dtype).removeprefix("torch."),
+        "max_abs_diff": difference,
+        "tolerance": tolerance,
+        "tolerance_rule": "atol + rtol * max|reference logit|",
+        "atol_rtol": list(HALF_PRECISION_TOLERANCE if dtype != torch.float32 else FLOAT32_TOLERANCES[quantized]),
+        "reference_max_abs_logit": reference_scale,
+        "quantization_drift": drift,
+    }
 
 
 def _quantized_reference(source: InferenceSource, quantization: Any, prompts: list[list[int]]) -> list[torch.Tensor]:

@@ -65,10 +65,8 @@ def build_training_arguments(
 ) -> TrainingArguments:
     """Maps the ``training`` settings onto transformers' ``TrainingArguments``.
 
-    Evaluation runs every ``eval_steps`` (or once per epoch) and, with ``training.eval_on_start``,
-    once before the first update (on ``training.eval_start_max_samples`` records, see StudioTrainer);
-    checkpoints are written every ``save_steps`` (or at evaluations). The best checkpoint by
-    validation loss is tracked and loaded at the end when the save and eval schedules line up.
+    Evaluation, saving and best-checkpoint tracking are set by :func:`_schedules`; the step-0
+    evaluation's records by StudioTrainer (``training.eval_start_max_samples``).
 
     Args:
         settings: Run settings.
@@ -82,22 +80,7 @@ def build_training_arguments(
         The training arguments.
     """
     training = settings.training
-    eval_strategy = "no"
-    if has_eval:
-        eval_strategy = "steps" if training.eval_steps else "epoch"
-    save_strategy = "steps" if training.save_steps else (eval_strategy if eval_strategy != "no" else "epoch")
-    save_steps = training.save_steps or training.eval_steps or 500
-    load_best = (
-        has_eval
-        and save_strategy == eval_strategy
-        and (save_strategy != "steps" or save_steps % (training.eval_steps or 1) == 0)
-    )
-    if has_eval and not load_best:
-        logger.info(
-            "Best-checkpoint loading is off: training.save_steps={} is not a multiple of training.eval_steps={}",
-            training.save_steps,
-            training.eval_steps,
-        )
+    schedule = _schedules(training, has_eval, resuming)
     sampling = "group_by_length" if (training.group_by_length and not packing) else "random"
     return TrainingArguments(
         output_dir=str(Path(run_dir) / CHECKPOINTS_DIR),
@@ -118,15 +101,7 @@ def build_training_arguments(
         fp16=precision.name == "fp16",
         logging_strategy="steps",
         logging_steps=training.logging_steps,
-        eval_strategy=eval_strategy,
-        eval_steps=training.eval_steps if eval_strategy == "steps" else None,
-        eval_on_start=has_eval and not resuming and training.eval_on_start,
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=None,  # rotated after sealing, by CheckpointSealCallback
-        load_best_model_at_end=load_best,
-        metric_for_best_model="eval_loss" if has_eval else None,
-        greater_is_better=False,
+        **schedule,
         train_sampling_strategy=sampling,
         length_column_name="length",
         remove_unused_columns=False,
@@ -139,6 +114,46 @@ def build_training_arguments(
         use_cpu=not torch.cuda.is_available(),
         log_level="warning",
     )
+
+
+def _schedules(training: Any, has_eval: bool, resuming: bool) -> dict[str, Any]:
+    """The ``TrainingArguments`` of evaluation, saving and best-checkpoint tracking.
+
+    Args:
+        training: The ``training`` settings.
+        has_eval: True when a validation split exists.
+        resuming: True when continuing from a checkpoint (no second step-0 evaluation).
+
+    Returns:
+        Keyword arguments: strategies, intervals, step-0 evaluation, best-model loading.
+    """
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if training.eval_steps else "epoch"
+    save_strategy = "steps" if training.save_steps else (eval_strategy if eval_strategy != "no" else "epoch")
+    save_steps = training.save_steps or training.eval_steps or 500
+    load_best = (
+        has_eval
+        and save_strategy == eval_strategy
+        and (save_strategy != "steps" or save_steps % (training.eval_steps or 1) == 0)
+    )
+    if has_eval and not load_best:
+        logger.info(
+            "Best-checkpoint loading is off: training.save_steps={} is not a multiple of training.eval_steps={}",
+            training.save_steps,
+            training.eval_steps,
+        )
+    return {
+        "eval_strategy": eval_strategy,
+        "eval_steps": training.eval_steps if eval_strategy == "steps" else None,
+        "eval_on_start": has_eval and not resuming and training.eval_on_start,
+        "save_strategy": save_strategy,
+        "save_steps": save_steps,
+        "save_total_limit": None,  # rotated after sealing, by CheckpointSealCallback
+        "load_best_model_at_end": load_best,
+        "metric_for_best_model": "eval_loss" if has_eval else None,
+        "greater_is_better": False,
+    }
 
 
 def early_stopping_callbacks(settings: Settings, arguments: TrainingArguments) -> list[EarlyStoppingCallback]:
