@@ -52,7 +52,8 @@ def figure(traces: list[dict[str, Any]], title: str, **layout: Any) -> Figure:
     return PlotData(type="plotly", plot=json.dumps({"data": traces, "layout": full_layout}, default=float))
 
 
-def _empty(title: str, message: str) -> Figure:
+def empty_figure(title: str, message: str) -> Figure:
+    """A figure without axes that says why it is empty (what to do to fill it)."""
     annotation = {"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}
     return figure([], title, annotations=[annotation], xaxis={"visible": False}, yaxis={"visible": False})
 
@@ -74,7 +75,7 @@ def loss_figure(rows: list[dict[str, Any]], title: str = "Loss") -> Figure:
     train = deduplicate_by_step(rows, "loss")
     evaluation = deduplicate_by_step(rows, "eval_loss")
     if not train and not evaluation:
-        return _empty(title, "waiting for the first logged step")
+        return empty_figure(title, "waiting for the first logged step")
     traces = []
     if train:
         traces.append(
@@ -111,7 +112,7 @@ def rate_figure(rows: list[dict[str, Any]]) -> Figure:
     title = "Learning rate and throughput"
     train = deduplicate_by_step(rows, "loss")
     if not train:
-        return _empty(title, "waiting for the first logged step")
+        return empty_figure(title, "waiting for the first logged step")
     steps = [row["step"] for row in train]
     traces = [
         _line(steps, [row.get("learning_rate") for row in train], "learning rate", line={"color": PALETTE[3]}),
@@ -154,7 +155,7 @@ def overlay_figure(runs: dict[str, list[dict[str, Any]]], axis: XAxis = "step") 
         The figure.
     """
     if not runs:
-        return _empty("Loss curves", "select runs to compare")
+        return empty_figure("Loss curves", "select runs to compare")
     traces = []
     for index, (name, rows) in enumerate(runs.items()):
         color = PALETTE[index % len(PALETTE)]
@@ -205,7 +206,7 @@ def length_histogram(lengths: dict[str, list[int]], max_length: int | None = Non
         The figure.
     """
     if not any(lengths.values()):
-        return _empty("Token lengths", "prepare the data to see token lengths")
+        return empty_figure("Token lengths", "prepare the data to see token lengths")
     traces = [
         {"type": "histogram", "x": values, "name": split, "opacity": 0.75, "marker": {"color": PALETTE[index]}}
         for index, (split, values) in enumerate(lengths.items())

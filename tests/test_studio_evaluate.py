@@ -7,6 +7,7 @@ reads the metrics table and the per-sample outputs back through the tab's endpoi
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ def test_evaluate_run_and_base_model(studio) -> None:
 
     client = Client(blocks.local_url, verbose=False)
     # selecting the tab lists the evaluable runs (the checkbox choices of this session)
-    choices, _metrics, _target, _samples = client.predict(None, api_name="/refresh_evaluate")
+    choices, _metrics, _scores, _losses, _target, _samples = client.predict(None, api_name="/refresh_evaluate")
     assert RUN_NAME in str(choices)
 
     message = client.predict([RUN_NAME], True, 3, api_name="/run_evaluation")
@@ -100,23 +101,31 @@ def test_evaluate_run_and_base_model(studio) -> None:
     else:
         raise AssertionError(f"evaluations did not finish: {states}")
 
-    _choices, metrics, target, samples = client.predict(None, api_name="/evaluation_results")
-    rows = {row["run"]: row for row in table_rows(metrics)}
+    status, _choices, metrics, scores, losses, target, samples = client.predict(
+        None, api_name="/poll_evaluations"
+    )  # the tab's own poll redraws the results once the evaluations are written
+    assert status == ""  # nothing queued or running any more
+    table = {row["metric"]: row for row in table_rows(metrics)}
     base_dir = f"base-{Path(settings.model.name).name}"
-    assert set(rows) == {RUN_NAME, base_dir}, rows.keys()
-    for name, row in rows.items():
-        for key in ("eval_loss", "perplexity"):
-            value = row[key]
-            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (name, key, value)
-        assert row["loss_tokens"] > 0
+    assert table_rows(metrics) and set(table_rows(metrics)[0]) == {"metric", RUN_NAME, base_dir}
+    for name in (RUN_NAME, base_dir):
+        for label in ("Loss (response tokens)", "Perplexity"):
+            value = table[label][name]
+            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (name, label, value)
+        assert table["Test records answered"][name] == 3
+    rows = {RUN_NAME, base_dir}
+    loss_chart = json.loads(losses["plot"])["data"][0]
+    assert sorted(loss_chart["x"]) == sorted(rows) and all(value > 0 for value in loss_chart["y"])
+    assert "Scores" in json.loads(scores["plot"])["layout"]["title"]["text"]
 
     # the per-sample table: prompt, reference and output of each of the 3 test records
     assert dropdown_value(target) in rows
     for name in (RUN_NAME, base_dir):
-        _choices, _metrics, shown, samples = client.predict(name, api_name="/evaluation_samples")
+        *_results, shown, samples = client.predict(name, api_name="/evaluation_samples")
         assert dropdown_value(shown) == name
         sample_rows = table_rows(samples)
         assert len(sample_rows) == 3, (name, sample_rows)
         for row in sample_rows:
             assert row["prompt"].strip() and row["reference"].strip()
-            assert isinstance(row["output"], str)
+            assert isinstance(row["output"], str) and row["checks"]
+        assert list(sample_rows[0]) == ["#", "prompt", "output", "reference", "checks"]  # no paths, no raw messages

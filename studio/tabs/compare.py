@@ -11,10 +11,10 @@ import pandas as pd
 
 from studio.charts import overlay_figure
 from studio.context import Refresher, StudioContext, plain_errors
+from studio.evaluation_views import headline_metrics
 from studio.form_state import with_sample_prompts
 from studio.job_records import ACTIVE_STATES
 from studio.runs import METRICS, load_manifest, read_evaluation, run_names, run_status
-from studio.tabs.evaluate import _metric_mapping
 from studio.tabs.train import TrainTab
 from studio.training_form import TECHNIQUES, sweep_settings
 
@@ -58,8 +58,8 @@ def summary_frame(context: StudioContext, names: list[str]) -> pd.DataFrame:
         column["steps"] = max(steps) if steps else 0
         evaluation = read_evaluation(run_dir)
         if evaluation:
-            for key, value in _metric_mapping(evaluation).items():
-                column[f"eval: {key}"] = value
+            for label, value in headline_metrics(evaluation).items():
+                column[f"test: {label}"] = value
         columns[name] = column
     figures: list[str] = []
     for column in columns.values():
@@ -67,7 +67,7 @@ def summary_frame(context: StudioContext, names: list[str]) -> pd.DataFrame:
             if key not in figures:
                 figures.append(key)
     table = [{"figure": key, **{name: _text(columns[name].get(key)) for name in columns}} for key in figures]
-    return pd.DataFrame(table)
+    return pd.DataFrame(table, columns=["figure", *columns])
 
 
 def _text(value: Any) -> str:
@@ -152,100 +152,95 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
             )
             message = gr.Markdown()
         with gr.Column(scale=3):
-            overlay = gr.Plot(label="Loss curves", elem_id="compare-plot")
-            summary = gr.Dataframe(label="Side by side", interactive=False, elem_id="compare-table")
-            diff = gr.Dataframe(label="Configuration differences", interactive=False)
+            overlay = gr.Plot(overlay_figure({}, "step"), label="Loss curves", elem_id="compare-plot")
+            summary = gr.Dataframe(
+                summary_frame(context, []), label="Side by side", interactive=False, elem_id="compare-table"
+            )
+            diff = gr.Dataframe(config_diff(context, []), label="Configuration differences", interactive=False)
             with gr.Accordion("Comparison report", open=False):
                 report = gr.Markdown(latest_report(context))
-    timer = gr.Timer(3.0)
-    shown = gr.State(None)
+    _wire_curves(context, runs, axis, [overlay, summary, diff])
+    report_button.click(
+        plain_errors(lambda selected: _queue_report(context, selected)),
+        inputs=runs, outputs=message, api_name="comparison_report",
+    )  # fmt: skip
+    sweep_button.click(
+        plain_errors(lambda model, dataset, steps: _queue_sweep(context, model, dataset, steps)),
+        inputs=[train_tab.model_name, train_tab.dataset, sweep_steps], outputs=message, api_name="train_all_techniques",
+    )  # fmt: skip
+
+    def refresh(selected: list[str] | None) -> tuple[Any, str]:
+        names = run_names(context.runs_dir)
+        chosen = [name for name in selected or [] if name in names]
+        return gr.update(choices=names, value=chosen), latest_report(context)
+
+    return Refresher(refresh, [runs], [runs, report], "refresh_compare")
+
+
+def _wire_curves(context: StudioContext, runs: gr.CheckboxGroup, axis: gr.Radio, views: list[Any]) -> None:
+    """The overlay (redrawn every 3 s while curves grow), the side-by-side table and the config differences."""
+    overlay, summary, diff = views
+    timer, shown = gr.Timer(3.0), gr.State(None)
+
+    def signature_of(selected: list[str], chosen_axis: str) -> tuple[dict[str, Any], tuple[Any, ...]]:
+        data = {name: METRICS.rows(context.runs_dir / name) for name in selected}
+        return data, (tuple(selected), chosen_axis, tuple(len(rows) for rows in data.values()))
 
     def curves(selected: list[str] | None, chosen_axis: str, last: Any) -> tuple[Any, Any]:
-        selected = selected or []
-        data = {name: METRICS.rows(context.runs_dir / name) for name in selected}
-        signature = (tuple(selected), chosen_axis, tuple(len(rows) for rows in data.values()))
+        data, signature = signature_of(selected or [], chosen_axis)
         if signature == last:
             return gr.skip(), last
         return overlay_figure(data, chosen_axis), signature
 
-    timer.tick(
-        curves,
-        inputs=[runs, axis, shown],
-        outputs=[overlay, shown],
-        api_name="compare_curves",
-        show_progress="hidden",
-        queue=False,
-    )
-
     @plain_errors
     def compare_selected(selected: list[str] | None, chosen_axis: str) -> tuple[Any, ...]:
-        selected = selected or []
-        data = {name: METRICS.rows(context.runs_dir / name) for name in selected}
-        signature = (tuple(selected), chosen_axis, tuple(len(rows) for rows in data.values()))
-        return (
-            overlay_figure(data, chosen_axis),
-            summary_frame(context, selected),
-            config_diff(context, selected),
-            signature,
-        )
+        data, signature = signature_of(selected or [], chosen_axis)
+        frames = summary_frame(context, selected or []), config_diff(context, selected or [])
+        return overlay_figure(data, chosen_axis), *frames, signature
 
+    timer.tick(
+        curves, inputs=[runs, axis, shown], outputs=[overlay, shown], api_name="compare_curves",
+        show_progress="hidden", queue=False,
+    )  # fmt: skip
     for trigger, api_name in ((runs.change, "compare_runs"), (axis.change, "compare_axis")):
         trigger(compare_selected, inputs=[runs, axis], outputs=[overlay, summary, diff, shown], api_name=api_name)
 
-    @plain_errors
-    def build_report(selected: list[str] | None) -> str:
-        if not selected or len(selected) < 2:
-            raise ValueError("select at least two runs to compare")
-        output = context.runs_dir / "comparisons" / datetime.now().strftime("%Y%m%d-%H%M%S")
-        job = context.supervisor.submit(
-            "compare",
-            "comparison",
-            context.settings,
-            arguments=["--runs", *selected, "--output", str(output)],
-            output=str(output),
-        )
-        return f"Queued the comparison report ({job.job_id}); open **Comparison report** when it is done."
 
-    report_button.click(build_report, inputs=runs, outputs=message, api_name="comparison_report")
+def _queue_report(context: StudioContext, selected: list[str] | None) -> str:
+    """Queues ``compare`` over the selected runs (a background job); the report appears when it ends."""
+    if not selected or len(selected) < 2:
+        raise ValueError("select at least two runs to compare")
+    output = context.runs_dir / "comparisons" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    job = context.supervisor.submit(
+        "compare", "comparison", context.settings, arguments=["--runs", *selected, "--output", str(output)],
+        output=str(output),
+    )  # fmt: skip
+    return f"Queued the comparison report ({job.job_id}); open **Comparison report** when it is done."
 
-    @plain_errors
-    def sweep(model: str | None, dataset: str | None, steps: float | None) -> str:
-        taken = set(run_names(context.runs_dir)) | {
-            job.run_name for job in context.supervisor.jobs() if job.kind == "train" and job.state in ACTIVE_STATES
-        }
-        stamp = datetime.now().strftime("%m%d-%H%M%S")
-        for attempt in range(1, 100):  # two sweeps in the same second get distinct run names
-            planned = sweep_settings(
-                context.settings,
-                (dataset or "").strip() or "demo",
-                int(steps) if steps else None,
-                model_name=model,
-                stamp=stamp if attempt == 1 else f"{stamp}-{attempt}",
-            )
-            names = [settings.run_name or "" for settings in planned]
-            if not taken & set(names):
-                break
-        else:
-            raise ValueError("could not find free run names for the sweep; try again in a second")
-        for settings in planned:
-            context.supervisor.submit("train", settings.run_name or "", with_sample_prompts(settings))
-        model_label = Path(planned[0].model.name).name
-        return (
-            f"Queued {len(names)} runs of {model_label} on {planned[0].data.dataset_label()} "
-            f"({', '.join(TECHNIQUES)}; one trains at a time): " + ", ".join(f"**{name}**" for name in names)
-        )
 
-    sweep_button.click(
-        sweep,
-        inputs=[train_tab.model_name, train_tab.dataset, sweep_steps],
-        outputs=message,
-        api_name="train_all_techniques",
+def _free_sweep(context: StudioContext, model: str | None, dataset: str | None, steps: float | None) -> list[Any]:
+    """The sweep's settings under run names no run or queued job uses (two sweeps in one second differ)."""
+    taken = set(run_names(context.runs_dir)) | {
+        job.run_name for job in context.supervisor.jobs() if job.kind == "train" and job.state in ACTIVE_STATES
+    }
+    stamp = datetime.now().strftime("%m%d-%H%M%S")
+    for attempt in range(1, 100):
+        planned = sweep_settings(
+            context.settings, (dataset or "").strip() or "demo", int(steps) if steps else None, model_name=model,
+            stamp=stamp if attempt == 1 else f"{stamp}-{attempt}",
+        )  # fmt: skip
+        if not taken & {settings.run_name or "" for settings in planned}:
+            return planned
+    raise ValueError("could not find free run names for the sweep; try again in a second")
+
+
+def _queue_sweep(context: StudioContext, model: str | None, dataset: str | None, steps: float | None) -> str:
+    """Queues one run per technique on the Train form's model and dataset."""
+    planned = _free_sweep(context, model, dataset, steps)
+    names = [settings.run_name or "" for settings in planned]
+    for settings in planned:
+        context.supervisor.submit("train", settings.run_name or "", with_sample_prompts(settings))
+    return (
+        f"Queued {len(names)} runs of {Path(planned[0].model.name).name} on {planned[0].data.dataset_label()} "
+        f"({', '.join(TECHNIQUES)}; one trains at a time): " + ", ".join(f"**{name}**" for name in names)
     )
-
-    def refresh(selected: list[str] | None) -> tuple[Any, str]:
-        names = run_names(context.runs_dir)
-        return gr.update(choices=names, value=[name for name in selected or [] if name in names]), latest_report(
-            context
-        )
-
-    return Refresher(refresh, [runs], [runs, report], "refresh_compare")
