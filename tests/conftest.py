@@ -164,3 +164,15 @@ def make_settings(tmp_path: Path):
         return load_settings(config_file, nested, read_environment=False)
 
     return factory
+
+
+def stop_process(process, timeout_s: float = 20) -> None:
+    """Terminates a child process started by a test, killing it if it does not exit in time."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, stop_process
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,6 +40,7 @@ def test_space_is_assembled_and_its_app_launches(tmp_path: Path, embedded_model_
         "FINETUNE_PATHS__RUNS_DIR": str(tmp_path / "runs"),
         "FINETUNE_PATHS__DATA_DIR": str(tmp_path / "data"),
         "PYTHONPATH": "",
+        "SPACE_AUTH": "none",  # the studio Space's login, explicitly disabled for this local check
     }
     process = subprocess.Popen(
         [sys.executable, "app.py"], cwd=space, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -57,9 +58,4 @@ def test_space_is_assembled_and_its_app_launches(tmp_path: Path, embedded_model_
         assert process.poll() is None, process.stdout.read().decode("utf-8", errors="replace")[-3000:]
         assert "Finetune Studio" in body
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
