@@ -1,15 +1,21 @@
 """Hub push: ``registry push`` and ``export --push-to``; ``--dry-run`` lists exactly what would be uploaded.
 
 No network: a dry run needs neither token nor Hub; a real push offline (``HF_HUB_OFFLINE=1``) or
-without a token stops with a one-line message and exit code 2, before exporting anything.
+without a token stops with a one-line message and exit code 2, before exporting anything. A real
+push runs the real ``huggingface_hub`` client (``create_repo`` + ``upload_folder``) against a small
+local stand-in for the Hub's HTTP API (``HF_ENDPOINT``): repository creation, pre-upload and commit.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,59 @@ from inference_run_factory import make_run
 LISTING_LINE = re.compile(r"^\s+([\d,]+)\s+(\S+)$")
 
 
+class LocalHub:
+    """The Hub API calls a push makes (create repo, validate the card, pre-upload, commit), recorded in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.created: list[dict] = []
+        self.tokens: set[str] = set()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *arguments: object) -> None:
+                pass
+
+            def _reply(self, code: int, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._reply(404, {"error": "not part of a push"})
+
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hub.tokens.add(self.headers.get("authorization", ""))
+                if self.path == "/api/repos/create":
+                    request = json.loads(data)
+                    hub.created.append(request)
+                    self._reply(200, {"url": f"{hub.url}/{request['organization']}/{request['name']}"})
+                elif self.path == "/api/validate-yaml":  # the model card's front matter
+                    self._reply(200, {"errors": [], "warnings": []})
+                elif "/preupload/" in self.path:
+                    files = json.loads(data)["files"]
+                    self._reply(
+                        200,
+                        {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                    )
+                elif "/commit/" in self.path:
+                    for line in data.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            hub.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    self._reply(200, {"commitUrl": f"{hub.url}/c/{'a' * 40}", "commitOid": "a" * 40})
+                else:
+                    self._reply(404, {"error": self.path})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
     return make_run(tmp_path_factory.mktemp("push-runs") / "runs", "tiny-lora", tiny_model_dirs["llama"], "lora")
@@ -26,7 +85,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str,
 
 def _cli(arguments: list[str], home: Path, **environment: str) -> subprocess.CompletedProcess:
     """The CLI in a child process with its own HF_HOME (no stored token) and no HF_TOKEN."""
-    variables = {key: value for key, value in os.environ.items() if key not in {"HF_TOKEN", "HF_HUB_OFFLINE"}}
+    dropped = {"HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
+    variables = {key: value for key, value in os.environ.items() if key not in dropped}
     variables.update({"HF_HOME": str(home / "hf-home"), "FINETUNE_PATHS__MODEL_CACHE": str(MODEL_CACHE)})
     variables.update(environment)
     return subprocess.run(
@@ -113,3 +173,28 @@ def test_export_push_to_refuses_before_exporting_and_dry_run_lists_the_export(ti
     assert listed == on_disk and set(listed) == {"tiny-lora-f16.gguf", "verification.json"}
     assert any(path.name.startswith(".finetune-studio") for path in output.iterdir())  # the marker stays home
     _assert_no_machine_path(output, list(listed), tmp_path)
+
+
+def test_registry_push_uploads_exactly_the_dry_run_files_through_huggingface_hub(run_dir, tmp_path):
+    registry_dir = tmp_path / "registry"
+    overrides = [f"paths.registry_dir={registry_dir}", f"paths.runs_dir={run_dir.parent}"]
+    assert _cli(["registry", "register", *overrides, "--name", "bot", "--run", "tiny-lora"], tmp_path).returncode == 0
+    push = ["registry", "push", *overrides, "--name", "bot:1", "--repo-id", "someone/tiny-bot", "--private"]
+    listed = _listing(_cli([*push, "--dry-run"], tmp_path).stdout)
+
+    hub = LocalHub()
+    try:
+        result = _cli([*push, "hub.token=hf_local_test_token"], tmp_path, HF_ENDPOINT=hub.url)
+    finally:
+        hub.server.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == f"{hub.url}/someone/tiny-bot"
+    [created] = hub.created
+    assert (created["organization"], created["name"]) == ("someone", "tiny-bot")
+    assert created.get("private") is True or created.get("visibility") == "private", created  # --private
+    assert hub.tokens == {"Bearer hf_local_test_token"}  # hub.token from the settings
+    assert {name: len(content) for name, content in hub.files.items()} == listed  # exactly the dry run's files
+    (tmp_path / "received").mkdir()
+    for name, content in hub.files.items():
+        (tmp_path / "received" / name).write_bytes(content)
+    _assert_no_machine_path(tmp_path / "received", list(hub.files), tmp_path)

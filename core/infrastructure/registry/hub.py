@@ -36,8 +36,9 @@ class HubUnavailableError(FinetuneStudioError):
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set to a true value (read at call time)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``, which huggingface_hub also obeys) is true."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Path:
@@ -110,8 +111,8 @@ def hub_token(configured: str | None) -> str:
     """
     if hub_offline():
         raise HubUnavailableError(
-            "cannot push: HF_HUB_OFFLINE is set, the Hugging Face Hub is not reachable. "
-            "Unset HF_HUB_OFFLINE to push (--dry-run lists what would be uploaded)."
+            "cannot push: HF_HUB_OFFLINE is set (or TRANSFORMERS_OFFLINE), the Hugging Face Hub is not reachable. "
+            "Unset it to push (--dry-run lists what would be uploaded)."
         )
     from huggingface_hub import get_token
 
