@@ -33,6 +33,12 @@ ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 THEME_FILE = ASSETS_DIR / "theme.json"
 CSS_FILE = ASSETS_DIR / "studio.css"
 HEADER_INTERVAL_S = 5.0
+GUIDE = (
+    "**Data** (check and prepare your file) → **Train** (pick a technique, start) → **Evaluate** (test split, "
+    "base model for contrast) → **Compare** (runs side by side) → **Chat** (try it) → **Export** (merge, GGUF, "
+    "Hub, API)"
+)
+"""The order a newcomer goes through the tabs, shown under the header."""
 
 
 def load_theme() -> gr.themes.Base:
@@ -63,7 +69,10 @@ def build_app(settings: Settings, supervisor: JobSupervisor | None = None) -> tu
     with gr.Blocks(title="Finetune Studio", analytics_enabled=False, fill_width=True) as blocks:
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown("# Finetune Studio", elem_id="studio-title")
-            resources = gr.Markdown(resources_markdown(context.active_run()), elem_id="studio-resources")
+            resources = gr.Markdown(  # a function: computed for each page load, not once at start-up
+                lambda: resources_markdown(context.active_run()), elem_id="studio-resources"
+            )
+        gr.Markdown(GUIDE, elem_id="studio-guide", elem_classes=["hint"])
         with gr.Tabs(elem_classes=["studio-tabs"], selected="train"):
             with gr.Tab("Data", id="data"):
                 data_placeholder = gr.Column()
@@ -115,6 +124,7 @@ def _on_page_load(blocks: gr.Blocks, context: StudioContext, train_tab: TrainTab
 
     blocks.load(on_load, outputs=train_tab.run_selector, api_name="initial_run")
     train_tab.form_restore.listen(blocks.load)
+    train_tab.history_refresh.listen(blocks.load)
 
 
 def launch_studio(

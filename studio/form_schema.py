@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from core.domain.config import Settings
 from core.domain.techniques import technique_spec, technique_specs
+from studio.data_sources import joined
 
 
 @dataclass(frozen=True)
@@ -224,3 +225,28 @@ def setting_component(field: FormField, value: Any, technique: str) -> gr.Compon
         elem_id=field.html_id,
         visible=visible,
     )
+
+
+def form_field_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The Train form's values for a run's configuration ("clone into form"); the run name is left empty.
+
+    Args:
+        config: A run's ``manifest.config`` (plain settings).
+
+    Returns:
+        Form field name -> value, for the fields the configuration sets.
+    """
+    data = config.get("data") or {}
+    sources = [source.get("dataset") for source in data.get("datasets") or [] if isinstance(source, dict)]
+    values: dict[str, Any] = {
+        "model_name": (config.get("model") or {}).get("name"),
+        "technique": (config.get("technique") or {}).get("name"),
+        "run_name": "",
+        "dataset": joined([str(source) for source in sources]) if sources else data.get("dataset"),
+    }
+    for field in settings_fields():
+        section, name = field.setting.split(".", 1)
+        if name in (config.get(section) or {}):
+            value = config[section][name]
+            values[field.name] = 0 if value is None else value
+    return {key: value for key, value in values.items() if value is not None}

@@ -181,7 +181,7 @@ def progress_view(context: StudioContext, selected: str | None, last: Any) -> tu
             block,
             loss_figure(rows) if changed else gr.skip(),
             rate_figure(rows) if changed else gr.skip(),
-            log_tail(context.runs_dir, selected, context.supervisor, max_lines=8) if selected else "",
+            log_tail(context.runs_dir, selected, context.supervisor, max_lines=40) if selected else "",
             samples_markdown(rows) if changed else gr.skip(),
             queue_frame(context),
             signature,

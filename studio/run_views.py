@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from core.domain.config import Settings, settings_from_dict
-from core.domain.manifest import STOP_REQUEST_FILE
+from core.domain.manifest import LOG_FILE, STOP_REQUEST_FILE
 from studio.context import StudioContext
 from studio.job_records import plain_config
 from studio.runs import compute_progress, load_manifest, run_names
@@ -112,3 +115,45 @@ def resume_settings(context: StudioContext, selected: str) -> Settings:
     nested = {**nested, "run_name": selected, "training": {**nested.get("training", {}), "resume": "auto"}}
     nested["paths"] = plain_config(context.settings)["paths"]
     return settings_from_dict(nested)
+
+
+def log_hint_text(context: StudioContext, name: str | None) -> str:
+    """Where the run's full log is, and the command that opens its TensorBoard curves.
+
+    Args:
+        context: Studio context.
+        name: The selected run.
+
+    Returns:
+        Markdown text (empty without a run).
+    """
+    if not name:
+        return ""
+    run_dir = context.runs_dir / name
+    hint = f"Full log: `{run_dir / LOG_FILE}`"
+    if (run_dir / "tensorboard").is_dir():
+        hint += f"  \nTensorBoard: `tensorboard --logdir {run_dir / 'tensorboard'}`"
+    return hint
+
+
+def full_log_copy(context: StudioContext, name: str | None) -> str:
+    """A copy of the run's whole ``train.log`` in a temporary folder, for the browser to download.
+
+    Args:
+        context: Studio context.
+        name: The selected run.
+
+    Returns:
+        The copy's path.
+
+    Raises:
+        ValueError: Without a run, or when the run has no log yet.
+    """
+    if not name:
+        raise ValueError("select a run first")
+    log = context.runs_dir / name / LOG_FILE
+    if not log.is_file():
+        raise ValueError(f"{name} has no log yet")
+    copy = Path(tempfile.mkdtemp(prefix="finetune-studio-log-")) / f"{name}-{LOG_FILE}"
+    shutil.copyfile(log, copy)
+    return str(copy)

@@ -32,8 +32,9 @@ from studio.form_state import (
     with_sample_prompts,
 )
 from studio.progress import progress_view, stop_message
-from studio.run_views import resume_settings, run_choices
+from studio.run_views import full_log_copy, log_hint_text, resume_settings, run_choices
 from studio.runs import load_manifest, run_names
+from studio.tabs.run_history import RunHistory, history_panel, wire_history
 from studio.training_form import (
     TECHNIQUES,
     memory_estimates,
@@ -59,6 +60,7 @@ class TrainTab:
         model_name: Model the next run finetunes.
         timer: The progress poll timer.
         form_restore: Page-load handler putting the form values saved in the browser back.
+        history_refresh: Page-load handler filling the run history.
     """
 
     run_selector: gr.Dropdown
@@ -67,6 +69,7 @@ class TrainTab:
     model_name: gr.Dropdown
     timer: gr.Timer
     form_restore: Refresher
+    history_refresh: Refresher
 
 
 @dataclass
@@ -154,6 +157,8 @@ class _RunPanel:
     resume_button: gr.Button
     refresh_button: gr.Button
     outputs: list[Any]
+    history: RunHistory
+    log_controls: tuple[Any, Any, Any]
 
 
 def _run_panel(context: StudioContext) -> _RunPanel:
@@ -169,8 +174,8 @@ def _run_panel(context: StudioContext) -> _RunPanel:
                 elem_id="run-selector",
             )
             with gr.Column(scale=2, min_width=240), gr.Row():
-                stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", min_width=70)
-                resume_button = gr.Button("Resume", elem_id="resume-button", min_width=70)
+                stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", min_width=70, interactive=False)
+                resume_button = gr.Button("Resume", elem_id="resume-button", min_width=70, interactive=False)
                 refresh_button = gr.Button("Refresh", min_width=70)
         status = gr.HTML(elem_id="run-status-block")
         with gr.Row():
@@ -179,14 +184,20 @@ def _run_panel(context: StudioContext) -> _RunPanel:
         with gr.Row():
             with gr.Column(scale=3):
                 logs = gr.Textbox(
-                    label="Log (tail)", lines=12, max_lines=12, interactive=False, autoscroll=True,
-                    elem_classes=["log-view"],
+                    label="Log (newest lines last)", lines=12, max_lines=12, interactive=False, autoscroll=True,
+                    elem_classes=["log-view"], elem_id="log-view",
                 )  # fmt: skip
+                with gr.Row():
+                    log_button = gr.Button("Download full log", size="sm", elem_id="full-log", scale=0, min_width=160)
+                    log_hint = gr.Markdown(elem_id="log-hint", elem_classes=["hint"])
+                log_file = gr.File(label="Full log", visible=False, interactive=False, elem_id="full-log-file")
             with gr.Column(scale=2):
                 samples = gr.Markdown(label="Sample generations")
         queue = gr.Dataframe(label="Queue (one training at a time)", interactive=False, elem_id="queue-table")
+        history = history_panel(context)
     outputs = [status, loss_plot, rate_plot, logs, samples, queue]
-    return _RunPanel(run_selector, stop_button, resume_button, refresh_button, outputs)
+    log_controls = (log_button, log_hint, log_file)
+    return _RunPanel(run_selector, stop_button, resume_button, refresh_button, outputs, history, log_controls)
 
 
 def build_train_tab(context: StudioContext) -> TrainTab:
@@ -207,8 +218,12 @@ def build_train_tab(context: StudioContext) -> TrainTab:
     _wire_start(context, form, panel, data_options)
     _wire_run_controls(context, form, panel, timer)
     restore = _wire_saved_form(context, form, estimate)
+    history, cloned = wire_history(context, panel.history, form.ordered(), panel.run_selector)
+    history.listen(panel.refresh_button.click)
+    technique_outputs = [form.technique_info, *(form.inputs[field.name] for field in technique_fields())]
+    cloned.then(_technique_updates, inputs=form.inputs["technique"], outputs=technique_outputs)
     inputs = form.inputs
-    return TrainTab(panel.run_selector, inputs["dataset"], data_options, inputs["model_name"], timer, restore)
+    return TrainTab(panel.run_selector, inputs["dataset"], data_options, inputs["model_name"], timer, restore, history)
 
 
 def _technique_updates(technique: str) -> list[Any]:
@@ -326,6 +341,16 @@ def _wire_run_controls(context: StudioContext, form: _Form, panel: _RunPanel, ti
         poll, inputs=[selector, gr.State(None)], outputs=poll_outputs, api_name="show_run", show_progress="hidden"
     )
     panel.refresh_button.click(refresh, inputs=selector, outputs=selector, api_name="list_runs")
+    log_button, log_hint, log_file = panel.log_controls
+    selector.change(  # Stop and Resume act on the selected run: disabled while none is
+        lambda name: (gr.update(interactive=bool(name)), gr.update(interactive=bool(name))),
+        inputs=selector, outputs=[panel.stop_button, panel.resume_button], api_name="run_buttons",
+    )  # fmt: skip
+    selector.change(lambda name: log_hint_text(context, name), inputs=selector, outputs=log_hint, api_name="log_hint")
+    log_button.click(
+        plain_errors(lambda name: gr.update(value=full_log_copy(context, name), visible=True)),
+        inputs=selector, outputs=log_file, api_name="full_log",
+    )  # fmt: skip
 
 
 def _wire_saved_form(context: StudioContext, form: _Form, estimate: Any) -> Refresher:
