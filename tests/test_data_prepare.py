@@ -171,3 +171,25 @@ def test_prepare_data_imports_no_model_stack(tmp_path):
     result = json.loads(finished.stdout.split("LOADED=")[-1])
     assert result == {"code": 0, "loaded": []}
     assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["counts"]["kept"] == 7
+
+
+def test_two_worker_processes_write_what_one_process_writes(make_settings, tmp_path, monkeypatch):
+    """The record pass on several cores (datasets.map num_proc) gives the same splits, tokens and report."""
+    from core.infrastructure.data import record_store
+
+    path = write_rows(tmp_path / "rows.jsonl", 60)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"instruction": "Task 3", "output": "Result 3"}\n{"instruction": "no output"}\nnot json\n')
+    settings = make_settings(**{"data.lenient": True})
+    monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10**9)
+    one = prepare_data(settings, input_path=str(path), output_dir=tmp_path / "one")
+    monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10)
+    monkeypatch.setattr(record_store, "available_cores", lambda: 2)
+    assert record_store.worker_count(63) == 2
+    two = prepare_data(settings, input_path=str(path), output_dir=tmp_path / "two")
+    assert one.report["counts"] == two.report["counts"]
+    assert one.report["counts"]["skipped"] == {"duplicate": 1, "malformed_json": 1, "missing_field": 1}
+    assert one.report == two.report
+    for split in ("train", "validation", "test"):
+        assert one.conversations(split) == two.conversations(split)
+        assert one.tokenized(split).to_dict() == two.tokenized(split).to_dict()

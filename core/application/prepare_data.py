@@ -2,11 +2,13 @@
 
 Steps: resolve the inputs (``demo``, a local file/directory, or a Hub id; one ``data.dataset`` or
 several ``data.datasets``), compute the fingerprint (input bytes, tokenizer files, chat template,
-data and mix settings) and reuse an existing prepared directory when it matches; otherwise read
-every source, choose its format, convert and validate every record (strict: stop listing every
-problem as ``file:line: field: problem``; lenient: skip and report), deduplicate and cap each
-source, mix the sources (:mod:`core.application.prepare_sources`), add the system prompt, split,
-tokenize with loss masks, and write the prepared directory with ``report.json`` and ``report.md``.
+data and mix settings) and reuse an existing prepared directory when it matches; otherwise load the
+tokenizer (without torch), stream every source into Arrow on disk and, in one pass on every core,
+convert, validate, hash and tokenize each record (strict: stop listing every problem as
+``file:line: field: problem``; lenient: skip and report); deduplicate and cap each source, mix the
+sources (:mod:`core.application.prepare_sources`), split, remove held-out records that leak train,
+and write the prepared directory with ``report.json`` and ``report.md`` chunk by chunk. Memory
+holds hashes and counts per record, never conversations or token ids.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +33,22 @@ from core.application.prepare_sources import (
 from core.domain.config import Settings, load_settings
 from core.domain.data_settings import DatasetSource
 from core.domain.errors import ConfigError, DataValidationError
-from core.domain.records import Conversation, Message
-from core.infrastructure.data.dedup import remove_train_overlap
 from core.infrastructure.data.fingerprint import compute_fingerprint
-from core.infrastructure.data.prepared import PREPARED_FILE, PreparedData, load_prepared, save_prepared
-from core.infrastructure.data.problems import DUPLICATE, Outcome
+from core.infrastructure.data.kept_records import quality, rows_of, split_records, tokenized_records
+from core.infrastructure.data.prepared import (
+    PREPARED_FILE,
+    PreparedData,
+    finish_prepared,
+    load_prepared,
+    start_prepared,
+)
+from core.infrastructure.data.prepared_writer import write_splits
+from core.infrastructure.data.problems import DUPLICATE, TRAIN_OVERLAP, Outcome
+from core.infrastructure.data.record_pass import with_system_prompt as with_system_prompt
+from core.infrastructure.data.record_store import RecordStore
 from core.infrastructure.data.report import build_report, report_markdown
-from core.infrastructure.data.source_pipeline import limit_samples, resolve_sources
+from core.infrastructure.data.source_pipeline import resolve_sources
 from core.infrastructure.data.source_report import sources_summary
-from core.infrastructure.data.splits import assign_splits
 
 PREPARED_SUBDIR = "prepared"
 """Prepared datasets live in ``paths.data_dir / prepared / <fingerprint>``."""
@@ -133,13 +143,24 @@ def prepare_data(
         return cached
     if not _replaceable(directory):
         raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
-    mixed = read_and_mix(settings, specs, inputs, directory, lenient)
-    splits, left_out = _split_records(mixed, settings)
     tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
-    kept_splits, tokenized, dropped, length_stats = _tokenize_splits(tokenizer, splits, settings)
-    left_out += dropped
-    _require_samples(mixed, tokenized)
-    report = _report(settings, mixed, lenient, left_out, kept_splits, tokenized, length_stats)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.work-") as work:
+        store = RecordStore(Path(work))
+        mixed = read_and_mix(settings, specs, inputs, directory, lenient, store, tokenizer)
+        template_error = store.first_template_error()
+        if template_error is not None:
+            raise ConfigError(f"data.template: {template_error}")
+        splits, left_out = split_records(mixed.mix.records, settings.data, store)
+        kept, dropped, length_stats = tokenized_records(splits, store)
+        left_out = mixed.left_out + left_out + dropped
+        _log_removed(left_out)
+        _require_samples(mixed, kept)
+        start_prepared(directory, tokenizer.chat_template)
+        rows = {split: rows_of(outcomes).tolist() for split, outcomes in kept.items()}
+        counts, samples = write_splits(directory, store.table(), rows, Path(work))
+        split_counts = {split: len(outcomes) for split, outcomes in kept.items()}
+        report = _report(settings, mixed, lenient, left_out, split_counts, samples, quality(kept, store), length_stats)
     report.update(fingerprint=fingerprint)
     info = {
         "input": mixed.label,
@@ -149,7 +170,9 @@ def prepare_data(
         "tokenizer": str(model_dir),
         "settings": relevant,
     }
-    prepared = _save(directory, fingerprint, tokenizer, kept_splits, tokenized, info, report)
+    prepared = finish_prepared(
+        directory, fingerprint, tokenizer.chat_template, counts, info, report, report_markdown(report)
+    )
     _log_summary(directory, report)
     return prepared
 
@@ -159,8 +182,9 @@ def _report(
     mixed: MixedSources,
     lenient: bool,
     left_out: list[Outcome],
-    splits: dict[str, list[Conversation]],
-    tokenized: dict[str, list[dict[str, Any]]],
+    split_counts: dict[str, int],
+    samples: dict[str, Any],
+    record_quality: dict[str, Any],
     length_stats: dict[str, Any],
 ) -> dict[str, Any]:
     """The data report: counts over the mix, quality, tokens, and the ``sources`` and ``mix`` of the mix."""
@@ -171,8 +195,9 @@ def _report(
         lenient=lenient,
         outcomes=mixed.outcomes,
         left_out=left_out,
-        splits=splits,
-        tokenized=tokenized,
+        split_counts=split_counts,
+        samples=samples,
+        quality=record_quality,
         truncation=settings.data.truncation,
         max_length=settings.data.max_seq_length,
         length_stats=length_stats,
@@ -181,56 +206,21 @@ def _report(
     return {**report, **sources_report(mixed, settings), "template": settings.data.template}
 
 
-def _require_samples(mixed: MixedSources, tokenized: dict[str, list[dict[str, Any]]]) -> None:
+def _require_samples(mixed: MixedSources, kept: dict[str, list[Outcome]]) -> None:
     """Stops when no training sample is left (every record skipped)."""
-    if sum(len(rows) for rows in tokenized.values()) == 0:
+    if sum(len(outcomes) for outcomes in kept.values()) == 0:
         read = len(mixed.outcomes)
         raise DataValidationError(
             [f"{mixed.label}: record: no usable records ({read} read, all skipped; see the problems above)"]
         )
 
 
-def _split_records(mixed: MixedSources, settings: Settings) -> tuple[dict[str, list[Conversation]], list[Outcome]]:
-    """The mix capped by ``data.max_samples``, with the system prompt, split, without held-out leaks."""
-    data = settings.data
-    valid, capped = limit_samples(mixed.mix.records, data.max_samples, data.seed)
-    left_out = mixed.left_out + capped
-    conversations = [with_system_prompt(outcome.conversation, data.system_prompt) for outcome in valid]
-    splits = assign_splits(
-        conversations, [outcome.split for outcome in valid], data.validation_fraction, data.test_fraction, data.seed
-    )
-    splits, leaks = remove_train_overlap(splits)
+def _log_removed(left_out: list[Outcome]) -> None:
+    """Logs how many duplicates and held-out records that leak train were removed."""
     duplicates = sum(1 for outcome in left_out if outcome.reason == DUPLICATE)
+    leaks = sum(1 for outcome in left_out if outcome.reason == TRAIN_OVERLAP)
     if duplicates or leaks:
-        logger.info(
-            "Removed {} duplicate(s) and {} held-out record(s) whose prompt is in train", duplicates, len(leaks)
-        )
-    return splits, left_out + leaks
-
-
-def _save(
-    directory: Path,
-    fingerprint: str,
-    tokenizer: Any,
-    splits: dict[str, list[Conversation]],
-    tokenized: dict[str, list[dict[str, Any]]],
-    info: dict[str, Any],
-    report: dict[str, Any],
-) -> PreparedData:
-    """Writes the prepared directory: splits, token ids and labels, info, report.json and report.md."""
-    return save_prepared(
-        directory,
-        fingerprint,
-        tokenizer.chat_template,
-        splits,
-        {
-            split: [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in rows]
-            for split, rows in tokenized.items()
-        },
-        info=info,
-        report=report,
-        report_markdown=report_markdown(report),
-    )
+        logger.info("Removed {} duplicate(s) and {} held-out record(s) whose prompt is in train", duplicates, leaks)
 
 
 def _log_summary(directory: Path, report: dict[str, Any]) -> None:
@@ -262,75 +252,10 @@ def _replaceable(directory: Path) -> bool:
     return {entry.name for entry in directory.iterdir()} <= {REPORT_FILE}
 
 
-def _train_last_assistant_only(conversation: Conversation) -> Conversation:
-    """``data.train_on=last_assistant``: earlier assistant turns become context (as in TRL's and axolotl's option)."""
-    last = max(index for index, message in enumerate(conversation.messages) if message.role == "assistant")
-    messages = [
-        message.model_copy(update={"trained": False}) if message.role == "assistant" and index != last else message
-        for index, message in enumerate(conversation.messages)
-    ]
-    return conversation.model_copy(update={"messages": messages})
-
-
 def _load_tokenizer(model_dir: Path, template: str | None) -> Any:
     from core.infrastructure.models.tokenizer_loading import load_tokenizer
 
     return load_tokenizer(model_dir, template)
-
-
-def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
-    """Adds ``data.system_prompt`` to a conversation that has no system turn."""
-    if not system_prompt or conversation.messages[0].role == "system":
-        return conversation
-    messages = [Message(role="system", content=system_prompt), *conversation.messages]
-    return conversation.model_copy(update={"messages": messages})
-
-
-def _tokenize_splits(
-    tokenizer: Any, splits: dict[str, list[Conversation]], settings: Settings
-) -> tuple[dict[str, list[Conversation]], dict[str, list[dict[str, Any]]], list[Outcome], dict[str, Any]]:
-    """Tokenizes every split into samples (``data.truncation``); left-out conversations come back as skipped.
-
-    Returns:
-        Kept conversations and their sample rows per split, the left-out outcomes, and the counts
-        of the report (lengths before truncation, assistant turns meant and trained, records cut).
-    """
-    from core.infrastructure.data.turn_split import tokenize_record
-
-    data = settings.data
-    kept: dict[str, list[Conversation]] = {}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    dropped: list[Outcome] = []
-    stats: dict[str, Any] = {"lengths": [], "assistant_turns": 0, "assistant_turns_trained": 0, "records_cut": 0}
-    for split, conversations in splits.items():
-        kept[split], rows[split] = [], []
-        for conversation in conversations:
-            if data.train_on == "last_assistant":
-                conversation = _train_last_assistant_only(conversation)
-            try:
-                samples = tokenize_record(
-                    tokenizer, conversation, data.max_seq_length, data.train_on_prompt, data.truncation
-                )
-            except ValueError as error:  # a template that is not prefix-stable
-                raise ConfigError(f"data.template: {error}") from error
-            stats["lengths"].append(samples.length)
-            stats["assistant_turns"] += samples.assistant_turns
-            stats["assistant_turns_trained"] += samples.assistant_turns_trained
-            stats["records_cut"] += samples.cut
-            if not samples.examples:
-                dropped.append(Outcome(conversation.source, reason=samples.reason))
-                continue
-            kept[split].append(conversation)
-            rows[split].extend(
-                {
-                    "input_ids": example.input_ids,
-                    "labels": example.labels,
-                    "trained_tokens": example.trained_tokens,
-                    "truncated": example.truncated,
-                }
-                for example in samples.examples
-            )
-    return kept, rows, dropped, stats
 
 
 def ensure_prepared(settings: Settings) -> PreparedData:

@@ -20,6 +20,8 @@ from core.domain.errors import DataValidationError
 from core.domain.manifest import write_json_atomic
 from core.infrastructure.data.mixing import MixResult, SourcePool, mix_sources
 from core.infrastructure.data.problems import Outcome
+from core.infrastructure.data.record_pass import PassSettings, RecordPass
+from core.infrastructure.data.record_store import RecordStore
 from core.infrastructure.data.report import build_failure_report
 from core.infrastructure.data.source_pipeline import FormatUnknown, SourceData, read_source, select_records
 from core.infrastructure.data.source_report import source_entry
@@ -110,10 +112,42 @@ def mix_settings(settings: Settings, specs: list[DatasetSource]) -> dict[str, An
     }
 
 
+def record_pass_settings(settings: Settings, spec: DatasetSource, data_format: str) -> PassSettings:
+    """What the per-record work of one source depends on.
+
+    Args:
+        settings: Validated settings.
+        spec: The source.
+        data_format: The format chosen for it.
+
+    Returns:
+        The pass settings.
+    """
+    data = settings.data
+    return PassSettings(
+        data_format=data_format,
+        field_mapping=spec.field_mapping,
+        system_prompt=data.system_prompt,
+        train_on=data.train_on,
+        max_length=data.max_seq_length,
+        train_on_prompt=data.train_on_prompt,
+        truncation=data.truncation,
+        deduplicate=data.deduplicate,
+    )
+
+
 def read_and_mix(
-    settings: Settings, specs: list[DatasetSource], inputs: list[InputSource], directory: Path, lenient: bool
+    settings: Settings,
+    specs: list[DatasetSource],
+    inputs: list[InputSource],
+    directory: Path,
+    lenient: bool,
+    store: RecordStore,
+    tokenizer: Any,
 ) -> MixedSources:
     """Reads every source, stops in strict mode on any invalid record, then mixes the valid ones.
+
+    Each source is converted, validated and tokenized in one pass (:class:`RecordPass`).
 
     Args:
         settings: Validated settings.
@@ -121,6 +155,8 @@ def read_and_mix(
         inputs: Their resolved inputs.
         directory: The prepared directory (a failed strict run writes its ``report.json`` there).
         lenient: Skip bad records instead of stopping.
+        store: Where the records and the pass's tables go.
+        tokenizer: Tokenizer with the chat template to train with.
 
     Returns:
         The sources and their mix.
@@ -131,8 +167,12 @@ def read_and_mix(
     data = settings.data
     sources = []
     for spec, source in zip(specs, inputs, strict=True):
+
+        def record_pass(data_format: str, spec: DatasetSource = spec) -> RecordPass:
+            return RecordPass(tokenizer, record_pass_settings(settings, spec, data_format))
+
         try:
-            read = read_source(spec, source, data.oasst_language)
+            read = read_source(spec, source, data.oasst_language, store, record_pass)
         except FormatUnknown as failure:
             error = DataValidationError(failure.problems)
             raise strict_failure(directory, source.name, None, "no usable record", failure.outcomes, error) from None
@@ -146,7 +186,7 @@ def read_and_mix(
     for outcome in mixed.outcomes:
         if outcome.problems:
             logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
-    select_records(sources, data.deduplicate, data.seed)
+    select_records(sources, data.deduplicate, data.seed, store.column("dedup_key"))
     pools = [
         SourcePool(source.input.name, source.available, source.spec.weight, source.spec.repeat) for source in sources
     ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.detection import detect_format_of
 from core.infrastructure.data.formats import FORMATS, HUB_FORMATS, record_converter
@@ -75,21 +78,30 @@ def convert_records(
     if data_format == "oasst":
         return convert_oasst(records, oasst_language)
     convert = record_converter(data_format, field_mapping)
-    outcomes = []
-    for record in records:
-        if record.problems:
-            outcomes.append(Outcome(record.source, problems=record.problems, reason=record.problems[0].reason))
-            continue
-        split = normalize_split(record.data.get("split")) or record.split
-        refused = unsupported_problems(record.data, record.source, data_format)
-        if refused:
-            outcomes.append(Outcome(record.source, problems=refused, reason=refused[0].reason, split=split))
-            continue
-        try:
-            outcomes.append(Outcome(record.source, conversation=convert(record.data, record.source), split=split))
-        except RecordProblems as failure:
-            outcomes.append(Outcome(record.source, problems=failure.problems, reason=failure.problems[0].reason))
-    return outcomes
+    return [convert_record(record, convert, data_format) for record in records]
+
+
+def convert_record(record: RawRecord, convert: Callable[[dict[str, Any], str], Any], data_format: str) -> Outcome:
+    """Converts one raw record of a flat format (every format but ``oasst``) into its outcome.
+
+    Args:
+        record: The raw record (one with read problems becomes a skipped outcome).
+        convert: The format's converter (:func:`record_converter`).
+        data_format: The format's name (for the checks of unsupported content).
+
+    Returns:
+        The outcome; a skipped outcome carries its problems and reason.
+    """
+    if record.problems:
+        return Outcome(record.source, problems=record.problems, reason=record.problems[0].reason)
+    split = normalize_split(record.data.get("split")) or record.split
+    refused = unsupported_problems(record.data, record.source, data_format)
+    if refused:
+        return Outcome(record.source, problems=refused, reason=refused[0].reason, split=split)
+    try:
+        return Outcome(record.source, conversation=convert(record.data, record.source), split=split)
+    except RecordProblems as failure:
+        return Outcome(record.source, problems=failure.problems, reason=failure.problems[0].reason)
 
 
 def outcomes_without_format(records: list[RawRecord]) -> list[Outcome]:

@@ -24,6 +24,7 @@ from datasets import Dataset, load_from_disk
 
 from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation
+from core.infrastructure.data.record_store import quiet_datasets
 
 SPLITS = ("train", "validation", "test")
 PREPARED_FILE = "prepared.json"
@@ -91,7 +92,7 @@ def save_prepared(
     report: dict[str, Any] | None = None,
     report_markdown: str | None = None,
 ) -> PreparedData:
-    """Writes a prepared dataset; ``prepared.json`` is written last, marking it complete.
+    """Writes a prepared dataset from lists in memory; ``prepared.json`` is written last, marking it complete.
 
     Args:
         directory: Output directory (replaced if it exists).
@@ -106,29 +107,64 @@ def save_prepared(
     Returns:
         The prepared dataset.
     """
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+    directory = start_prepared(directory, chat_template)
+    counts = {}
+    with quiet_datasets():
+        for split in SPLITS:
+            _write_jsonl(directory / "conversations" / f"{split}.jsonl", conversations.get(split, []))
+            rows = tokenized.get(split, [])
+            columns = {
+                "input_ids": [row["input_ids"] for row in rows],
+                "labels": [row["labels"] for row in rows],
+                "length": [len(row["input_ids"]) for row in rows],
+            }
+            if rows:  # datasets cannot read back a zero-row split; tokenized() returns an empty one instead
+                Dataset.from_dict(columns).save_to_disk(str(directory / "tokenized" / split))
+            counts[split] = len(rows)
+    return finish_prepared(directory, fingerprint, chat_template, counts, info, report, report_markdown)
 
+
+def start_prepared(directory: Path, chat_template: str) -> Path:
+    """Replaces the directory with an empty prepared layout holding the chat template.
+
+    Args:
+        directory: Output directory (removed first if it exists).
+        chat_template: Template used for rendering.
+
+    Returns:
+        The directory.
+    """
     directory = Path(directory)
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "conversations").mkdir(parents=True)
     (directory / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
-    counts = {}
-    progress_was_enabled = is_progress_bar_enabled()
-    disable_progress_bar()
-    for split in SPLITS:
-        _write_jsonl(directory / "conversations" / f"{split}.jsonl", conversations.get(split, []))
-        rows = tokenized.get(split, [])
-        columns = {
-            "input_ids": [row["input_ids"] for row in rows],
-            "labels": [row["labels"] for row in rows],
-            "length": [len(row["input_ids"]) for row in rows],
-        }
-        if rows:  # datasets cannot read back a zero-row split; tokenized() returns an empty one instead
-            Dataset.from_dict(columns).save_to_disk(str(directory / "tokenized" / split))
-        counts[split] = len(rows)
-    if progress_was_enabled:
-        enable_progress_bar()
+    return directory
+
+
+def finish_prepared(
+    directory: Path,
+    fingerprint: str,
+    chat_template: str,
+    counts: dict[str, int],
+    info: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    report_markdown: str | None = None,
+) -> PreparedData:
+    """Writes the report and, last, ``prepared.json`` (the mark of a complete prepared dataset).
+
+    Args:
+        directory: The prepared directory with its splits written.
+        fingerprint: Dataset fingerprint.
+        chat_template: Template used for rendering.
+        counts: Training samples per split.
+        info: Extra metadata for ``prepared.json``.
+        report: The data report, written as ``report.json``.
+        report_markdown: The report as Markdown, written as ``report.md``.
+
+    Returns:
+        The prepared dataset.
+    """
     if report is not None:
         write_json_atomic(directory / "report.json", report)
     if report_markdown is not None:

@@ -21,7 +21,7 @@ from typing import Any
 from loguru import logger
 
 from core.domain.errors import DataValidationError
-from core.infrastructure.data.compression import COMPRESSION_SUFFIXES, data_suffix, read_file_bytes
+from core.infrastructure.data.compression import COMPRESSION_SUFFIXES, compression_of, data_suffix, read_file_bytes
 from core.infrastructure.data.json_arrays import (
     damage_problem,
     element_sources,
@@ -30,6 +30,7 @@ from core.infrastructure.data.json_arrays import (
     looks_like_json_lines,
     starts_as_array,
 )
+from core.infrastructure.data.jsonl_stream import first_line_text, line_record, stream_jsonl
 from core.infrastructure.data.problems import MALFORMED_JSON, NOT_UTF8, UNREADABLE, WRONG_TYPE, Problem
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -131,13 +132,25 @@ def _kind(path: Path) -> str | None:
 
 
 def read_records(path: Path | str) -> list[RawRecord]:
-    """Reads every record of a file or of all supported files under a directory.
+    """Reads every record of a file or of all supported files under a directory (see :func:`iter_records`).
+
+    Args:
+        path: A file or a directory.
+
+    Returns:
+        The records in file order.
+    """
+    return list(iter_records(path))
+
+
+def iter_records(path: Path | str) -> Iterator[RawRecord]:
+    """Yields every record of a file or of all supported files under a directory, file by file.
 
     Args:
         path: A ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file (the first three also
             compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``), or a directory of them.
 
-    Returns:
+    Yields:
         The records in file order; unreadable ones carry their problems.
 
     Raises:
@@ -150,7 +163,6 @@ def read_records(path: Path | str) -> list[RawRecord]:
     files = list_data_files(path)
     if not files:
         raise DataValidationError([f"{path}: record: no {', '.join(SUPPORTED_SUFFIXES)} files found (also compressed)"])
-    records: list[RawRecord] = []
     for file in files:
         kind = _kind(file)
         if kind is None:
@@ -162,22 +174,20 @@ def read_records(path: Path | str) -> list[RawRecord]:
             )
         split = split_from_name(file.name)
         reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[kind]
+        count = 0
         try:
-            file_records = list(reader(file))
+            for record in reader(file):
+                record.split = split
+                count += 1
+                yield record
         except OSError as error:
-            file_records = [
-                RawRecord(
-                    {}, f"{file}:1", problems=[Problem(f"{file}:1", "record", f"unreadable: {error}", UNREADABLE)]
-                )
-            ]
-        if not file_records:
+            problem = Problem(f"{file}:1", "record", f"unreadable: {error}", UNREADABLE)
+            count += 1
+            yield RawRecord({}, f"{file}:1", split=split, problems=[problem])
+        if not count:
             if path.is_file():
                 raise DataValidationError([f"{file}:1: record: the file is empty (no records)"])
             logger.warning("{}: empty file (no records); nothing read from it", file)
-        for record in file_records:
-            record.split = split
-            records.append(record)
-    return records
 
 
 def _decode_lines(data: bytes, display: str) -> tuple[str, dict[int, Problem]]:
@@ -198,7 +208,13 @@ def _decode_lines(data: bytes, display: str) -> tuple[str, dict[int, Problem]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
-    """Reads one JSON object per line; a JSON array saved as ``.jsonl`` is read as an array."""
+    """Reads one JSON object per line; a JSON array saved as ``.jsonl`` is read as an array.
+
+    An uncompressed file of JSON lines is read line by line (memory does not grow with the file).
+    """
+    if compression_of(path) is None and not first_line_text(path).startswith("["):
+        yield from stream_jsonl(path, _as_record, _problem_record)
+        return
     text, bad_lines, damage = _file_text(path)
     records = _array_records if starts_as_array(text) and not _first_line_is_complete(text) else _jsonl_records
     yield from _with_damage(records(text, bad_lines, str(path)), damage, str(path), text)
@@ -218,18 +234,13 @@ def _jsonl_records(text: str, bad_lines: dict[int, Problem], display: str) -> It
         if number in bad_lines:
             yield RawRecord({}, source, problems=[bad_lines[number]])
             continue
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield RawRecord(
-                {},
-                source,
-                problems=[Problem(source, "record", f"malformed JSON: {json_error(error)}", MALFORMED_JSON)],
-            )
-            continue
-        yield _as_record(value, source)
+        record = line_record(line, source, _as_record, _problem_record)
+        if record is not None:
+            yield record
+
+
+def _problem_record(source: str, problem: Problem) -> RawRecord:
+    return RawRecord({}, source, problems=[problem])
 
 
 def _file_text(path: Path) -> tuple[str, dict[int, Problem], str | None]:

@@ -17,6 +17,9 @@ MAX_LISTED = 2000
 
 HISTOGRAM_BINS = 8
 
+_ASCII_PUNCTUATION = {code: " " for code in range(128) if unicodedata.category(chr(code)).startswith("P")}
+_WHITESPACE = re.compile(r"\s+")
+
 
 def exact_key(conversation: Conversation) -> str:
     """Identity of a conversation: roles and contents as they are."""
@@ -32,9 +35,12 @@ def normalize_text(text: str) -> str:
     Returns:
         The normalized text.
     """
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
-    return re.sub(r"\s+", " ", text).strip()
+    if text.isascii():  # NFKC leaves ASCII as it is; the table holds ASCII's punctuation (same result, faster)
+        text = text.lower().translate(_ASCII_PUNCTUATION)
+    else:
+        text = unicodedata.normalize("NFKC", text).lower()
+        text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
+    return _WHITESPACE.sub(" ", text).strip()
 
 
 def normalized_key(conversation: Conversation) -> str:
@@ -49,46 +55,6 @@ def prompt_key(conversation: Conversation) -> str:
         for message in conversation.prompt_messages
         if message.role != "system"
     )
-
-
-def _duplicates(conversations: list[Conversation]) -> dict[str, Any]:
-    exact_seen: dict[str, str] = {}
-    normalized_seen: dict[str, str] = {}
-    exact = normalized = 0
-    examples = []
-    for conversation in conversations:
-        key = exact_key(conversation)
-        near = normalized_key(conversation)
-        if key in exact_seen:
-            exact += 1
-            if len(examples) < 20:
-                examples.append({"source": conversation.source, "duplicate_of": exact_seen[key], "kind": "exact"})
-        elif near in normalized_seen and len(examples) < 20:
-            examples.append(
-                {"source": conversation.source, "duplicate_of": normalized_seen[near], "kind": "normalized"}
-            )
-        if near in normalized_seen:
-            normalized += 1
-        exact_seen.setdefault(key, conversation.source)
-        normalized_seen.setdefault(near, conversation.source)
-    return {"exact": exact, "normalized": normalized, "examples": examples}
-
-
-def _overlap(splits: dict[str, list[Conversation]]) -> dict[str, Any]:
-    train = {prompt_key(conversation): conversation.source for conversation in splits.get("train", [])}
-    result: dict[str, Any] = {"examples": []}
-    for split in ("validation", "test"):
-        count = 0
-        for conversation in splits.get(split, []):
-            key = prompt_key(conversation)
-            if key in train:
-                count += 1
-                if len(result["examples"]) < 20:
-                    result["examples"].append(
-                        {"split": split, "source": conversation.source, "train_source": train[key]}
-                    )
-        result[split] = count
-    return result
 
 
 def _histogram(lengths: list[int], max_length: int) -> list[dict[str, Any]]:
@@ -108,11 +74,12 @@ def build_report(
     lenient: bool,
     outcomes: list[Outcome],
     left_out: list[Outcome],
-    splits: dict[str, list[Conversation]],
-    tokenized: dict[str, list[dict[str, Any]]],
+    split_counts: dict[str, int],
+    samples: dict[str, Any],
+    quality: dict[str, Any],
     truncation: str,
     max_length: int,
-    length_stats: dict[str, Any] | None = None,
+    length_stats: dict[str, Any],
 ) -> dict[str, Any]:
     """Builds the data report.
 
@@ -123,9 +90,10 @@ def build_report(
         lenient: Whether bad records were skipped.
         outcomes: Conversion outcome of every record read.
         left_out: Valid records left out later (max_samples, too long, empty loss mask).
-        splits: Kept conversations per split.
-        tokenized: Training samples per split (``input_ids``, ``labels``, ``trained_tokens``,
-            ``truncated``); a long conversation may give several.
+        split_counts: Kept records per split.
+        samples: Per training sample (a long conversation may give several): ``length``,
+            ``trained_tokens`` and ``truncated`` (sequences of equal length).
+        quality: ``duplicates`` and ``overlap`` among the kept records (:mod:`core.infrastructure.data.dedup`).
         truncation: ``data.truncation``.
         max_length: ``data.max_seq_length``.
         length_stats: From tokenization: ``lengths`` (every conversation's length before any cut),
@@ -137,14 +105,8 @@ def build_report(
     """
     skipped_outcomes = [outcome for outcome in outcomes if outcome.conversation is None] + left_out
     skipped = Counter(outcome.reason or "unknown" for outcome in skipped_outcomes)
-    kept = sum(len(conversations) for conversations in splits.values())
-    rows = [row for split_rows in tokenized.values() for row in split_rows]
-    stats = length_stats or {"lengths": [len(row["input_ids"]) for row in rows], "records_cut": 0}
+    stats = length_stats
     before = lengths_before_truncation(stats["lengths"], max_length)
-    lengths = [len(row["input_ids"]) for row in rows]
-    total_tokens = sum(lengths)
-    trainable = sum(row["trained_tokens"] for row in rows)
-    all_kept = [conversation for split in ("train", "validation", "test") for conversation in splits.get(split, [])]
     return {
         "input": input_name,
         "format": data_format,
@@ -152,11 +114,11 @@ def build_report(
         "mode": "lenient" if lenient else "strict",
         "counts": {
             "read": len(outcomes),
-            "kept": kept,
+            "kept": sum(split_counts.values()),
             "skipped": dict(sorted(skipped.items())),
             "skipped_total": sum(skipped.values()),
-            "splits": {split: len(conversations) for split, conversations in splits.items()},
-            "samples": len(rows),
+            "splits": dict(split_counts),
+            "samples": len(samples["length"]),
         },
         "assistant_turns": stats.get("assistant_turns"),
         "assistant_turns_trained": stats.get("assistant_turns_trained"),
@@ -171,26 +133,34 @@ def build_report(
             }
             for outcome in skipped_outcomes[:MAX_LISTED]
         ],
-        "duplicates": _duplicates(all_kept),
-        "overlap": _overlap(splits),
+        "duplicates": quality["duplicates"],
+        "overlap": quality["overlap"],
         "empty_loss_mask": {
             "count": skipped.get("empty_loss_mask", 0),
             "sources": [outcome.source for outcome in left_out if outcome.reason == "empty_loss_mask"][:MAX_LISTED],
         },
-        "tokens": {
-            "total": total_tokens,
-            "trainable": trainable,
-            "trainable_share": round(trainable / total_tokens, 4) if total_tokens else 0.0,
-            "mean_length": round(total_tokens / len(lengths), 1) if lengths else 0.0,
-            "max_length": max(lengths, default=0),
-            "histogram": _histogram(lengths, max_length),
-        },
+        "tokens": _token_summary(samples, max_length),
         "truncation": {
             "policy": truncation,
             "max_seq_length": max_length,
-            "truncated": sum(1 for row in rows if row.get("truncated")),
+            "truncated": sum(bool(flag) for flag in samples["truncated"]),
             "dropped": skipped.get("too_long", 0),
         },
+    }
+
+
+def _token_summary(samples: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """The report's ``tokens``: totals, trainable share, mean and longest sample, and the length histogram."""
+    lengths = [int(length) for length in samples["length"]]
+    total_tokens = sum(lengths)
+    trainable = int(sum(samples["trained_tokens"]))
+    return {
+        "total": total_tokens,
+        "trainable": trainable,
+        "trainable_share": round(trainable / total_tokens, 4) if total_tokens else 0.0,
+        "mean_length": round(total_tokens / len(lengths), 1) if lengths else 0.0,
+        "max_length": max(lengths, default=0),
+        "histogram": _histogram(lengths, max_length),
     }
 
 

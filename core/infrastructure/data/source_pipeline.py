@@ -8,15 +8,25 @@ a later source is counted as that source's ``duplicate``.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from core.domain.data_settings import DatasetSource
 from core.domain.errors import ConfigError
-from core.infrastructure.data.convert import choose_format, convert_records, outcomes_without_format
+from core.infrastructure.data.convert import choose_format, outcomes_without_format
 from core.infrastructure.data.dedup import remove_duplicates
+from core.infrastructure.data.oasst import convert_oasst
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
+from core.infrastructure.data.readers import RawRecord
+from core.infrastructure.data.record_pass import RecordPass
+from core.infrastructure.data.record_store import RecordStore
 from core.infrastructure.data.sources import InputSource, resolve_input
+
+DETECTION_SAMPLE = 200
+"""Readable records (and records with fields) that format detection looks at."""
 
 
 class FormatUnknown(Exception):
@@ -87,13 +97,25 @@ def resolve_sources(specs: list[DatasetSource]) -> list[InputSource]:
     return inputs
 
 
-def read_source(spec: DatasetSource, source: InputSource, oasst_language: str | None) -> SourceData:
-    """Reads one source, chooses its format and converts every record (problems are kept, not raised).
+def read_source(
+    spec: DatasetSource,
+    source: InputSource,
+    oasst_language: str | None,
+    store: RecordStore,
+    record_pass: Callable[[str], RecordPass],
+) -> SourceData:
+    """Reads one source into the store, chooses its format, and converts, validates and tokenizes every record.
+
+    The records stream into the store's spool; the format is chosen from the first readable ones
+    (:data:`DETECTION_SAMPLE`); one pass (:meth:`RecordStore.process`) does the per-record work.
+    Problems are kept, not raised.
 
     Args:
         spec: The source's settings (format, field mapping).
         source: Its resolved input.
         oasst_language: ``data.oasst_language``.
+        store: Where the records and the pass's table go.
+        record_pass: Builds the per-record work for a format.
 
     Returns:
         The source's outcomes (``available`` is filled by :func:`select_records`).
@@ -104,27 +126,48 @@ def read_source(spec: DatasetSource, source: InputSource, oasst_language: str | 
     """
     from core.domain.errors import DataValidationError
 
-    records = source.read()
+    sample: list[RawRecord] = []
+    spool = store.spool(_collecting(source.records(), sample))
     try:
-        chosen, reason = choose_format(records, source.name, spec.format, spec.field_mapping, source.hub_id)
+        chosen, reason = choose_format(
+            sample or store.spooled(spool), source.name, spec.format, spec.field_mapping, source.hub_id
+        )
     except DataValidationError as error:
-        raise FormatUnknown(source, outcomes_without_format(records), error.problems) from None
-    outcomes = convert_records(records, chosen, spec.field_mapping, oasst_language)
+        raise FormatUnknown(source, outcomes_without_format(store.spooled(spool)), error.problems) from None
+    if chosen == "oasst":  # message trees: converted here, as a whole, then tokenized in the pass
+        spool = store.spool(convert_oasst(store.spooled(spool), oasst_language))
+    outcomes = store.process(spool, record_pass(chosen))
     return SourceData(spec, source, chosen, reason, outcomes)
 
 
-def select_records(sources: list[SourceData], deduplicate: Literal["exact", "normalized", "none"], seed: int) -> None:
+def _collecting(records: Iterable[RawRecord], sample: list[RawRecord]) -> Iterator[RawRecord]:
+    """Passes the records on, keeping the first readable ones that format detection looks at."""
+    readable = filled = 0
+    for record in records:
+        if not record.problems and (readable < DETECTION_SAMPLE or (filled < DETECTION_SAMPLE and record.data)):
+            sample.append(record)
+            readable += 1
+            filled += bool(record.data)
+        yield record
+
+
+def select_records(
+    sources: list[SourceData], deduplicate: Literal["exact", "normalized", "none"], seed: int, keys: np.ndarray
+) -> None:
     """Fills every source's ``available`` records: valid, not a duplicate of an earlier one, capped.
 
     Args:
         sources: The sources, in order (changed in place).
         deduplicate: ``data.deduplicate``.
         seed: ``data.seed`` (which records a source's ``max_samples`` keeps).
+        keys: The pass's ``dedup_key`` column (the hash of each record's key under ``deduplicate``).
     """
-    seen: set[str] = set()
+    seen: set[int] = set()
     for source in sources:
         valid = [outcome for outcome in source.outcomes if outcome.conversation is not None]
-        valid, duplicates = remove_duplicates(valid, deduplicate, seen)
+        valid, duplicates = remove_duplicates(
+            valid, deduplicate, seen, lambda outcome: int(keys[outcome.conversation.row])
+        )
         source.available, capped = limit_samples(valid, source.spec.max_samples, seed)
         source.left_out = duplicates + capped
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from loguru import logger
 
 from core.domain.errors import ConfigError
 from core.infrastructure.data.demo import DEMO_FILES, demo_path
-from core.infrastructure.data.readers import RawRecord, read_bytes_digest, read_records
+from core.infrastructure.data.readers import RawRecord, iter_records, read_bytes_digest
 
 DEMO_NAMES = {"demo": "alpaca", "demo-alpaca": "alpaca", "demo-sharegpt": "sharegpt"}
 """Dataset names that resolve to the bundled demo dataset (variant by name)."""
@@ -71,11 +72,21 @@ class InputSource:
         Returns:
             Raw records with their sources.
         """
+        return list(self.records())
+
+    def records(self) -> Iterator[RawRecord]:
+        """Yields every record, reading as it goes (a JSON Lines file line by line).
+
+        Yields:
+            Raw records with their sources.
+        """
         if self.path is not None:
-            return read_records(self.path)
+            yield from iter_records(self.path)
+            return
         dataset = self._load_hub()
         logger.info("Read {} rows from Hub dataset {} (split {})", len(dataset), self.hub_id, self.hub_split)
-        return [RawRecord(dict(row), f"{self.hub_id}[{index}]") for index, row in enumerate(dataset)]
+        for index, row in enumerate(dataset):
+            yield RawRecord(dict(row), f"{self.hub_id}[{index}]")
 
     def fingerprint(self) -> str:
         """Short hash of the input alone (used in messages and tests)."""

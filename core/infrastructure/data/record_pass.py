@@ -1,0 +1,222 @@
+"""The per-record work of ``prepare-data``, done once per record in one pass on every core.
+
+For a batch of spooled records (:mod:`core.infrastructure.data.record_store`) the pass converts and
+validates each record (the problems and skip reasons of :func:`convert_record`), adds the system
+prompt and ``data.train_on``, hashes what deduplication, decontamination and the report compare
+(64-bit hashes of the keys in :mod:`core.infrastructure.data.report`), and tokenizes the record
+into its training samples (:func:`tokenize_record`). Everything it returns is a column of the
+pass's Arrow table on disk; the main process keeps only hashes and counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Features, List, Value
+
+from core.domain.records import Conversation, Message
+from core.infrastructure.data.convert import convert_record
+from core.infrastructure.data.formats import record_converter
+from core.infrastructure.data.problems import Outcome, Problem
+from core.infrastructure.data.report import exact_key, normalized_key, prompt_key
+from core.infrastructure.data.turn_split import tokenize_record
+
+PASS_FEATURES = Features(
+    {
+        "source": Value("string"),
+        "reason": Value("string"),
+        "problems": Value("string"),
+        "split": Value("string"),
+        "conversation": Value("string"),
+        "dedup_key": Value("int64"),
+        "exact_key": Value("int64"),
+        "normalized_key": Value("int64"),
+        "prompt_key": Value("int64"),
+        "length": Value("int64"),
+        "assistant_turns": Value("int64"),
+        "assistant_turns_trained": Value("int64"),
+        "cut": Value("bool"),
+        "token_reason": Value("string"),
+        "template_error": Value("string"),
+        "input_ids": List(List(Value("int64"))),
+        "labels": List(List(Value("int64"))),
+        "trained_tokens": List(Value("int64")),
+        "truncated": List(Value("bool")),
+    }
+)
+"""Columns of the pass: a record's outcome, its hashes, its token counts and its samples."""
+
+_EMPTY_ROW: dict[str, Any] = {
+    "conversation": None,
+    "dedup_key": 0,
+    "exact_key": 0,
+    "normalized_key": 0,
+    "prompt_key": 0,
+    "length": 0,
+    "assistant_turns": 0,
+    "assistant_turns_trained": 0,
+    "cut": False,
+    "token_reason": None,
+    "template_error": None,
+    "input_ids": [],
+    "labels": [],
+    "trained_tokens": [],
+    "truncated": [],
+}
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """The settings the per-record work depends on.
+
+    Attributes:
+        data_format: The source's format (records of ``oasst`` arrive converted).
+        field_mapping: ``field_mapping`` of the source.
+        system_prompt: ``data.system_prompt``.
+        train_on: ``data.train_on``.
+        max_length: ``data.max_seq_length``.
+        train_on_prompt: ``data.train_on_prompt``.
+        truncation: ``data.truncation``.
+        deduplicate: ``data.deduplicate`` (which key ``dedup_key`` hashes).
+    """
+
+    data_format: str
+    field_mapping: dict[str, str] | None
+    system_prompt: str | None
+    train_on: str
+    max_length: int
+    train_on_prompt: bool
+    truncation: str
+    deduplicate: str
+
+
+def key_hash(key: str) -> int:
+    """A signed 64-bit hash of a comparison key (what the main process keeps instead of the text)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
+    """Adds ``data.system_prompt`` to a conversation that has no system turn.
+
+    Args:
+        conversation: The conversation.
+        system_prompt: ``data.system_prompt`` (None or empty: nothing is added).
+
+    Returns:
+        The conversation, with the system turn first.
+    """
+    if not system_prompt or conversation.messages[0].role == "system":
+        return conversation
+    messages = [Message(role="system", content=system_prompt), *conversation.messages]
+    return conversation.model_copy(update={"messages": messages})
+
+
+def train_last_assistant_only(conversation: Conversation) -> Conversation:
+    """``data.train_on=last_assistant``: earlier assistant turns become context (as in TRL's and axolotl's option)."""
+    last = max(index for index, message in enumerate(conversation.messages) if message.role == "assistant")
+    messages = [
+        message.model_copy(update={"trained": False}) if message.role == "assistant" and index != last else message
+        for index, message in enumerate(conversation.messages)
+    ]
+    return conversation.model_copy(update={"messages": messages})
+
+
+class RecordPass:
+    """The function ``datasets.map`` runs on batches of spooled records (picklable for worker processes).
+
+    Args:
+        tokenizer: Tokenizer with the chat template to train with.
+        settings: The settings the work depends on.
+    """
+
+    def __init__(self, tokenizer: Any, settings: PassSettings) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self._convert: Any = None
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Converts, validates, hashes and tokenizes a batch.
+
+        Args:
+            batch: ``{"payload": [pickled RawRecord or converted Outcome, ...]}``.
+
+        Returns:
+            One value per record for every column of :data:`PASS_FEATURES`.
+        """
+        columns: dict[str, list[Any]] = {name: [] for name in PASS_FEATURES}
+        for payload in batch["payload"]:
+            for name, value in self.record_row(pickle.loads(payload)).items():
+                columns[name].append(value)
+        return columns
+
+    def record_row(self, item: Any) -> dict[str, Any]:
+        """The pass's row of one record: its outcome, and for a valid record its hashes and samples."""
+        outcome = item if isinstance(item, Outcome) else self._converted(item)
+        problems = [[problem.source, problem.field, problem.message, problem.reason] for problem in outcome.problems]
+        row = {
+            **_EMPTY_ROW,
+            "source": outcome.source,
+            "reason": outcome.reason if outcome.conversation is None else None,
+            "problems": json.dumps(problems) if problems else None,
+            "split": outcome.split,
+        }
+        if outcome.conversation is not None:
+            row.update(self._valid_row(outcome.conversation))
+        return row
+
+    def _converted(self, record: Any) -> Outcome:
+        if self._convert is None:
+            self._convert = record_converter(self.settings.data_format, self.settings.field_mapping)
+        return convert_record(record, self._convert, self.settings.data_format)
+
+    def _valid_row(self, conversation: Conversation) -> dict[str, Any]:
+        settings = self.settings
+        dedup = {"exact": exact_key, "normalized": normalized_key}.get(settings.deduplicate)
+        final = with_system_prompt(conversation, settings.system_prompt)
+        if settings.train_on == "last_assistant":
+            final = train_last_assistant_only(final)
+        row = {
+            "conversation": final.model_dump_json(),
+            "dedup_key": key_hash(dedup(conversation)) if dedup else 0,
+            "exact_key": key_hash(exact_key(final)),
+            "normalized_key": key_hash(normalized_key(final)),
+            "prompt_key": key_hash(prompt_key(final)),
+        }
+        try:
+            samples = tokenize_record(
+                self.tokenizer, final, settings.max_length, settings.train_on_prompt, settings.truncation
+            )
+        except ValueError as error:  # a template that is not prefix-stable: a settings problem, raised by the caller
+            return {**row, "template_error": str(error)}
+        examples = samples.examples
+        return {
+            **row,
+            "length": samples.length,
+            "assistant_turns": samples.assistant_turns,
+            "assistant_turns_trained": samples.assistant_turns_trained,
+            "cut": samples.cut,
+            "token_reason": None if examples else samples.reason,
+            "input_ids": [example.input_ids for example in examples],
+            "labels": [example.labels for example in examples],
+            "trained_tokens": [example.trained_tokens for example in examples],
+            "truncated": [example.truncated for example in examples],
+        }
+
+
+def problems_of(column_value: str | None) -> list[Problem]:
+    """The problems of a record from the pass's ``problems`` column.
+
+    Args:
+        column_value: The JSON list written by the pass, or None.
+
+    Returns:
+        The problems, in order.
+    """
+    if not column_value:
+        return []
+    return [Problem(*fields) for fields in json.loads(column_value)]

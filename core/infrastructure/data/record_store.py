@@ -1,0 +1,203 @@
+"""Records on disk: a source's records are spooled into Arrow, processed in one pass on every core, read back as hashes.
+
+Memory stays flat as the data grows: raw records stream from the reader into an Arrow file of
+pickled records; :class:`~core.infrastructure.data.record_pass.RecordPass` runs over it with
+``datasets.map`` (batched, ``num_proc`` = the cores this process may use), writing its table to
+disk; the main process then holds one light :class:`Outcome` per record (source, reason,
+problems, split) and the pass's numeric columns as arrays, never conversations or token ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, concatenate_datasets
+
+from core.infrastructure.data.problems import Outcome
+from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, problems_of
+
+SPOOL_BATCH = 1000
+"""Records per Arrow batch of the spool."""
+
+PASS_BATCH = 256
+"""Records per batch of the pass."""
+
+RECORDS_PER_WORKER = 2000
+"""Fewer records than this per core are processed in this process (starting workers costs more)."""
+
+_PAYLOAD_SCHEMA = pa.schema([("payload", pa.large_binary())])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A valid record's place in the pass's table (what an :class:`Outcome` holds instead of its conversation).
+
+    Attributes:
+        row: Row of the record in :meth:`RecordStore.table`.
+    """
+
+    row: int
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hides ``datasets``' progress bars for the duration (the CLI logs its own summary)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bar()
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(records: int) -> int | None:
+    """Worker processes for a pass over ``records`` records (None: this process alone).
+
+    Args:
+        records: Records in the pass.
+
+    Returns:
+        Up to one worker per available core, each with at least :data:`RECORDS_PER_WORKER` records.
+    """
+    workers = min(available_cores(), records // RECORDS_PER_WORKER)
+    return workers if workers > 1 else None
+
+
+class RecordStore:
+    """The pass tables of every source of one ``prepare-data`` run, in a work directory.
+
+    Args:
+        work_dir: A directory for the spool and pass files (removed by the caller).
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = Path(work_dir)
+        self.tables: list[Dataset] = []
+        self._columns: dict[str, np.ndarray] = {}
+
+    def spool(self, items: Iterable[Any]) -> Path:
+        """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
+
+        Args:
+            items: The records, in order.
+
+        Returns:
+            The spool file.
+        """
+        path = self.work_dir / f"spool-{len(self.tables)}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _PAYLOAD_SCHEMA) as writer:
+            batch: list[bytes] = []
+            for item in items:
+                batch.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+                if len(batch) == SPOOL_BATCH:
+                    writer.write_batch(pa.record_batch([pa.array(batch, pa.large_binary())], schema=_PAYLOAD_SCHEMA))
+                    batch = []
+            if batch:
+                writer.write_batch(pa.record_batch([pa.array(batch, pa.large_binary())], schema=_PAYLOAD_SCHEMA))
+        return path
+
+    def spooled(self, spool: Path) -> list[Any]:
+        """Every record of a spool file, in memory (format detection's last resort, oasst trees).
+
+        Args:
+            spool: A file written by :meth:`spool`.
+
+        Returns:
+            The records, in order.
+        """
+        with pa.memory_map(str(spool)) as source:
+            reader = pa.ipc.open_stream(source)
+            return [pickle.loads(payload) for batch in reader for payload in batch.column(0).to_pylist()]
+
+    def process(self, spool: Path, record_pass: RecordPass) -> list[Outcome]:
+        """Runs the pass over a spool file and keeps its table; returns one light outcome per record.
+
+        Args:
+            spool: A file written by :meth:`spool`.
+            record_pass: The per-record work.
+
+        Returns:
+            The outcomes in record order; a valid record's ``conversation`` is its :class:`StoredRecord`.
+        """
+        records = Dataset.from_file(str(spool))
+        workers = worker_count(len(records))
+        if workers:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
+        index = len(self.tables)
+        with quiet_datasets():
+            table = records.map(
+                record_pass,
+                batched=True,
+                batch_size=PASS_BATCH,
+                num_proc=workers,
+                features=PASS_FEATURES,
+                remove_columns=["payload"],
+                cache_file_name=str(self.work_dir / f"pass-{index}.arrow"),
+                new_fingerprint=f"prepare-data-pass-{index}",
+                load_from_cache_file=False,
+            )
+        offset = sum(len(earlier) for earlier in self.tables)
+        self.tables.append(table)
+        self._columns.clear()
+        return _light_outcomes(table, offset)
+
+    def table(self) -> Dataset:
+        """Every source's pass rows, in source order (rows as :class:`StoredRecord` numbers them)."""
+        return self.tables[0] if len(self.tables) == 1 else concatenate_datasets(self.tables)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column of the pass (hashes, lengths, counts) over every source, as one array.
+
+        Args:
+            name: A numeric column of :data:`PASS_FEATURES`.
+
+        Returns:
+            The values by row.
+        """
+        if name not in self._columns:
+            parts = [table.data.column(name).to_numpy() for table in self.tables]
+            self._columns[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self._columns[name]
+
+    def first_template_error(self) -> str | None:
+        """The first chat-template failure of the pass (a template that is not prefix-stable), if any."""
+        for table in self.tables:
+            errors = table.data.column("template_error").drop_null()
+            if len(errors):
+                return errors[0].as_py()
+        return None
+
+
+def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:
+    """One outcome per pass row without its conversation: source, reason, problems, split, row."""
+    valid = pc.invert(pc.is_null(table.data.column("conversation"))).to_numpy(zero_copy_only=False)
+    outcomes = []
+    light = table.select_columns(["source", "reason", "problems", "split"])
+    row = 0
+    for batch in light.iter(batch_size=10_000):
+        for source, reason, problems, split in zip(
+            batch["source"], batch["reason"], batch["problems"], batch["split"], strict=True
+        ):
+            if valid[row]:
+                outcomes.append(Outcome(source, conversation=StoredRecord(offset + row), split=split))
+            else:
+                outcomes.append(Outcome(source, problems=problems_of(problems), reason=reason, split=split))
+            row += 1
+    return outcomes
