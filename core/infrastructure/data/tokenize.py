@@ -8,6 +8,7 @@ including the template's end-of-turn token, are the trained ones.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,7 +97,11 @@ def assistant_spans(
         if trained is not None and not trained[number]:
             continue
         prompt_text = _render_text(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
-        turn_text = _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
+        turn_text = (  # the last message's turn is the whole conversation, rendered above
+            full_text
+            if index == len(messages) - 1
+            else _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
+        )
         if not (turn_text.startswith(prompt_text) and full_text.startswith(turn_text)):
             raise ValueError(f"{source}: the chat template is not prefix-stable; cannot locate the assistant turn")
         content = messages[index]["content"]
@@ -164,38 +169,78 @@ def tokenize_with_reason(
     full_text, spans = assistant_spans(tokenizer, messages, conversation.source, tools, trained)
     spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
     input_ids, offsets = _encode(tokenizer, full_text)
-    labels = [IGNORE_INDEX] * len(input_ids)
-    answer_start: int | None = None
-    span_index = 0
-    for position, (start, end) in enumerate(offsets):
-        while span_index < len(spans) and start >= spans[span_index][1]:
-            span_index += 1
-        # a token overlapping the answer is trained, also one that straddles the generation prompt's end
-        # (e.g. " Hello" after a template's "assistant:"), so no answer character goes untrained
-        in_answer = (
-            span_index < len(spans) and start < spans[span_index][1] and max(end, start + 1) > spans[span_index][0]
-        )
-        if in_answer and answer_start is None:
-            answer_start = position
-        if in_answer or train_on_prompt:
-            labels[position] = input_ids[position]
-    eos_id = tokenizer.eos_token_id
-    if eos_id is not None and spans and not full_text[: spans[-1][1]].endswith(tokenizer.eos_token or "\0"):
-        # the template closes answers without EOS: append it so the model learns to stop
-        cut = max(position + 1 for position, (start, _end) in enumerate(offsets) if start < spans[-1][1])
-        input_ids = [*input_ids[:cut], eos_id]
-        labels = [*labels[:cut], eos_id]
+    answers = answer_token_ranges(offsets, spans)
+    labels = list(input_ids) if train_on_prompt else [IGNORE_INDEX] * len(input_ids)
+    for first, last in answers:
+        labels[first:last] = input_ids[first:last]
+    input_ids, labels = _with_final_eos(tokenizer, full_text, spans, offsets, input_ids, labels)
     truncated = len(input_ids) > max_length
     if truncated:
         if truncation == "drop":
             return None, "too_long"
-        # keep the end of the prompt and the start of the answer (up to half the window for the answer)
-        first = answer_start if answer_start is not None else 0
-        kept_answer = min(len(input_ids) - first, max_length // 2)
-        window_start = max(0, first + kept_answer - max_length)
-        input_ids = input_ids[window_start : window_start + max_length]
-        labels = labels[window_start : window_start + max_length]
-    trained = sum(1 for label in labels if label != IGNORE_INDEX)
-    if trained == 0:
+        input_ids, labels = _window(input_ids, labels, answers[0][0] if answers else 0, max_length)
+    trained_tokens = len(labels) - labels.count(IGNORE_INDEX)
+    if trained_tokens == 0:
         return None, "empty_loss_mask"
-    return TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated, trained_tokens=trained), None
+    example = TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated, trained_tokens=trained_tokens)
+    return example, None
+
+
+def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The token ranges ``[first, last)`` that overlap the answers' character spans, in order.
+
+    A token overlapping an answer is trained, also one that straddles the generation prompt's end
+    (e.g. " Hello" after a template's "assistant:"), so no answer character goes untrained; a token
+    with an empty offset counts as one character wide.
+
+    Args:
+        offsets: Character span of every token.
+        spans: Character spans of the trained answers, in order.
+
+    Returns:
+        Non-empty ranges of token positions.
+    """
+    starts = [start for start, _end in offsets]
+    reaches = [max(end, start + 1) for start, end in offsets]
+    if starts != sorted(starts) or reaches != sorted(reaches):  # offsets out of order: token by token
+        return _ranges_token_by_token(offsets, spans)
+    ranges = [
+        (bisect.bisect_right(reaches, span_start), bisect.bisect_left(starts, span_end))
+        for span_start, span_end in spans
+    ]
+    return [(first, last) for first, last in ranges if first < last]
+
+
+def _ranges_token_by_token(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """:func:`answer_token_ranges` one token at a time, comparing each token with the first span not yet passed."""
+    ranges = []
+    span_index = 0
+    for position, (start, end) in enumerate(offsets):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index < len(spans) and start < spans[span_index][1] and max(end, start + 1) > spans[span_index][0]:
+            ranges.append((position, position + 1))
+    return ranges
+
+
+def _with_final_eos(
+    tokenizer: PreTrainedTokenizerBase,
+    full_text: str,
+    spans: list[tuple[int, int]],
+    offsets: list[tuple[int, int]],
+    input_ids: list[int],
+    labels: list[int],
+) -> tuple[list[int], list[int]]:
+    """Appends a trained EOS after the last answer when the template closes answers without it."""
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None or not spans or full_text[: spans[-1][1]].endswith(tokenizer.eos_token or "\0"):
+        return input_ids, labels
+    cut = max(position + 1 for position, (start, _end) in enumerate(offsets) if start < spans[-1][1])
+    return [*input_ids[:cut], eos_id], [*labels[:cut], eos_id]
+
+
+def _window(input_ids: list[int], labels: list[int], first_answer: int, max_length: int) -> tuple[list[int], list[int]]:
+    """Keeps the end of the prompt and the start of the answer (up to half the window for the answer)."""
+    kept_answer = min(len(input_ids) - first_answer, max_length // 2)
+    window_start = max(0, first_answer + kept_answer - max_length)
+    return input_ids[window_start : window_start + max_length], labels[window_start : window_start + max_length]
