@@ -157,8 +157,8 @@ def prepare_data(
         _log_removed(left_out)
         _require_samples(mixed, kept)
         start_prepared(directory, tokenizer.chat_template)
-        rows = {split: rows_of(outcomes).tolist() for split, outcomes in kept.items()}
-        counts, samples = write_splits(directory, store.table(), rows, Path(work))
+        rows = {split: rows_of(outcomes) for split, outcomes in kept.items()}
+        counts, samples = write_splits(directory, store, rows)
         split_counts = {split: len(outcomes) for split, outcomes in kept.items()}
         report = _report(settings, mixed, lenient, left_out, split_counts, samples, quality(kept, store), length_stats)
     report.update(fingerprint=fingerprint)

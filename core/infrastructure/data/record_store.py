@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, problems_of
@@ -42,7 +42,7 @@ class StoredRecord:
     """A valid record's place in the pass's table (what an :class:`Outcome` holds instead of its conversation).
 
     Attributes:
-        row: Row of the record in :meth:`RecordStore.table`.
+        row: Row of the record in the pass (every source's rows, in source order).
     """
 
     row: int
@@ -91,6 +91,7 @@ class RecordStore:
         self.work_dir = Path(work_dir)
         self.tables: list[Dataset] = []
         self._columns: dict[str, np.ndarray] = {}
+        self._file_ranges: list[tuple[str, int, int]] | None = None
 
     def spool(self, items: Iterable[Any]) -> Path:
         """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
@@ -156,11 +157,46 @@ class RecordStore:
         offset = sum(len(earlier) for earlier in self.tables)
         self.tables.append(table)
         self._columns.clear()
+        self._file_ranges = None
         return _light_outcomes(table, offset)
 
-    def table(self) -> Dataset:
-        """Every source's pass rows, in source order (rows as :class:`StoredRecord` numbers them)."""
-        return self.tables[0] if len(self.tables) == 1 else concatenate_datasets(self.tables)
+    def read_rows(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """Some columns of some pass rows, in the order asked (a row may be asked more than once).
+
+        Each pass file is memory-mapped only while its rows are copied out, so the pages read are
+        released afterwards and the resident memory of the process does not grow with the data.
+
+        Args:
+            rows: Rows as :class:`StoredRecord` numbers them.
+            columns: Column names of :data:`PASS_FEATURES`.
+
+        Returns:
+            A table with one row per requested row.
+        """
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        parts = []
+        for path, first, last in self._files():
+            low, high = np.searchsorted(ordered, [first, last])
+            if low < high:
+                with pa.memory_map(path) as source:
+                    table = pa.ipc.open_stream(source).read_all().select(columns)
+                    parts.append(table.take(pa.array(ordered[low:high] - first)).combine_chunks())
+                    del table
+        gathered = pa.concat_tables(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
+        return gathered.take(pa.array(np.argsort(order, kind="stable")))
+
+    def _files(self) -> list[tuple[str, int, int]]:
+        """Every pass file with the range of rows it holds."""
+        if self._file_ranges is None:
+            self._file_ranges, start = [], 0
+            for table in self.tables:
+                for cache_file in table.cache_files:
+                    with pa.memory_map(cache_file["filename"]) as source:
+                        count = sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+                    self._file_ranges.append((cache_file["filename"], start, start + count))
+                    start += count
+        return self._file_ranges
 
     def column(self, name: str) -> np.ndarray:
         """A numeric column of the pass (hashes, lengths, counts) over every source, as one array.
