@@ -49,6 +49,7 @@ from core.infrastructure.data.record_store import RecordStore
 from core.infrastructure.data.report import build_report, report_markdown
 from core.infrastructure.data.source_pipeline import resolve_sources
 from core.infrastructure.data.source_report import sources_summary
+from core.infrastructure.data.sources import InputSource
 
 PREPARED_SUBDIR = "prepared"
 """Prepared datasets live in ``paths.data_dir / prepared / <fingerprint>``."""
@@ -144,23 +145,7 @@ def prepare_data(
     if not _replaceable(directory):
         raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
     tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.work-") as work:
-        store = RecordStore(Path(work))
-        mixed = read_and_mix(settings, specs, inputs, directory, lenient, store, tokenizer)
-        template_error = store.first_template_error()
-        if template_error is not None:
-            raise ConfigError(f"data.template: {template_error}")
-        splits, left_out = split_records(mixed.mix.records, settings.data, store)
-        kept, dropped, length_stats = tokenized_records(splits, store)
-        left_out = mixed.left_out + left_out + dropped
-        _log_removed(left_out)
-        _require_samples(mixed, kept)
-        start_prepared(directory, tokenizer.chat_template)
-        rows = {split: rows_of(outcomes) for split, outcomes in kept.items()}
-        counts, samples = write_splits(directory, store, rows)
-        split_counts = {split: len(outcomes) for split, outcomes in kept.items()}
-        report = _report(settings, mixed, lenient, left_out, split_counts, samples, quality(kept, store), length_stats)
+    mixed, counts, report = _prepare(settings, specs, inputs, directory, lenient, tokenizer)
     report.update(fingerprint=fingerprint)
     info = {
         "input": mixed.label,
@@ -175,6 +160,40 @@ def prepare_data(
     )
     _log_summary(directory, report)
     return prepared
+
+
+def _prepare(
+    settings: Settings,
+    specs: list[DatasetSource],
+    inputs: list[InputSource],
+    directory: Path,
+    lenient: bool,
+    tokenizer: Any,
+) -> tuple[MixedSources, dict[str, int], dict[str, Any]]:
+    """Reads, checks, tokenizes, mixes and splits the sources, and writes the splits (the report comes back).
+
+    The records and the pass's tables live in a work directory beside ``directory``, removed at the end.
+
+    Returns:
+        The sources and their mix, the samples per split, and the report (without its fingerprint).
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.work-") as work:
+        store = RecordStore(Path(work))
+        mixed = read_and_mix(settings, specs, inputs, directory, lenient, store, tokenizer)
+        template_error = store.first_template_error()
+        if template_error is not None:
+            raise ConfigError(f"data.template: {template_error}")
+        splits, left_out = split_records(mixed.mix.records, settings.data, store)
+        kept, dropped, length_stats = tokenized_records(splits, store)
+        left_out = mixed.left_out + left_out + dropped
+        _log_removed(left_out)
+        _require_samples(mixed, kept)
+        start_prepared(directory, tokenizer.chat_template)
+        counts, samples = write_splits(directory, store, {split: rows_of(records) for split, records in kept.items()})
+        split_counts = {split: len(records) for split, records in kept.items()}
+        report = _report(settings, mixed, lenient, left_out, split_counts, samples, quality(kept, store), length_stats)
+    return mixed, counts, report
 
 
 def _report(

@@ -165,19 +165,10 @@ def read_and_mix(
         DataValidationError: In strict mode, with every problem of every source as ``file:line: field: problem``.
     """
     data = settings.data
-    sources = []
-    for spec, source in zip(specs, inputs, strict=True):
-
-        def record_pass(data_format: str, spec: DatasetSource = spec) -> RecordPass:
-            return RecordPass(tokenizer, record_pass_settings(settings, spec, data_format))
-
-        try:
-            read = read_source(spec, source, data.oasst_language, store, record_pass)
-        except FormatUnknown as failure:
-            error = DataValidationError(failure.problems)
-            raise strict_failure(directory, source.name, None, "no usable record", failure.outcomes, error) from None
-        logger.info("Format of {}: {}", source.name, read.format_reason)
-        sources.append(read)
+    sources = [
+        _read_one(settings, spec, source, directory, store, tokenizer)
+        for spec, source in zip(specs, inputs, strict=True)
+    ]
     problems = [problem for source in sources for problem in source.problems]
     mixed = MixedSources(sources, MixResult([], [], []), [])
     if problems and not lenient:
@@ -197,6 +188,23 @@ def read_and_mix(
         for outcome in source.left_out + share.not_used
     ]
     return mixed
+
+
+def _read_one(
+    settings: Settings, spec: DatasetSource, source: InputSource, directory: Path, store: RecordStore, tokenizer: Any
+) -> SourceData:
+    """Reads one source through the record pass; a source with nothing readable stops with its failure report."""
+
+    def record_pass(data_format: str) -> RecordPass:
+        return RecordPass(tokenizer, record_pass_settings(settings, spec, data_format))
+
+    try:
+        read = read_source(spec, source, settings.data.oasst_language, store, record_pass)
+    except FormatUnknown as failure:
+        error = DataValidationError(failure.problems)
+        raise strict_failure(directory, source.name, None, "no usable record", failure.outcomes, error) from None
+    logger.info("Format of {}: {}", source.name, read.format_reason)
+    return read
 
 
 def sources_report(mixed: MixedSources, settings: Settings) -> dict[str, Any]:

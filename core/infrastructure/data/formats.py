@@ -201,49 +201,68 @@ def _convert_turns(
     if isinstance(system, str) and system.strip():
         messages.append(Turn("system", system, system_key))
     for index, turn in enumerate(turns):
-        prefix = f"{key}[{index}]"
-        if not isinstance(turn, dict):
-            collector.add(prefix, f"wrong type: expected an object, got {type_name(turn)}", WRONG_TYPE)
-            continue
-        role_key = next((candidate for candidate in role_keys if candidate in turn), role_keys[0])
-        content_key = next((candidate for candidate in content_keys if candidate in turn), content_keys[0])
-        raw_role = turn.get(role_key)
-        if role_key not in turn:
-            collector.add(f"{prefix}.{role_key}", "missing field", MISSING_FIELD)
-            continue
-        if not isinstance(raw_role, str):
-            collector.add(
-                f"{prefix}.{role_key}", f"wrong type: expected a string, got {type_name(raw_role)}", WRONG_TYPE
-            )
-            continue
-        name = raw_role.strip().lower()
-        role = "tool" if name in RESULT_ROLES else "assistant" if name in CALL_ROLES else roles.get(name)
-        if role is None:
-            collector.add(f"{prefix}.{role_key}", f"unknown role {raw_role!r}", UNKNOWN_ROLE)
-            continue
-        field = f"{prefix}.{content_key}"
-        if name in CALL_ROLES:  # ShareGPT: the turn's value is the call
-            calls = tuple(parse_calls(turn.get(content_key), collector, field))
-            if messages and messages[-1].role == "assistant" and not messages[-1].calls:
-                messages[-1] = messages[-1]._replace(calls=calls)  # text, then the call: one assistant turn
-            else:
-                messages.append(Turn("assistant", "", field, calls))
-            continue
-        calls = (
-            tuple(parse_calls(turn["tool_calls"], collector, f"{prefix}.tool_calls")) if turn.get("tool_calls") else ()
-        )
-        if content_key not in turn and not calls:
-            collector.add(field, "missing field", MISSING_FIELD)
-            continue
-        content = _content_text(turn.get(content_key), collector, field, may_be_empty=bool(calls))
-        if content is None:
-            continue
-        trained = turn.get("train", True) is not False and turn.get("weight", 1) != 0
-        messages.append(Turn(role, content, field, calls, trained))
+        _add_turn(messages, turn, f"{key}[{index}]", collector, (role_keys, content_keys), roles)
     tools = tools_of(data, collector)
     if collector.problems:
         collector.raise_if_any()
     return finish_conversation(collector, messages, data, {key, system_key}, tools)
+
+
+def _turn_role(
+    turn: dict[str, Any], prefix: str, role_keys: tuple[str, ...], roles: dict[str, str], collector: ProblemCollector
+) -> tuple[str, str] | None:
+    """The turn's role as written (lower-cased) and as a conversation role, or None with the problem collected."""
+    role_key = next((candidate for candidate in role_keys if candidate in turn), role_keys[0])
+    raw_role = turn.get(role_key)
+    if role_key not in turn:
+        collector.add(f"{prefix}.{role_key}", "missing field", MISSING_FIELD)
+        return None
+    if not isinstance(raw_role, str):
+        collector.add(f"{prefix}.{role_key}", f"wrong type: expected a string, got {type_name(raw_role)}", WRONG_TYPE)
+        return None
+    name = raw_role.strip().lower()
+    role = "tool" if name in RESULT_ROLES else "assistant" if name in CALL_ROLES else roles.get(name)
+    if role is None:
+        collector.add(f"{prefix}.{role_key}", f"unknown role {raw_role!r}", UNKNOWN_ROLE)
+        return None
+    return name, role
+
+
+def _add_turn(
+    messages: list[Turn],
+    turn: Any,
+    prefix: str,
+    collector: ProblemCollector,
+    keys: tuple[tuple[str, ...], tuple[str, ...]],
+    roles: dict[str, str],
+) -> None:
+    """Appends one turn of a turn list to ``messages`` (a tool call joins the answer before it), or collects its problems."""
+    role_keys, content_keys = keys
+    if not isinstance(turn, dict):
+        collector.add(prefix, f"wrong type: expected an object, got {type_name(turn)}", WRONG_TYPE)
+        return
+    named = _turn_role(turn, prefix, role_keys, roles, collector)
+    if named is None:
+        return
+    name, role = named
+    content_key = next((candidate for candidate in content_keys if candidate in turn), content_keys[0])
+    field = f"{prefix}.{content_key}"
+    if name in CALL_ROLES:  # ShareGPT: the turn's value is the call
+        calls = tuple(parse_calls(turn.get(content_key), collector, field))
+        if messages and messages[-1].role == "assistant" and not messages[-1].calls:
+            messages[-1] = messages[-1]._replace(calls=calls)  # text, then the call: one assistant turn
+        else:
+            messages.append(Turn("assistant", "", field, calls))
+        return
+    calls = tuple(parse_calls(turn["tool_calls"], collector, f"{prefix}.tool_calls")) if turn.get("tool_calls") else ()
+    if content_key not in turn and not calls:
+        collector.add(field, "missing field", MISSING_FIELD)
+        return
+    content = _content_text(turn.get(content_key), collector, field, may_be_empty=bool(calls))
+    if content is None:
+        return
+    trained = turn.get("train", True) is not False and turn.get("weight", 1) != 0
+    messages.append(Turn(role, content, field, calls, trained))
 
 
 def convert_sharegpt(data: dict[str, Any], source: str) -> Conversation:

@@ -88,6 +88,9 @@ class RecordStore:
     """
 
     def __init__(self, work_dir: Path) -> None:
+        # Arrow's default allocator keeps what it freed; the chunks copied out of the pass files would
+        # then add up over a run. The system allocator gives each chunk's memory back.
+        pa.set_memory_pool(pa.system_memory_pool())
         self.work_dir = Path(work_dir)
         self.tables: list[Dataset] = []
         self._columns: dict[str, np.ndarray] = {}
@@ -179,11 +182,8 @@ class RecordStore:
         for path, first, last in self._files():
             low, high = np.searchsorted(ordered, [first, last])
             if low < high:
-                with pa.memory_map(path) as source:
-                    table = pa.ipc.open_stream(source).read_all().select(columns)
-                    parts.append(table.take(pa.array(ordered[low:high] - first)).combine_chunks())
-                    del table
-        gathered = pa.concat_tables(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
+                parts += _rows_of_file(path, first, ordered[low:high], columns)
+        gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
         return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
     def _files(self) -> list[tuple[str, int, int]]:
@@ -219,6 +219,20 @@ class RecordStore:
             if len(errors):
                 return errors[0].as_py()
         return None
+
+
+def _rows_of_file(path: str, first: int, rows: np.ndarray, columns: list[str]) -> list[pa.RecordBatch]:
+    """Copies sorted rows out of one pass file, batch by batch (a take over a whole column would copy it all)."""
+    parts = []
+    with pa.memory_map(path) as source:
+        start = first
+        for batch in pa.ipc.open_stream(source):
+            low, high = np.searchsorted(rows, [start, start + batch.num_rows])
+            if low < high:
+                parts.append(batch.select(columns).take(pa.array(rows[low:high] - start)))
+            start += batch.num_rows
+            del batch
+    return parts
 
 
 def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:

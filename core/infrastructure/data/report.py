@@ -105,8 +105,6 @@ def build_report(
     """
     skipped_outcomes = [outcome for outcome in outcomes if outcome.conversation is None] + left_out
     skipped = Counter(outcome.reason or "unknown" for outcome in skipped_outcomes)
-    stats = length_stats
-    before = lengths_before_truncation(stats["lengths"], max_length)
     return {
         "input": input_name,
         "format": data_format,
@@ -115,26 +113,23 @@ def build_report(
         "counts": {
             "read": len(outcomes),
             "kept": sum(split_counts.values()),
-            "skipped": dict(sorted(skipped.items())),
-            "skipped_total": sum(skipped.values()),
+            **_skip_counts(skipped),
             "splits": dict(split_counts),
             "samples": len(samples["length"]),
         },
-        "assistant_turns": stats.get("assistant_turns"),
-        "assistant_turns_trained": stats.get("assistant_turns_trained"),
-        "records_truncated": stats["records_cut"],
-        "lengths_before_truncation": before,
-        "warnings": _length_warnings(stats, before, max_length, truncation),
-        "skipped_records": [
-            {
-                "source": outcome.source,
-                "reason": outcome.reason,
-                "problems": [f"{problem.field}: {problem.message}" for problem in outcome.problems],
-            }
-            for outcome in skipped_outcomes[:MAX_LISTED]
-        ],
+        **_turns_and_lengths(length_stats, max_length, truncation),
+        "skipped_records": _skipped_records(skipped_outcomes),
         "duplicates": quality["duplicates"],
         "overlap": quality["overlap"],
+        **_loss_and_truncation(skipped, left_out, samples, truncation, max_length),
+    }
+
+
+def _loss_and_truncation(
+    skipped: Counter[str], left_out: list[Outcome], samples: dict[str, Any], truncation: str, max_length: int
+) -> dict[str, Any]:
+    """The report's ``empty_loss_mask``, ``tokens`` and ``truncation`` parts."""
+    return {
         "empty_loss_mask": {
             "count": skipped.get("empty_loss_mask", 0),
             "sources": [outcome.source for outcome in left_out if outcome.reason == "empty_loss_mask"][:MAX_LISTED],
@@ -147,6 +142,34 @@ def build_report(
             "dropped": skipped.get("too_long", 0),
         },
     }
+
+
+def _turns_and_lengths(stats: dict[str, Any], max_length: int, truncation: str) -> dict[str, Any]:
+    """The assistant turns meant and trained, records cut, lengths before truncation and their warning."""
+    before = lengths_before_truncation(stats["lengths"], max_length)
+    return {
+        "assistant_turns": stats.get("assistant_turns"),
+        "assistant_turns_trained": stats.get("assistant_turns_trained"),
+        "records_truncated": stats["records_cut"],
+        "lengths_before_truncation": before,
+        "warnings": _length_warnings(stats, before, max_length, truncation),
+    }
+
+
+def _skip_counts(skipped: Counter[str]) -> dict[str, Any]:
+    return {"skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values())}
+
+
+def _skipped_records(skipped: list[Outcome]) -> list[dict[str, Any]]:
+    """The first :data:`MAX_LISTED` skipped records with their reasons and problems."""
+    return [
+        {
+            "source": outcome.source,
+            "reason": outcome.reason,
+            "problems": [f"{problem.field}: {problem.message}" for problem in outcome.problems],
+        }
+        for outcome in skipped[:MAX_LISTED]
+    ]
 
 
 def _token_summary(samples: dict[str, Any], max_length: int) -> dict[str, Any]:
@@ -174,7 +197,6 @@ def report_markdown(report: dict[str, Any]) -> str:
         Markdown text.
     """
     counts = report["counts"]
-    tokens = report["tokens"]
     lines = [
         "# Data report",
         "",
@@ -209,8 +231,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| skip reason | records |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in counts["skipped"].items()]
         lines.append("")
-    lines += sources_markdown(report)
-    lines += [
+    return "\n".join([*lines, *sources_markdown(report), *_quality_markdown(report)]) + "\n"
+
+
+def _quality_markdown(report: dict[str, Any]) -> list[str]:
+    """The ``## Quality``, ``## Tokens`` and ``## Skipped records`` parts of ``report.md``."""
+    tokens = report["tokens"]
+    lines = [
         "## Quality",
         "",
         f"- Exact duplicates: {report['duplicates']['exact']}; normalized duplicates: {report['duplicates']['normalized']}",
@@ -233,7 +260,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         for record in report["skipped_records"]:
             problems = "; ".join(record["problems"]).replace("|", "\\|")
             lines.append(f"| {record['source']} | {record['reason']} | {problems} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def build_failure_report(
