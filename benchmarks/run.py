@@ -28,6 +28,7 @@ BENCHMARKS = (
     "benchmarks.api_load",
     "benchmarks.studio_latency",
     "benchmarks.memory_estimator",
+    "benchmarks.data_prep",
 )
 
 
