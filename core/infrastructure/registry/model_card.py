@@ -29,13 +29,24 @@ def render_model_card(lineage: dict[str, Any], title: str | None = None) -> str:
     Returns:
         Markdown text with a YAML front matter (Hub metadata).
     """
-    name = title or lineage.get("name") or "model"
+    lines = [
+        *_summary(lineage, title or lineage.get("name") or "model"),
+        *_settings_and_metrics(lineage),
+        *_verification(lineage.get("verification")),
+        *_usage(lineage.get("kind") == "adapter"),
+    ]
+    return "\n".join(lines)
+
+
+def _summary(lineage: dict[str, Any], name: str) -> list[str]:
+    """The Hub front matter and the table of base model, technique, data and artifact kind."""
     base = lineage.get("base_model") or "unknown"
     technique = lineage.get("technique") or "unknown"
-    lines = [
+    adapter = lineage.get("kind") == "adapter"
+    return [
         "---",
         f"base_model: {base}" if "/" in str(base) and not str(base).startswith("/") else "base_model: null",
-        "library_name: transformers" if lineage.get("kind") != "adapter" else "library_name: peft",
+        "library_name: peft" if adapter else "library_name: transformers",
         "tags:",
         "- finetune-studio",
         f"- {technique}",
@@ -51,8 +62,13 @@ def render_model_card(lineage: dict[str, Any], title: str | None = None) -> str:
         f"| Technique | {technique} |",
         f"| Dataset | {lineage.get('dataset') or 'unknown'} |",
         f"| Data fingerprint | `{lineage.get('data_fingerprint') or 'unknown'}` |",
-        f"| Artifact | {'PEFT adapter (load on the base model)' if lineage.get('kind') == 'adapter' else 'full model'} |",
+        f"| Artifact | {'PEFT adapter (load on the base model)' if adapter else 'full model'} |",
     ]
+
+
+def _settings_and_metrics(lineage: dict[str, Any]) -> list[str]:
+    """The technique's settings and the scalar metrics, each as a table (when present)."""
+    lines: list[str] = []
     technique_config = (lineage.get("config") or {}).get("technique") or {}
     if technique_config:
         lines += ["", "## Technique settings", "", "| Setting | Value |", "|---|---|"]
@@ -62,28 +78,38 @@ def render_model_card(lineage: dict[str, Any], title: str | None = None) -> str:
     if scalar_metrics:
         lines += ["", "## Metrics", "", "| Metric | Value |", "|---|---|"]
         lines += [f"| {key} | {_fmt(value)} |" for key, value in scalar_metrics.items()]
-    verification = lineage.get("verification")
-    if verification:
+    return lines
+
+
+def _verification(verification: dict[str, Any] | None) -> list[str]:
+    """How the merge was checked (and, for QLoRA, the drift from the quantized model)."""
+    if not verification:
+        return []
+    lines = [
+        "",
+        "## Merge verification",
+        "",
+        f"Logits of the merged model were compared with the base model plus adapter on "
+        f"{len(verification.get('prompts', []))} fixed prompts ({verification.get('dtype')}): "
+        f"max abs difference {_fmt(verification.get('max_abs_diff'))}, "
+        f"tolerance {_fmt(verification.get('tolerance'))}.",
+    ]
+    if verification.get("quantization_drift") is not None:
         lines += [
             "",
-            "## Merge verification",
+            "### QLoRA approximation",
             "",
-            f"Logits of the merged model were compared with the base model plus adapter on "
-            f"{len(verification.get('prompts', []))} fixed prompts ({verification.get('dtype')}): "
-            f"max abs difference {_fmt(verification.get('max_abs_diff'))}, "
-            f"tolerance {_fmt(verification.get('tolerance'))}.",
+            QLORA_APPROXIMATION,
+            "",
+            f"Max abs logit difference between the merged model and the quantized base plus adapter: "
+            f"{_fmt(verification['quantization_drift'])}.",
         ]
-        if verification.get("quantization_drift") is not None:
-            lines += [
-                "",
-                "### QLoRA approximation",
-                "",
-                QLORA_APPROXIMATION,
-                "",
-                f"Max abs logit difference between the merged model and the quantized base plus adapter: "
-                f"{_fmt(verification['quantization_drift'])}.",
-            ]
-    if lineage.get("kind") == "adapter":
+    return lines
+
+
+def _usage(adapter: bool) -> list[str]:
+    """How to load the artifact (peft for an adapter, transformers for a full model)."""
+    if adapter:
         loader = [
             "from peft import AutoPeftModelForCausalLM",
             "from transformers import AutoTokenizer",
@@ -98,7 +124,7 @@ def render_model_card(lineage: dict[str, Any], title: str | None = None) -> str:
             'tokenizer = AutoTokenizer.from_pretrained("<this directory or repo>")',
             'model = AutoModelForCausalLM.from_pretrained("<this directory or repo>")',
         ]
-    lines += [
+    return [
         "",
         "## Usage",
         "",
@@ -110,4 +136,3 @@ def render_model_card(lineage: dict[str, Any], title: str | None = None) -> str:
         "(`chat_template.jinja`), the one used in training.",
         "",
     ]
-    return "\n".join(lines)
