@@ -129,3 +129,10 @@ def test_evaluate_run_and_base_model(studio) -> None:
             assert row["prompt"].strip() and row["reference"].strip()
             assert isinstance(row["output"], str) and row["checks"]
         assert list(sample_rows[0]) == ["#", "prompt", "output", "reference", "checks"]  # no paths, no raw messages
+
+    # the evaluated base model can be picked in Compare, beside the run
+    choices, _report = client.predict([], api_name="/refresh_compare")
+    assert {RUN_NAME, base_dir} <= {choice[0] if isinstance(choice, list) else choice for choice in choices["choices"]}
+    _figure, summary, _diff = client.predict([RUN_NAME, base_dir], "step", api_name="/compare_runs")
+    status_row = next(row for row in table_rows(summary) if row["figure"] == "status")
+    assert status_row[base_dir] == "base model (evaluated)"

@@ -14,7 +14,7 @@ from studio.context import Refresher, StudioContext, plain_errors
 from studio.evaluation_views import headline_metrics
 from studio.form_state import with_sample_prompts
 from studio.job_records import ACTIVE_STATES
-from studio.runs import METRICS, load_manifest, read_evaluation, run_names, run_status
+from studio.runs import METRICS, evaluated_dirs, load_manifest, read_evaluation, run_names, run_status
 from studio.tabs.train import TrainTab
 from studio.training_form import TECHNIQUES, sweep_settings
 
@@ -26,6 +26,12 @@ SUMMARY_KEYS = (
     "tokens_per_second",
     "peak_memory_mb",
 )
+
+
+def comparable(context: StudioContext) -> list[str]:
+    """Runs, then evaluated base models (``base-<model>``: their test metrics sit beside the runs')."""
+    names = run_names(context.runs_dir)
+    return [*names, *(name for name in evaluated_dirs(context.runs_dir) if name not in names)]
 
 
 def summary_frame(context: StudioContext, names: list[str]) -> pd.DataFrame:
@@ -42,7 +48,8 @@ def summary_frame(context: StudioContext, names: list[str]) -> pd.DataFrame:
     for name in names:
         run_dir = context.runs_dir / name
         manifest = load_manifest(run_dir)
-        column: dict[str, Any] = {"status": run_status(context.runs_dir, name, context.supervisor)}
+        status = run_status(context.runs_dir, name, context.supervisor) if manifest else "base model (evaluated)"
+        column: dict[str, Any] = {"status": status}
         if manifest is not None:
             column["technique"] = (manifest.config.get("technique") or {}).get("name")
             column["model"] = Path(str((manifest.config.get("model") or {}).get("name", ""))).name
@@ -142,7 +149,10 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280, elem_classes=["tool-panel"]):
             gr.Markdown("### Runs", elem_classes=["panel-title"])
-            runs = gr.CheckboxGroup(choices=[], label="Runs to compare", elem_id="compare-runs")
+            runs = gr.CheckboxGroup(
+                choices=[], label="Runs to compare", elem_id="compare-runs",
+                info="Evaluated base models (base-...) can be ticked too: their test metrics join the table",
+            )  # fmt: skip
             axis = gr.Radio(["step", "tokens", "time"], value="step", label="X axis")
             report_button = gr.Button("Build comparison report", elem_id="report-button")
             gr.Markdown("### Sweep", elem_classes=["panel-title"])
@@ -170,7 +180,7 @@ def build_compare_tab(context: StudioContext, train_tab: TrainTab) -> Refresher:
     )  # fmt: skip
 
     def refresh(selected: list[str] | None) -> tuple[Any, str]:
-        names = run_names(context.runs_dir)
+        names = comparable(context)
         chosen = [name for name in selected or [] if name in names]
         return gr.update(choices=names, value=chosen), latest_report(context)
 
