@@ -91,6 +91,21 @@ def starts_as_array(text: str) -> bool:
     return index < len(text) and text[index] == "["
 
 
+def _single_value(text: str, index: int, decoder: json.JSONDecoder, lines: _LineCounter) -> Iterator[Element]:
+    """The one value of a file that is not an array, then any extra data after it as a damage."""
+    try:
+        value, end = decoder.raw_decode(text, index)
+    except json.JSONDecodeError as error:
+        yield Element(None, error.lineno, error.lineno, f"malformed JSON: {json_error(error)}")
+        return
+    yield Element(value, lines.line_at(index), lines.line_at(end))
+    trailing = _skip_whitespace(text, end)
+    if trailing < len(text):
+        yield Element(
+            None, lines.line_at(trailing), lines.line_at(trailing), "malformed JSON: extra data after the value"
+        )
+
+
 def json_elements(text: str) -> Iterator[Element]:
     """Yields the elements of a JSON array (or the single value of a non-array file), salvaging damage.
 
@@ -106,17 +121,7 @@ def json_elements(text: str) -> Iterator[Element]:
     if index >= len(text):
         return
     if text[index] != "[":
-        try:
-            value, end = decoder.raw_decode(text, index)
-        except json.JSONDecodeError as error:
-            yield Element(None, error.lineno, error.lineno, f"malformed JSON: {json_error(error)}")
-            return
-        yield Element(value, lines.line_at(index), lines.line_at(end))
-        trailing = _skip_whitespace(text, end)
-        if trailing < len(text):
-            yield Element(
-                None, lines.line_at(trailing), lines.line_at(trailing), "malformed JSON: extra data after the value"
-            )
+        yield from _single_value(text, index, decoder, lines)
         return
     opening = index
     index = _skip_whitespace(text, index + 1)
