@@ -31,8 +31,17 @@ def sort_conversation(index: int) -> Conversation:
     )
 
 
-def build_prepared(model_dir: Path, data_dir: Path, test_records: int = 6, max_length: int = 96) -> Any:
-    """Writes a prepared dataset (train/validation/test) tokenized with the model's tokenizer."""
+def build_prepared(
+    model_dir: Path,
+    data_dir: Path,
+    test_records: int = 6,
+    max_length: int = 96,
+    test_references: list[list[str]] | None = None,
+) -> Any:
+    """Writes a prepared dataset (train/validation/test) tokenized with the model's tokenizer.
+
+    ``test_references`` gives the test records further reference answers (record ``references``).
+    """
     from core.infrastructure.data.prepared import save_prepared
     from core.infrastructure.data.tokenize import tokenize_conversation
     from core.infrastructure.models.loading import load_tokenizer
@@ -43,6 +52,8 @@ def build_prepared(model_dir: Path, data_dir: Path, test_records: int = 6, max_l
         "validation": [sort_conversation(index) for index in range(200, 204)],
         "test": [sort_conversation(index) for index in range(test_records)],
     }
+    for conversation, references in zip(conversations["test"], test_references or [], strict=False):
+        conversation.references = references
     tokenized = {}
     for split, items in conversations.items():
         rows = []

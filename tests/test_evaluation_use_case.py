@@ -11,6 +11,8 @@ from core.application.evaluate import evaluate, settings_for_run
 from core.domain.errors import ModelNotAvailableError
 from core.domain.manifest import EVALUATION_FILE, RunManifest
 
+ROUGE_TYPES = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+
 METRIC_KEYS = {
     "eval_loss",
     "perplexity",
@@ -108,6 +110,35 @@ def test_requested_metrics_only(make_settings, tiny_llama_dir, tmp_path):
     result = evaluate(settings, show_progress=False)
     assert "rouge1" in result["metrics"] and "checks_pass_rate" in result["metrics"]
     assert not {"eval_loss", "bleu", "exact_match"} & set(result["metrics"])
+
+
+def test_several_references_and_per_sample_scores_end_to_end(make_settings, tiny_llama_dir, tmp_path):
+    import sacrebleu
+
+    options = {"evaluation.max_new_tokens": 4, "evaluation.metrics": ["rouge", "bleu", "exact_match"]}
+    single = build_prepared(tiny_llama_dir, tmp_path / "single", test_records=2)
+    settings = make_settings(**{"model.name": str(tiny_llama_dir), "data.dataset": str(single.directory), **options})
+    first = evaluate(settings, show_progress=False)
+    outputs = [sample["output"] for sample in first["samples"]]
+    assert first["text_tokenizers"] == {"rouge": "unicode", "bleu": "13a"}
+    for sample in first["samples"]:
+        assert "references" not in sample
+        bleu = sacrebleu.sentence_bleu(sample["output"], [sample["reference"]]).score
+        assert sample["scores"]["bleu"] == bleu and set(sample["scores"]) == {"bleu", *ROUGE_TYPES}
+    assert first["metrics"]["rougeL"] == sum(sample["scores"]["rougeL"] for sample in first["samples"]) / 2
+
+    # the model's own answers as second references: exact match becomes 1, scores use both references
+    multi = build_prepared(tiny_llama_dir, tmp_path / "multi", test_records=2, test_references=[[o] for o in outputs])
+    settings = make_settings(**{"model.name": str(tiny_llama_dir), "data.dataset": str(multi.directory), **options})
+    second = evaluate(settings, show_progress=False)
+    assert [sample["output"] for sample in second["samples"]] == outputs
+    reference_sets = [[sample["reference"], output] for sample, output in zip(first["samples"], outputs, strict=True)]
+    assert [sample["references"] for sample in second["samples"]] == reference_sets
+    assert second["metrics"]["exact_match"] == 1.0 and first["metrics"]["exact_match"] == 0.0
+    streams = [[group[0] for group in reference_sets], [group[1] for group in reference_sets]]
+    assert second["metrics"]["bleu"] == sacrebleu.corpus_bleu(outputs, streams).score
+    for sample, group in zip(second["samples"], reference_sets, strict=True):
+        assert sample["scores"]["bleu"] == sacrebleu.sentence_bleu(sample["output"], group).score
 
 
 def test_unknown_run_is_a_clear_error(make_settings):

@@ -4,7 +4,9 @@
 2. Loss and perplexity over the response tokens of up to ``evaluation.max_samples`` held-out sequences
    (token-weighted; the same cap as the generations).
 3. Generate answers for up to ``evaluation.max_samples`` held-out records (batched, greedy).
-4. ROUGE, BLEU, exact match, response lengths and the instruction checks of each record.
+4. ROUGE, BLEU, exact match (corpus and per sample, against every reference of a record, with the
+   tokenizers ``evaluation.bleu_tokenizer`` / ``rouge_tokenizer`` choose), response lengths and the
+   instruction checks of each record.
 5. Write ``evaluation.json``, ``report.md`` and ``report.html`` into the run directory
    (``runs/base-<model>/`` for the base model).
 """
@@ -105,7 +107,11 @@ def evaluate_loaded(
         show_progress: Show progress bars.
 
     Returns:
-        The evaluation: ``metrics``, ``samples``, ``data``, ``evaluation_settings``, ``created_at``.
+        The evaluation: ``metrics``, ``samples`` (with per-sample ``scores``), ``data``,
+        ``evaluation_settings``, ``text_tokenizers`` (the BLEU and ROUGE tokenizers used), ``created_at``.
+
+    Raises:
+        ConfigError: If ``evaluation.bleu_tokenizer`` names a tokenizer that is not installed.
     """
     from core.infrastructure.data.tool_rendering import template_messages
     from core.infrastructure.evaluation.generation import generate_answers
@@ -120,7 +126,8 @@ def evaluate_loaded(
     ]
     references = [conversation.reference for conversation in conversations]
     generation = generate_answers(loaded, prompts, settings.evaluation, show_progress=show_progress)
-    metrics.update(_text_metrics(requested, generation, references))
+    text_scores = _text_metrics(requested, generation, conversations, settings)
+    metrics.update(text_scores.metrics)
     check_results = (
         _check_results(settings, conversations, generation.outputs, references) if "checks" in requested else []
     )
@@ -130,7 +137,7 @@ def evaluate_loaded(
         summary = summarize_checks(check_results)
         metrics.update(checks=summary, checks_pass_rate=summary["pass_rate"])
         metrics["checks_all_passed_rate"] = summary["all_passed_rate"]
-    samples = _samples(conversations, prompts, generation, references, check_results)
+    samples = _samples(conversations, prompts, generation, check_results, text_scores.per_sample)
     return {
         "created_at": datetime.now(UTC).isoformat(),
         "metrics": metrics,
@@ -142,6 +149,7 @@ def evaluate_loaded(
             "generated_samples": len(samples),
         },
         "evaluation_settings": settings.evaluation.model_dump(mode="json"),
+        "text_tokenizers": text_scores.tokenizers,
         "samples": samples,
     }
 
@@ -156,25 +164,27 @@ def _loss_metrics(loaded: Any, rows: list[dict[str, Any]], settings: Settings, s
     return {"eval_loss": loss.loss, "perplexity": loss.perplexity, "loss_tokens": loss.tokens}
 
 
-def _text_metrics(requested: set[str], generation: Any, references: list[str]) -> dict[str, Any]:
-    """Generation speed, lengths, and the requested ROUGE / BLEU / exact-match scores."""
+def _text_metrics(requested: set[str], generation: Any, conversations: list[Conversation], settings: Settings) -> Any:
+    """Generation speed, lengths, and the requested ROUGE / BLEU / exact-match scores (corpus and per sample)."""
     from core.infrastructure.evaluation import text_metrics
+    from core.infrastructure.evaluation.text_scores import score_texts
 
     outputs = generation.outputs
-    metrics: dict[str, Any] = {
+    scores = score_texts(
+        outputs,
+        [conversation.reference_answers for conversation in conversations],
+        requested,
+        bleu_tokenizer=settings.evaluation.bleu_tokenizer,
+        rouge_tokenizer=settings.evaluation.rouge_tokenizer,
+    )
+    scores.metrics = {
         "generation_seconds": generation.seconds,
         "generation_tokens_per_second": generation.tokens_per_second,
         "response_length": text_metrics.length_statistics(outputs, generation.output_tokens),
-        "reference_length": text_metrics.length_statistics(references),
+        "reference_length": text_metrics.length_statistics([conversation.reference for conversation in conversations]),
+        **scores.metrics,
     }
-    if "rouge" in requested:
-        metrics.update(text_metrics.compute_rouge(outputs, references))
-    if "bleu" in requested:
-        bleu = text_metrics.compute_bleu(outputs, references)
-        metrics.update(bleu=bleu["score"], bleu_details=bleu)
-    if "exact_match" in requested:
-        metrics.update(text_metrics.compute_exact_match(outputs, references))
-    return metrics
+    return scores
 
 
 def _check_results(
@@ -194,13 +204,12 @@ def _samples(
     conversations: list[Conversation],
     prompts: list[Any],
     generation: Any,
-    references: list[str],
     check_results: list[Any],
+    scores: list[dict[str, float]],
 ) -> list[dict[str, Any]]:
-    """One row per generated answer: prompt, output, reference, tokens and check results."""
+    """One row per generated answer: prompt, output, reference(s), tokens, per-sample scores and check results."""
     samples = []
-    rows = zip(conversations, generation.outputs, references, strict=True)
-    for index, (conversation, output, reference) in enumerate(rows):
+    for index, (conversation, output) in enumerate(zip(conversations, generation.outputs, strict=True)):
         results = [result.to_dict() for result in check_results[index]] if check_results else []
         samples.append(
             {
@@ -209,8 +218,10 @@ def _samples(
                 "prompt": conversation.prompt_messages[-1].content if conversation.prompt_messages else "",
                 "messages": prompts[index],
                 "output": output,
-                "reference": reference,
+                "reference": conversation.reference,
+                **({"references": conversation.reference_answers} if conversation.references else {}),
                 "output_tokens": generation.output_tokens[index],
+                "scores": scores[index],
                 "checks": results,
                 "passed_all_checks": all(result["passed"] for result in results) if results else None,
             }

@@ -47,6 +47,8 @@ class Conversation(BaseModel):
         checks: Instruction-following checks that the answer to this record must pass.
         metadata: Extra fields kept from the input (category, language, ...).
         tools: Schemas of the tools offered to the model (OpenAI ``tools`` / ShareGPT ``tools``).
+        references: Further acceptable answers for evaluation (the record's ``references`` field);
+            training uses only the assistant turns.
     """
 
     messages: list[Message]
@@ -54,6 +56,7 @@ class Conversation(BaseModel):
     checks: list[dict[str, Any]] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    references: list[str] = Field(default_factory=list)
 
     @property
     def prompt_messages(self) -> list[Message]:
@@ -65,3 +68,9 @@ class Conversation(BaseModel):
     def reference(self) -> str:
         """Content of the last assistant turn (the expected answer at evaluation)."""
         return next(message.content for message in reversed(self.messages) if message.role == "assistant")
+
+    @property
+    def reference_answers(self) -> list[str]:
+        """Every acceptable answer at evaluation: the last assistant turn, then the record's other references."""
+        first = self.reference
+        return [first, *(text for text in dict.fromkeys(self.references) if text != first)]

@@ -172,6 +172,18 @@ class EvaluationSettings(Section):
     checks: list[CheckSpec] = Field(
         default_factory=list, description="Checks applied to every answer, in addition to per-record checks."
     )
+    bleu_tokenizer: Literal["13a", "intl", "zh", "ja-mecab", "char", "auto"] = Field(
+        "13a",
+        description="sacreBLEU tokenizer: 13a (sacreBLEU's default), intl, zh, ja-mecab (needs mecab-python3 "
+        "and ipadic), char, or auto (chosen from the script of the references: zh for Chinese, ja-mecab or "
+        "char for Japanese, char for Thai/Lao/Khmer/Myanmar, intl for other non-Latin scripts, 13a otherwise).",
+    )
+    rouge_tokenizer: Literal["default", "unicode", "auto"] = Field(
+        "unicode",
+        description="ROUGE tokenizer: unicode (lowercased Unicode letters/digits, CJK split per character; "
+        "identical to rouge-score's own on ASCII text), default (rouge-score's, keeps only [a-z0-9]: "
+        "non-Latin text scores 0), or auto (default for ASCII-only text, unicode otherwise).",
+    )
 
 
 class MonitoringSettings(Section):

@@ -12,7 +12,8 @@ Formats:
 - ``custom``: columns named by ``data.field_mapping`` (instruction, input, output, system), or
   conversations under other names (``messages``, ``role``, ``content``, role names).
 
-Every record may also carry ``checks`` (a list of ``{"kind", "value"}``) and a ``split`` field;
+Every record may also carry ``checks`` (a list of ``{"kind", "value"}``), ``references`` (further
+acceptable answers, used by the evaluation's ROUGE, BLEU and exact match) and a ``split`` field;
 other scalar fields are kept as metadata. Problems are reported as ``file:line: field: problem``.
 """
 

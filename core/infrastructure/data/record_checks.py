@@ -21,7 +21,7 @@ from core.infrastructure.data.problems import (
     RecordProblems,
 )
 
-_RESERVED = {"checks", "split"}
+_RESERVED = {"checks", "split", "references"}
 
 
 def type_name(value: Any) -> str:
@@ -69,6 +69,16 @@ def _checks(data: dict[str, Any], collector: ProblemCollector) -> list[dict[str,
         collector.add("checks", 'wrong type: expected a list of {"kind", "value"} objects', WRONG_TYPE)
         return []
     return checks
+
+
+def _references(data: dict[str, Any], collector: ProblemCollector) -> list[str]:
+    references = data.get("references")
+    if references is None:
+        return []
+    if not isinstance(references, list) or not all(isinstance(text, str) and text.strip() for text in references):
+        collector.add("references", "wrong type: expected a list of non-empty reference answers (strings)", WRONG_TYPE)
+        return []
+    return [text.strip() for text in references]
 
 
 def _metadata(data: dict[str, Any], used: set[str]) -> dict[str, Any]:
@@ -131,6 +141,7 @@ def finish_conversation(
         roles.append((turn.role, turn.field, bool(turn.calls)))
     check_order(roles, collector)
     checks = _checks(data, collector)
+    references = _references(data, collector)
     collector.raise_if_any()
     return Conversation(
         messages=checked,
@@ -138,6 +149,7 @@ def finish_conversation(
         checks=checks,
         metadata=_metadata(data, used | {"tools"}),
         tools=tools or [],
+        references=references,
     )
 
 

@@ -21,8 +21,24 @@ def _sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
     for sample in samples[:SAMPLES_SHOWN]:
         checks = sample.get("checks") or []
         verdicts = ", ".join(f"{check['kind']}: {'pass' if check['passed'] else 'FAIL'}" for check in checks)
-        rows.append([sample["prompt"], sample["output"], sample["reference"], verdicts or "-"])
+        references = "\n".join(sample.get("references") or [sample["reference"]])
+        rows.append([sample["prompt"], sample["output"], references, _sample_scores(sample), verdicts or "-"])
     return rows
+
+
+def _sample_scores(sample: dict[str, Any]) -> str:
+    """A sample's sentence BLEU and ROUGE-L (``-`` when neither was computed)."""
+    scores = sample.get("scores") or {}
+    parts = [f"BLEU {scores['bleu']:.1f}"] if "bleu" in scores else []
+    parts += [f"ROUGE-L {scores['rougeL']:.3f}"] if "rougeL" in scores else []
+    return " · ".join(parts) or "-"
+
+
+def _tokenizers_note(evaluation: dict[str, Any]) -> str:
+    """Which tokenizers BLEU and ROUGE used (empty when neither metric was computed)."""
+    tokenizers = evaluation.get("text_tokenizers") or {}
+    parts = [f"{metric.upper()} tokenizer: {name}" for metric, name in sorted(tokenizers.items())]
+    return f" · {' · '.join(parts)}" if parts else ""
 
 
 def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics_rows: list[dict]) -> list[Path]:
@@ -41,7 +57,7 @@ def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics
     subtitle = (
         f"Model: {evaluation.get('base_model') or evaluation['name']} · technique: {evaluation.get('technique') or 'none'}"
         f" · split: {data['split']} ({data['loss_sequences']} sequences for the loss,"
-        f" {data['generated_samples']} generated answers) · {evaluation['created_at']}"
+        f" {data['generated_samples']} generated answers){_tokenizers_note(evaluation)} · {evaluation['created_at']}"
     )
     markdown_path, html_path = Path(directory) / REPORT_MARKDOWN, Path(directory) / REPORT_HTML
     markdown_path.write_text(_markdown(evaluation, title, subtitle), encoding="utf-8")
@@ -75,7 +91,7 @@ def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
         "",
         f"## Samples (first {min(SAMPLES_SHOWN, len(evaluation['samples']))})",
         "",
-        markdown_table(["Prompt", "Output", "Reference", "Checks"], _sample_rows(evaluation["samples"])),
+        markdown_table(["Prompt", "Output", "Reference", "Scores", "Checks"], _sample_rows(evaluation["samples"])),
         "",
         "Full per-sample results are in evaluation.json; the HTML report has the plots.",
         "",
@@ -99,6 +115,10 @@ def _html_body(evaluation: dict[str, Any], title: str, subtitle: str, metrics_ro
     body += ["<h2>Plots</h2>", *figures_html(figures)]
     body += [
         f"<h2>Samples (first {min(SAMPLES_SHOWN, len(evaluation['samples']))})</h2>",
-        html_table(["Prompt", "Output", "Reference", "Checks"], _sample_rows(evaluation["samples"]), preformatted=True),
+        html_table(
+            ["Prompt", "Output", "Reference", "Scores", "Checks"],
+            _sample_rows(evaluation["samples"]),
+            preformatted=True,
+        ),
     ]
     return "\n".join(body)

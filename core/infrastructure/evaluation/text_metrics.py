@@ -36,49 +36,135 @@ def load_metric(name: str) -> Any:
     return evaluate.load(str(METRIC_MODULES_DIR / name), keep_in_memory=True)
 
 
-def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """ROUGE-1/2/L/Lsum mean F-measures (equal to ``rouge-score`` averaged over the pairs).
+References = list[str] | list[list[str]]
+"""One reference per prediction, or a list of references per prediction."""
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def reference_groups(references: References) -> list[list[str]]:
+    """Every prediction's references as a list (a single reference becomes a one-element list).
 
     Args:
-        predictions: Generated texts.
-        references: Reference texts.
+        references: One reference, or a list of references, per prediction.
 
     Returns:
-        ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` in [0, 1].
+        A list of references per prediction.
     """
-    if not predictions:
-        return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "rougeLsum": 0.0}
-    return load_metric("rouge").compute(predictions=predictions, references=references)
+    return [[reference] if isinstance(reference, str) else list(reference) for reference in references]
 
 
-def compute_bleu(predictions: list[str], references: list[str]) -> dict[str, Any]:
-    """Corpus BLEU on sacreBLEU's 0-100 scale (equal to ``sacrebleu.corpus_bleu``).
+def _uniform(references: References) -> References:
+    """Strings when every prediction has exactly one reference, else lists (one shape for ``evaluate``)."""
+    groups = reference_groups(references)
+    if all(len(group) == 1 for group in groups):
+        return [group[0] for group in groups]
+    return groups
+
+
+def compute_rouge(
+    predictions: list[str],
+    references: References,
+    tokenizer: str = "unicode",
+    sentence_split: bool = True,
+    aggregate: bool = True,
+) -> dict[str, Any]:
+    """ROUGE-1/2/L/Lsum F-measures (equal to ``rouge-score`` with the same tokenizer, averaged over the pairs).
+
+    With several references per prediction each score is rouge-score's ``score_multi`` (the best
+    reference per ROUGE type). rougeLsum is computed on one sentence per line
+    (:func:`~core.infrastructure.evaluation.text_tokenizers.split_sentences`), as rouge-score expects.
 
     Args:
         predictions: Generated texts.
-        references: Reference texts, one per prediction.
+        references: One reference, or a list of references, per prediction.
+        tokenizer: ``unicode``, ``default`` (rouge-score's) or ``auto`` (``evaluation.rouge_tokenizer``).
+        sentence_split: Split sentences onto lines before rougeLsum.
+        aggregate: Mean over the pairs (True) or one score per pair (False).
 
     Returns:
-        sacreBLEU's score and its components.
+        ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` in [0, 1] (lists of per-pair scores when not aggregated).
+
+    Raises:
+        ConfigError: If the tokenizer name is unknown.
     """
+    from core.infrastructure.evaluation.text_tokenizers import resolve_rouge_tokenizer, rouge_tokenizer, split_sentences
+
+    texts = [*predictions, *(text for group in reference_groups(references) for text in group)]
+    options = {"tokenizer": rouge_tokenizer(resolve_rouge_tokenizer(tokenizer, texts)), "use_aggregator": aggregate}
     if not predictions:
-        return {"score": 0.0}
-    return load_metric("bleu").compute(predictions=predictions, references=references)
+        return {kind: (0.0 if aggregate else []) for kind in ROUGE_TYPES}
+    references = _uniform(references)
+    module = load_metric("rouge")
+    result = module.compute(
+        predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES[:3]), **options
+    )
+    if sentence_split:
+        predictions = [split_sentences(text) for text in predictions]
+        references = [
+            split_sentences(reference) if isinstance(reference, str) else [split_sentences(text) for text in reference]
+            for reference in references
+        ]
+    result.update(module.compute(predictions=predictions, references=references, rouge_types=["rougeLsum"], **options))
+    return result
 
 
-def compute_exact_match(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Exact and normalized exact match rates.
+def compute_bleu(predictions: list[str], references: References, tokenize: str = "13a") -> dict[str, Any]:
+    """Corpus BLEU on sacreBLEU's 0-100 scale (equal to ``sacrebleu.corpus_bleu`` with the same tokenizer).
 
     Args:
         predictions: Generated texts.
-        references: Reference texts.
+        references: One reference, or a list of references, per prediction.
+        tokenize: sacreBLEU tokenizer, or ``auto`` (``evaluation.bleu_tokenizer``).
+
+    Returns:
+        sacreBLEU's score and its components, with ``tokenize`` (the tokenizer used).
+
+    Raises:
+        ConfigError: If the tokenizer is unknown or not installed.
+    """
+    from core.infrastructure.evaluation.text_tokenizers import resolve_bleu_tokenizer
+
+    groups = reference_groups(references)
+    tokenize = resolve_bleu_tokenizer(tokenize, [text for group in groups for text in group])
+    if not predictions:
+        return {"score": 0.0, "tokenize": tokenize}
+    result = load_metric("bleu").compute(predictions=predictions, references=_uniform(references), tokenize=tokenize)
+    return {**result, "tokenize": tokenize}
+
+
+def sentence_bleu_scores(predictions: list[str], references: References, tokenize: str) -> list[float]:
+    """Sentence BLEU of each prediction (``sacrebleu.sentence_bleu``, 0-100, exponential smoothing).
+
+    Args:
+        predictions: Generated texts.
+        references: One reference, or a list of references, per prediction.
+        tokenize: A resolved sacreBLEU tokenizer name (see :func:`compute_bleu`'s ``tokenize``).
+
+    Returns:
+        One score per prediction.
+    """
+    import sacrebleu
+
+    return [
+        sacrebleu.sentence_bleu(prediction, group, tokenize=tokenize).score
+        for prediction, group in zip(predictions, reference_groups(references), strict=True)
+    ]
+
+
+def compute_exact_match(predictions: list[str], references: References) -> dict[str, float]:
+    """Exact and normalized exact match rates (a prediction matches when it equals any of its references).
+
+    Args:
+        predictions: Generated texts.
+        references: One reference, or a list of references, per prediction.
 
     Returns:
         ``{"exact_match", "normalized_exact_match"}`` in [0, 1].
     """
     if not predictions:
         return {"exact_match": 0.0, "normalized_exact_match": 0.0}
-    return load_metric("exact_match").compute(predictions=predictions, references=references)
+    return load_metric("exact_match").compute(predictions=predictions, references=_uniform(references))
 
 
 def length_statistics(texts: list[str], token_counts: list[int] | None = None) -> dict[str, float]:
