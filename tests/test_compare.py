@@ -58,6 +58,12 @@ def test_compare_two_runs_writes_one_report(two_runs, make_settings, tmp_path):
     recommendation = comparison["recommendation"]
     assert recommendation["memory"] == "tiny-prefix" and recommendation["speed"] == "tiny-prefix"
     assert recommendation["quality"] in {"tiny-lora", "tiny-prefix"}
+    tests = recommendation["paired_tests"]  # the winner against each other model, on the same 3 prompts
+    assert set(tests) == set(names) - {recommendation["quality"]}
+    assert all(test["metric"] == "checks_pass_rate" and test["prompts"] == 3 for test in tests.values())
+    ties = [name for name, test in tests.items() if not test["significant"]]
+    assert (f"No significant difference between {recommendation['quality']}" in recommendation["text"]) == bool(ties)
+    assert all(set(row["metrics_ci"]) >= {"rougeL", "bleu", "checks_pass_rate"} for row in comparison["models"])
     assert len(comparison["samples"]) == 3
     assert set(comparison["samples"][0]["outputs"]) == set(names)
 

@@ -139,7 +139,15 @@ def test_sentence_bleu_per_sample_where_corpus_bleu_is_zero():
     scores = score_texts(["Paris"], [["Paris"]], {"bleu", "rouge", "exact_match"})
     assert scores.metrics["bleu"] == 0.0  # corpus BLEU of one one-word pair (no 2-grams)
     assert scores.per_sample == [
-        {"rouge1": 1.0, "rouge2": 0.0, "rougeL": 1.0, "rougeLsum": 1.0, "bleu": pytest.approx(100.0)}
+        {
+            "rouge1": 1.0,
+            "rouge2": 0.0,
+            "rougeL": 1.0,
+            "rougeLsum": 1.0,
+            "bleu": pytest.approx(100.0),
+            "exact_match": 1.0,
+            "normalized_exact_match": 1.0,
+        }
     ]
     assert scores.tokenizers == {"rouge": "unicode", "bleu": "13a"}
 

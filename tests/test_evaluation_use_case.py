@@ -73,6 +73,9 @@ def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
     assert [check["kind"] for check in samples[0]["checks"]] == ["max_words", "regex", "max_words"]
     assert stored["metrics"]["checks"]["checks"] == 12
     assert stored["metrics"]["loss_tokens"] > 0 and stored["metrics"]["perplexity"] > 1
+    assert {"checks_pass_rate", "checks_all_passed_rate", "rougeL", "bleu", "exact_match"} <= set(stored["metrics_ci"])
+    low, high = stored["metrics_ci"]["checks_pass_rate"]
+    assert low <= stored["metrics"]["checks_pass_rate"] <= high
 
     markdown = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "# Evaluation of tiny-lora" in markdown and "ROUGE-L" in markdown and "Perplexity" in markdown
@@ -124,8 +127,16 @@ def test_several_references_and_per_sample_scores_end_to_end(make_settings, tiny
     for sample in first["samples"]:
         assert "references" not in sample
         bleu = sacrebleu.sentence_bleu(sample["output"], [sample["reference"]]).score
-        assert sample["scores"]["bleu"] == bleu and set(sample["scores"]) == {"bleu", *ROUGE_TYPES}
+        assert sample["scores"]["bleu"] == bleu and set(sample["scores"]) == {
+            "bleu",
+            "exact_match",
+            "normalized_exact_match",
+            *ROUGE_TYPES,
+        }
     assert first["metrics"]["rougeL"] == sum(sample["scores"]["rougeL"] for sample in first["samples"]) / 2
+    assert set(first["metrics_ci"]) == {"bleu", "exact_match", "normalized_exact_match", *ROUGE_TYPES}
+    for metric, (low, high) in first["metrics_ci"].items():
+        assert low <= first["metrics"][metric] <= high
 
     # the model's own answers as second references: exact match becomes 1, scores use both references
     multi = build_prepared(tiny_llama_dir, tmp_path / "multi", test_records=2, test_references=[[o] for o in outputs])

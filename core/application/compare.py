@@ -59,7 +59,7 @@ def compare(
     Raises:
         ConfigError: If there is nothing to compare.
     """
-    from core.infrastructure.evaluation.comparison import recommend, side_by_side_samples
+    from core.infrastructure.evaluation.comparison import side_by_side_samples
     from core.infrastructure.evaluation.comparison_report import write_comparison_report
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -77,7 +77,7 @@ def compare(
 
     manifests = {run_dir: RunManifest.load(run_dir) for run_dir in run_dirs}
     rows, evaluations, curves = _evaluate_all(settings, manifests, failures)
-    recommendation = recommend(rows)
+    recommendation = _recommendation(rows, evaluations)
     samples = side_by_side_samples(evaluations)
     rows[0]["name"] = next(iter(evaluations))  # the base row is named as in the sample table
     comparison = {
@@ -94,6 +94,19 @@ def compare(
     logger.info("Recommendation: {}", recommendation["text"])
     logger.info("Comparison report: {}", output_dir / "report.html")
     return output_dir
+
+
+def _recommendation(rows: list[dict[str, Any]], evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recommendation, with paired tests of the quality winner against every other model on the same prompts."""
+    from core.infrastructure.evaluation.comparison import paired_tests, recommend, significance_sentence
+
+    recommendation = recommend(rows)
+    if recommendation.get("quality"):
+        tests = paired_tests(evaluations, recommendation["quality"])
+        recommendation["paired_tests"] = tests
+        sentence = significance_sentence(recommendation["quality"], tests)
+        recommendation["text"] = " ".join(filter(None, [recommendation["text"], sentence]))
+    return recommendation
 
 
 def _evaluate_all(

@@ -6,7 +6,8 @@
 3. Generate answers for up to ``evaluation.max_samples`` held-out records (batched, greedy).
 4. ROUGE, BLEU, exact match (corpus and per sample, against every reference of a record, with the
    tokenizers ``evaluation.bleu_tokenizer`` / ``rouge_tokenizer`` choose), response lengths and the
-   instruction checks of each record.
+   instruction checks of each record; 95 % bootstrap intervals over the prompts (seeded) for each
+   rate and score.
 5. Write ``evaluation.json``, ``report.md`` and ``report.html`` into the run directory
    (``runs/base-<model>/`` for the base model).
 """
@@ -108,13 +109,15 @@ def evaluate_loaded(
 
     Returns:
         The evaluation: ``metrics``, ``samples`` (with per-sample ``scores``), ``data``,
-        ``evaluation_settings``, ``text_tokenizers`` (the BLEU and ROUGE tokenizers used), ``created_at``.
+        ``evaluation_settings``, ``text_tokenizers`` (the BLEU and ROUGE tokenizers used), ``metrics_ci``
+        (95 % bootstrap intervals over the prompts, seeded, per rate and score), ``created_at``.
 
     Raises:
         ConfigError: If ``evaluation.bleu_tokenizer`` names a tokenizer that is not installed.
     """
     from core.infrastructure.data.tool_rendering import template_messages
     from core.infrastructure.evaluation.generation import generate_answers
+    from core.infrastructure.evaluation.intervals import metric_intervals
 
     requested = set(settings.evaluation.metrics)
     rows = prepared.tokenized(split).to_list()[: settings.evaluation.max_samples]  # the cap applies to loss too
@@ -124,19 +127,11 @@ def evaluate_loaded(
     prompts = [
         template_messages(conversation.prompt_messages, template, conversation.tools) for conversation in conversations
     ]
-    references = [conversation.reference for conversation in conversations]
     generation = generate_answers(loaded, prompts, settings.evaluation, show_progress=show_progress)
     text_scores = _text_metrics(requested, generation, conversations, settings)
     metrics.update(text_scores.metrics)
-    check_results = (
-        _check_results(settings, conversations, generation.outputs, references) if "checks" in requested else []
-    )
-    if check_results:
-        from core.infrastructure.evaluation.checks import summarize_checks
-
-        summary = summarize_checks(check_results)
-        metrics.update(checks=summary, checks_pass_rate=summary["pass_rate"])
-        metrics["checks_all_passed_rate"] = summary["all_passed_rate"]
+    check_results = _check_results(settings, conversations, generation.outputs) if "checks" in requested else []
+    metrics.update(_check_metrics(check_results))
     samples = _samples(conversations, prompts, generation, check_results, text_scores.per_sample)
     return {
         "created_at": datetime.now(UTC).isoformat(),
@@ -150,6 +145,7 @@ def evaluate_loaded(
         },
         "evaluation_settings": settings.evaluation.model_dump(mode="json"),
         "text_tokenizers": text_scores.tokenizers,
+        "metrics_ci": metric_intervals(samples, text_scores.bleu_statistics),
         "samples": samples,
     }
 
@@ -187,17 +183,29 @@ def _text_metrics(requested: set[str], generation: Any, conversations: list[Conv
     return scores
 
 
-def _check_results(
-    settings: Settings, conversations: list[Conversation], outputs: list[str], references: list[str]
-) -> list[Any]:
+def _check_results(settings: Settings, conversations: list[Conversation], outputs: list[str]) -> list[Any]:
     """Each answer's instruction checks: the evaluation's global checks plus the record's own."""
     from core.infrastructure.evaluation.checks import run_checks
 
     global_checks = list(settings.evaluation.checks)
     return [
-        run_checks([*global_checks, *_record_checks(conversation)], output, reference)
-        for conversation, output, reference in zip(conversations, outputs, references, strict=True)
+        run_checks([*global_checks, *_record_checks(conversation)], output, conversation.reference)
+        for conversation, output in zip(conversations, outputs, strict=True)
     ]
+
+
+def _check_metrics(check_results: list[Any]) -> dict[str, Any]:
+    """The checks summary and its pass rates (nothing when no check ran)."""
+    if not check_results:
+        return {}
+    from core.infrastructure.evaluation.checks import summarize_checks
+
+    summary = summarize_checks(check_results)
+    return {
+        "checks": summary,
+        "checks_pass_rate": summary["pass_rate"],
+        "checks_all_passed_rate": summary["all_passed_rate"],
+    }
 
 
 def _samples(

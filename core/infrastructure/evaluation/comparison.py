@@ -33,8 +33,9 @@ ROW_FIELDS = (
     "peak_memory_mb",
     "train_runtime_s",
     "tokens_per_second",
+    "metrics_ci",
 )
-"""Columns of ``comparison.json``'s model rows."""
+"""Columns of ``comparison.json``'s model rows (``metrics_ci``: the evaluation's 95 % bootstrap intervals)."""
 
 
 def weights_size_mb(directory: Path) -> float | None:
@@ -96,6 +97,7 @@ def model_row(evaluation: dict[str, Any], manifest: RunManifest | None, run_dir:
         "checks_all_passed_rate",
     ):
         row[key] = metrics.get(key)
+    row["metrics_ci"] = evaluation.get("metrics_ci") or {}
     return {field: row.get(field) for field in ROW_FIELDS}
 
 
@@ -239,3 +241,57 @@ def _cost_sentences(winners: dict[str, dict[str, Any] | None]) -> list[str]:
             f"Smallest on disk: {smallest['name']} ({smallest['technique']}, {smallest['adapter_size_mb']:.1f} MB)."
         )
     return sentences
+
+
+PAIRED_METRICS = (
+    ("checks_pass_rate", "instruction checks passed"),
+    ("normalized_exact_match", "normalized exact match"),
+)
+"""Metrics a paired test may use, in order of preference (the quality ranking's first two keys)."""
+
+
+def paired_tests(evaluations: dict[str, dict[str, Any]], winner: str) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap tests of the quality winner against every other evaluated model on the same prompts.
+
+    Args:
+        evaluations: Evaluations by model name (the base model's included).
+        winner: Name of the quality winner.
+
+    Returns:
+        Model name -> ``{"metric", "difference" (winner minus model), "interval", "prompts", "significant"}``.
+    """
+    from core.infrastructure.evaluation.intervals import paired_test
+
+    winner_samples = evaluations[winner].get("samples", [])
+    tests: dict[str, dict[str, Any]] = {}
+    for name, evaluation in evaluations.items():
+        if name == winner:
+            continue
+        for metric, _label in PAIRED_METRICS:
+            result = paired_test(winner_samples, evaluation.get("samples", []), metric)
+            if result is not None:
+                tests[name] = {"metric": metric, **result.to_dict()}
+                break
+    return tests
+
+
+def significance_sentence(winner: str, tests: dict[str, dict[str, Any]]) -> str:
+    """Says which models the winner is not significantly better than (the interval of the difference contains 0).
+
+    Args:
+        winner: Name of the quality winner.
+        tests: :func:`paired_tests`'s result.
+
+    Returns:
+        A sentence (empty when there was nothing to test).
+    """
+    if not tests:
+        return ""
+    labels = dict(PAIRED_METRICS)
+    metric = next(iter(tests.values()))["metric"]
+    prompts = max(test["prompts"] for test in tests.values())
+    how = f"on {labels[metric]} (paired bootstrap over {prompts} prompts, 95 % interval of the difference)"
+    ties = [name for name, test in tests.items() if not test["significant"]]
+    if not ties:
+        return f"{winner} is significantly better than every other model {how}."
+    return f"No significant difference between {winner} and {', '.join(ties)} {how}."

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.domain.manifest import write_json_atomic
 from core.infrastructure.evaluation.figures import figures_html, grouped_metric_bars, loss_curves, resource_bars
-from core.infrastructure.evaluation.report_format import html_page, html_table, markdown_table
+from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
 
 COMPARISON_FILE = "comparison.json"
 
@@ -41,7 +41,15 @@ TITLE = "Technique comparison"
 
 
 def _table_rows(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> list[list[Any]]:
-    return [[row["name"], row["technique"], *(row.get(key) for key, _ in columns)] for row in rows]
+    return [[row["name"], row["technique"], *(_with_interval(row, key) for key, _ in columns)] for row in rows]
+
+
+def _with_interval(row: dict[str, Any], key: str) -> Any:
+    """The value, followed by its 95 % bootstrap interval when the evaluation has one (``0.83 [0.79, 0.87]``)."""
+    value, interval = row.get(key), (row.get("metrics_ci") or {}).get(key)
+    if value is None or not interval:
+        return value
+    return f"{format_value(value)} [{format_value(interval[0])}, {format_value(interval[1])}]"
 
 
 def _sample_table(samples: list[dict[str, Any]], names: list[str]) -> tuple[list[str], list[list[Any]]]:
@@ -117,7 +125,7 @@ def _markdown(comparison: dict[str, Any], tables: dict[str, Any]) -> str:
         markdown_table(*tables["quality"]),
         "",
         "Held-out loss and perplexity are over response tokens of the test split; ROUGE, BLEU (0-100), exact match "
-        "and checks are over the generated answers.",
+        "and checks are over the generated answers, with 95 % bootstrap intervals over the prompts in brackets.",
         "",
         "## Cost",
         "",

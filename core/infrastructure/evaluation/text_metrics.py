@@ -133,8 +133,8 @@ def compute_bleu(predictions: list[str], references: References, tokenize: str =
     return {**result, "tokenize": tokenize}
 
 
-def sentence_bleu_scores(predictions: list[str], references: References, tokenize: str) -> list[float]:
-    """Sentence BLEU of each prediction (``sacrebleu.sentence_bleu``, 0-100, exponential smoothing).
+def sentence_bleu_results(predictions: list[str], references: References, tokenize: str) -> list[Any]:
+    """``sacrebleu.sentence_bleu`` of each prediction (score and n-gram statistics).
 
     Args:
         predictions: Generated texts.
@@ -142,14 +142,37 @@ def sentence_bleu_scores(predictions: list[str], references: References, tokeniz
         tokenize: A resolved sacreBLEU tokenizer name (see :func:`compute_bleu`'s ``tokenize``).
 
     Returns:
-        One score per prediction.
+        One ``sacrebleu`` BLEUScore per prediction.
     """
     import sacrebleu
 
     return [
-        sacrebleu.sentence_bleu(prediction, group, tokenize=tokenize).score
+        sacrebleu.sentence_bleu(prediction, group, tokenize=tokenize)
         for prediction, group in zip(predictions, reference_groups(references), strict=True)
     ]
+
+
+def sentence_bleu_scores(predictions: list[str], references: References, tokenize: str) -> list[float]:
+    """Sentence BLEU (0-100) of each prediction: the scores of :func:`sentence_bleu_results`."""
+    return [result.score for result in sentence_bleu_results(predictions, references, tokenize)]
+
+
+def corpus_bleu_from_statistics(statistics_rows: list[list[int]]) -> float:
+    """Corpus BLEU (sacreBLEU's defaults) from per-sample ``counts + totals + [sys_len, ref_len]`` rows.
+
+    Corpus BLEU sums these statistics over the samples, so any subset (a bootstrap resample) can be
+    scored without tokenizing again.
+
+    Args:
+        statistics_rows: Per sample: 4 matching n-gram counts, 4 n-gram totals, system and reference length.
+
+    Returns:
+        BLEU on 0-100.
+    """
+    from sacrebleu.metrics import BLEU
+
+    sums = [sum(column) for column in zip(*statistics_rows, strict=True)]
+    return BLEU.compute_bleu(sums[0:4], sums[4:8], sums[8], sums[9], smooth_method="exp").score
 
 
 def compute_exact_match(predictions: list[str], references: References) -> dict[str, float]:

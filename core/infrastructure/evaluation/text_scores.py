@@ -18,11 +18,14 @@ class TextScores:
         per_sample: One ``{"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"}`` mapping per answer
             (only the requested metrics; sentence BLEU on 0-100).
         tokenizers: The tokenizers used: ``{"bleu": "13a", "rouge": "unicode"}`` (requested metrics only).
+        bleu_statistics: Per answer, sacreBLEU's 4 n-gram counts, 4 totals, system and reference
+            length (:func:`~core.infrastructure.evaluation.text_metrics.corpus_bleu_from_statistics`).
     """
 
     metrics: dict[str, Any] = field(default_factory=dict)
     per_sample: list[dict[str, float]] = field(default_factory=list)
     tokenizers: dict[str, str] = field(default_factory=dict)
+    bleu_statistics: list[list[int]] = field(default_factory=list)
 
 
 def score_texts(
@@ -61,10 +64,13 @@ def score_texts(
         tokenize = resolve_bleu_tokenizer(bleu_tokenizer, all_references)
         bleu = text_metrics.compute_bleu(outputs, references, tokenize=tokenize)
         scores.metrics.update(bleu=bleu["score"], bleu_details=bleu)
-        sentence_scores = text_metrics.sentence_bleu_scores(outputs, references, tokenize)
-        for sample, value in zip(scores.per_sample, sentence_scores, strict=True):
-            sample["bleu"] = value
+        results = text_metrics.sentence_bleu_results(outputs, references, tokenize)
+        for sample, result in zip(scores.per_sample, results, strict=True):
+            sample["bleu"] = result.score
+            scores.bleu_statistics.append([*result.counts, *result.totals, result.sys_len, result.ref_len])
         scores.tokenizers["bleu"] = tokenize
     if "exact_match" in requested:
         scores.metrics.update(text_metrics.compute_exact_match(outputs, references))
+        for sample, output, group in zip(scores.per_sample, outputs, references, strict=True):
+            sample.update(text_metrics.compute_exact_match([output], [group]))
     return scores
