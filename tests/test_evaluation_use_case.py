@@ -152,6 +152,19 @@ def test_several_references_and_per_sample_scores_end_to_end(make_settings, tiny
         assert sample["scores"]["bleu"] == sacrebleu.sentence_bleu(sample["output"], group).score
 
 
+def test_missing_bleu_tokenizer_is_refused_before_generation(make_settings, tiny_llama_dir, tmp_path, monkeypatch):
+    from core.domain.errors import ConfigError
+    from core.infrastructure.evaluation import generation, text_tokenizers
+
+    prepared = build_prepared(tiny_llama_dir, tmp_path / "data", test_records=2)
+    options = {"model.name": str(tiny_llama_dir), "data.dataset": str(prepared.directory)}
+    settings = make_settings(**options, **{"evaluation.bleu_tokenizer": "ja-mecab"})
+    monkeypatch.setattr(text_tokenizers, "mecab_available", lambda: False)
+    monkeypatch.setattr(generation, "generate_answers", lambda *args, **kwargs: pytest.fail("generated"))
+    with pytest.raises(ConfigError, match=r"evaluation\.bleu_tokenizer=ja-mecab needs MeCab"):
+        evaluate(settings, show_progress=False)
+
+
 def test_unknown_run_is_a_clear_error(make_settings):
     with pytest.raises(ModelNotAvailableError, match="run 'nope' not found"):
         evaluate(make_settings(), run="nope")

@@ -118,8 +118,11 @@ def evaluate_loaded(
     from core.infrastructure.data.tool_rendering import template_messages
     from core.infrastructure.evaluation.generation import generate_answers
     from core.infrastructure.evaluation.intervals import metric_intervals
+    from core.infrastructure.evaluation.text_tokenizers import resolve_bleu_tokenizer
 
     requested = set(settings.evaluation.metrics)
+    if "bleu" in requested:  # a tokenizer that is not installed fails before any generation, not after
+        resolve_bleu_tokenizer(settings.evaluation.bleu_tokenizer, [])
     rows = prepared.tokenized(split).to_list()[: settings.evaluation.max_samples]  # the cap applies to loss too
     metrics = _loss_metrics(loaded, rows, settings, show_progress) if requested & {"loss", "perplexity"} else {}
     conversations = prepared.conversations(split)[: settings.evaluation.max_samples]
