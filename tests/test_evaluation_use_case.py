@@ -10,6 +10,7 @@ from evaluation_runs import build_prepared, build_run
 from core.application.evaluate import evaluate, settings_for_run
 from core.domain.errors import ModelNotAvailableError
 from core.domain.manifest import EVALUATION_FILE, RunManifest
+from core.infrastructure.evaluation.report_format import format_value
 
 ROUGE_TYPES = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 
@@ -79,6 +80,9 @@ def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
 
     markdown = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "# Evaluation of tiny-lora" in markdown and "ROUGE-L" in markdown and "Perplexity" in markdown
+    checks_row = next(line for line in markdown.splitlines() if line.startswith("| Instruction checks passed"))
+    low, high = stored["metrics_ci"]["checks_pass_rate"]
+    assert checks_row.endswith(f"| [{format_value(low)}, {format_value(high)}] |")
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert page.count('class="plotly-graph-div"') == 3  # metrics, checks by kind, loss curve
     assert "Loss during training" in page

@@ -6,14 +6,15 @@ import html
 from pathlib import Path
 from typing import Any
 
-from core.domain.evaluation_metrics import metric_rows
+from core.domain.evaluation_metrics import METRIC_LABELS, metric_rows
 from core.infrastructure.evaluation.figures import check_bars, figures_html, loss_curves, metric_bars
-from core.infrastructure.evaluation.report_format import html_page, html_table, markdown_table
+from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 
 SAMPLES_SHOWN = 20
+INTERVAL_HEADER = "95 % interval (bootstrap over prompts)"
 
 
 def _sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
@@ -23,6 +24,17 @@ def _sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
         verdicts = ", ".join(f"{check['kind']}: {'pass' if check['passed'] else 'FAIL'}" for check in checks)
         references = "\n".join(sample.get("references") or [sample["reference"]])
         rows.append([sample["prompt"], sample["output"], references, _sample_scores(sample), verdicts or "-"])
+    return rows
+
+
+def _metric_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
+    """Headline metrics with their bootstrap interval (``-`` where there is none, e.g. the loss)."""
+    intervals = evaluation.get("metrics_ci") or {}
+    labels_to_keys = {label: key for key, label in METRIC_LABELS}
+    rows = []
+    for label, value in metric_rows(evaluation["metrics"]):
+        interval = intervals.get(labels_to_keys.get(label, ""))
+        rows.append([label, value, f"[{format_value(interval[0])}, {format_value(interval[1])}]" if interval else "-"])
     return rows
 
 
@@ -76,7 +88,7 @@ def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
         "",
         "## Metrics",
         "",
-        markdown_table(["Metric", "Value"], metric_rows(metrics)),
+        markdown_table(["Metric", "Value", INTERVAL_HEADER], _metric_rows(evaluation)),
     ]
     if lengths:
         markdown += ["", "## Response length", "", markdown_table(["Statistic", "Value"], list(lengths.items()))]
@@ -109,7 +121,7 @@ def _html_body(evaluation: dict[str, Any], title: str, subtitle: str, metrics_ro
     if any("loss" in row or "eval_loss" in row for row in metrics_rows):
         figures.append(loss_curves({evaluation["name"]: metrics_rows}, title="Loss during training"))
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(subtitle)}</p>", "<h2>Metrics</h2>"]
-    body.append(html_table(["Metric", "Value"], metric_rows(metrics)))
+    body.append(html_table(["Metric", "Value", INTERVAL_HEADER], _metric_rows(evaluation)))
     if lengths:
         body += ["<h2>Response length</h2>", html_table(["Statistic", "Value"], list(lengths.items()))]
     body += ["<h2>Plots</h2>", *figures_html(figures)]
