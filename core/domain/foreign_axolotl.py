@@ -28,6 +28,9 @@ TRAINING_KEYS = {
     "group_by_length": "group_by_length",
 }
 
+AXOLOTL_ADAPTERS = {"lora": False, "qlora": True}
+"""axolotl's ``adapter`` values this mapper reads -> whether the base model is quantized."""
+
 
 def map_axolotl(mapper: KeyMapper) -> None:
     """Maps an axolotl SFT config into ``mapper.preset``.
@@ -69,9 +72,9 @@ def _technique(mapper: KeyMapper) -> None:
         if four_bit or eight_bit:
             mapper.skip("load_in_4bit" if four_bit else "load_in_8bit", "quantized full finetuning is not supported")
         return
-    if adapter not in ("lora", "qlora"):
+    if adapter not in AXOLOTL_ADAPTERS:
         mapper.skip("adapter", "adapters here: lora and qlora (the preset uses lora)")
-    quantized = adapter == "qlora" or four_bit or eight_bit
+    quantized = AXOLOTL_ADAPTERS.get(adapter, False) or four_bit or eight_bit
     mapper.put("technique.name", "qlora" if quantized else "lora")
     if quantized and eight_bit and not four_bit:
         mapper.put("technique.load_in_8bit", True)

@@ -13,9 +13,14 @@ from typing import Any
 
 from core.domain.errors import ConfigError
 from core.domain.foreign_config import LR_SCHEDULERS, OPTIMIZERS, KeyMapper
+from core.domain.techniques import technique_spec
 
 ATTENTION = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager", "auto": "auto"}
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+
+FULL_TYPES = ("full",)
+LORA_TYPES = ("lora",)
+"""LLaMA-Factory's ``finetuning_type`` values this mapper reads (lora with quantization_bit is QLoRA)."""
 
 
 def map_llamafactory(mapper: KeyMapper) -> None:
@@ -45,9 +50,9 @@ def map_llamafactory(mapper: KeyMapper) -> None:
 def _technique(mapper: KeyMapper) -> None:
     kind = mapper.take("finetuning_type", "lora")
     bits = mapper.take("quantization_bit")
-    if kind == "full":
+    if kind in FULL_TYPES:
         mapper.put("technique.name", "full")
-    elif kind == "lora":
+    elif kind in LORA_TYPES:
         mapper.put("technique.name", "qlora" if bits in (4, 8) else "lora")
         if bits == 8:
             mapper.put("technique.load_in_8bit", True)
@@ -55,7 +60,7 @@ def _technique(mapper: KeyMapper) -> None:
     else:
         mapper.skip("finetuning_type", "techniques here: full, lora, qlora, prefix, ia3 (the preset uses lora)")
         mapper.put("technique.name", "lora")
-    if bits is not None and (kind != "lora" or bits not in (4, 8)):
+    if bits is not None and (kind not in LORA_TYPES or bits not in (4, 8)):
         mapper.skip("quantization_bit", "only 4 or 8 bit with finetuning_type lora (QLoRA)")
 
 
@@ -69,7 +74,7 @@ def _lora(mapper: KeyMapper) -> None:
     mapper.put("technique.target_modules", "all-linear" if targets == ["all"] else targets)
     mapper.copy("use_dora", "technique.use_dora")
     mapper.copy("use_rslora", "technique.use_rslora")
-    if mapper.preset["technique"]["name"] == "qlora":
+    if technique_spec(mapper.preset["technique"]["name"]).traits.needs_bitsandbytes:
         mapper.choice("quantization_type", "technique.quant_type", ("nf4", "fp4"))
         mapper.copy("double_quantization", "technique.double_quant")
 
