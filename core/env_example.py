@@ -40,6 +40,9 @@ def render_env_example() -> str:
 
 def main() -> None:
     """Writes ``.env.example`` next to ``pyproject.toml`` (or to the path given as argument)."""
+    if len(sys.argv) > 1 and sys.argv[1].startswith("-"):  # --help and friends are not file names
+        sys.stdout.write("usage: python -m core.env_example [PATH]  (default: .env.example next to pyproject.toml)\n")
+        raise SystemExit(0 if sys.argv[1] in ("-h", "--help") else 2)
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / ".env.example"
     target.write_text(render_env_example(), encoding="utf-8")
 

@@ -145,8 +145,19 @@ def preview_frame(settings: Settings, dataset: str, data_format: str | None) -> 
     )
     rows = [{key: _cell(value) for key, value in record.items() if key != "messages"} for record in records]
     frame = pd.DataFrame(rows)
-    first = [column for column in ("prompt", "response", "system", "turns", "problems") if column in frame.columns]
-    return frame[first + [column for column in frame.columns if column not in first]]
+    if "source" in frame.columns:  # the file's name and line, not a path on the server
+        frame["source"] = frame["source"].map(_short_source)
+    filled = [column for column in frame.columns if frame[column].replace("", None).notna().any()]
+    first = [column for column in ("prompt", "response", "system", "turns", "problems") if column in filled]
+    return frame[first + [column for column in filled if column not in first]]
+
+
+def _short_source(value: Any) -> Any:
+    """``/path/to/file.jsonl:12`` -> ``file.jsonl:12``."""
+    if not isinstance(value, str):
+        return value
+    path, separator, line = value.rpartition(":")
+    return f"{Path(path).name}:{line}" if separator and line.isdigit() else Path(value).name
 
 
 def several_datasets(settings: Settings, names: list[str], data_format: str | None) -> tuple[str, pd.DataFrame]:
@@ -173,6 +184,23 @@ def several_datasets(settings: Settings, names: list[str], data_format: str | No
         frame = preview_frame(settings_for_dataset(settings, name, found), name, found)
         frames.append(frame.assign(dataset=name)[["dataset", *frame.columns]])
     return "\n".join(lines), pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+COLUMN_WEIGHTS = {"prompt": 4, "response": 4, "system": 2, "problems": 2, "dataset": 2, "source": 2, "format": 1.5}
+"""Relative preview column widths: the text columns share the table instead of the first taking it all."""
+
+
+def column_widths(columns: list[str]) -> list[str]:
+    """Preview column widths in percent, by :data:`COLUMN_WEIGHTS` (other columns weigh 1).
+
+    Args:
+        columns: The preview's columns.
+
+    Returns:
+        One ``"NN%"`` per column.
+    """
+    weights = [COLUMN_WEIGHTS.get(column, 1) for column in columns]
+    return [f"{100 * weight / sum(weights):.0f}%" for weight in weights]
 
 
 def _cell(value: Any) -> Any:

@@ -139,7 +139,10 @@ def _single_chat(targets: list[str]) -> _SingleChat:
             template = gr.Code(label="Jinja template", language="jinja2", interactive=False)
             show_template = gr.Button("Show template", size="sm")
     with gr.Column(scale=3, elem_classes=["chat-column"]):
-        chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", buttons=["copy"])
+        chatbot = gr.Chatbot(
+            label="Chat", height=460, elem_id="chatbot", buttons=["copy"],
+            placeholder="Pick a model on the left (a run, a merged model or the base model) and ask something.",
+        )  # fmt: skip
         with gr.Row():
             prompt = gr.Textbox(placeholder="Ask something…", show_label=False, scale=6, elem_id="chat-input")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")

@@ -111,12 +111,15 @@ def _mapping_field(name: str) -> gr.Dropdown:
 def _views_panel() -> _DataViews:
     """Builds the right column (see :class:`_DataViews`)."""
     with gr.Column(scale=3):
-        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=420, elem_id="preview")
+        preview = gr.Dataframe(
+            pd.DataFrame(columns=["prompt", "response"]), label="Preview", interactive=False, wrap=True,
+            max_height=420, elem_id="preview",
+        )  # fmt: skip
         with gr.Row():
             previous_page = gr.Button("◀ Previous", size="sm")
             page = gr.Number(1, label="Page", precision=0, minimum=1, scale=0, min_width=90)
             next_page = gr.Button("Next ▶", size="sm")
-            page_label = gr.Markdown()
+            page_label = gr.Markdown("Choose a source and press **Load and preview**.")
         with gr.Row(equal_height=False):
             with gr.Column():
                 report = gr.Markdown(elem_id="data-report")
@@ -152,6 +155,7 @@ def _load_several(settings: Any, dataset: str, chosen_format: str) -> tuple[Any,
     """A mix of datasets: each is detected on its own; no column mapping."""
     text, frame = data_view.several_datasets(settings, dataset_names(dataset), chosen_format)
     rows, label = data_view.page_of(frame, 1)
+    rows = gr.update(value=rows, column_widths=data_view.column_widths(list(frame.columns)))
     options = {"dataset": dataset, "format": chosen_format or "auto", "field_mapping": {}}
     cleared = [gr.update(choices=[], value="") for _ in data_view.MAPPED_FIELDS]
     note = "Several datasets: each is read in its own (detected or chosen) format."
@@ -188,6 +192,7 @@ def _load_one(settings: Any, dataset: str, chosen_format: str, mapped: tuple[str
         data_settings = data_view.settings_for_dataset(settings, dataset, used, field_mapping=mapping)
         frame = data_view.preview_frame(data_settings, dataset, used)
     rows, label = data_view.page_of(frame, 1)
+    rows = gr.update(value=rows, column_widths=data_view.column_widths(list(frame.columns)))
     options = {"dataset": dataset, "format": used, "field_mapping": mapping}
     fields = [gr.update(choices=["", *columns], value=mapping.get(key, "")) for key in data_view.MAPPED_FIELDS]
     note = f"Columns: {', '.join(f'`{column}`' for column in columns) or 'none'}"
