@@ -7,6 +7,9 @@ cancels and then confirms a delete (the browser's own confirmation dialog), and 
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from pathlib import Path
 
@@ -133,3 +136,58 @@ def test_header_history_rename_clone_delete_and_full_log(studio, page) -> None:
         lambda: "history-renamed-train" in page.locator("body").inner_text(), 30, message="the full log"
     )
     context.supervisor.stop("history-live")
+
+
+@pytest.fixture
+def empty_studio(tiny_llama_dir: Path, make_settings):
+    from studio.app import close_studio, launch_studio
+
+    settings = make_settings(**{"model.name": str(tiny_llama_dir), "data.max_samples": 32, "data.max_seq_length": 64})
+    blocks, context = launch_studio(settings, host="127.0.0.1", port=0, block=False)
+    try:
+        yield blocks, context, settings
+    finally:
+        close_studio(blocks, context)
+
+
+def _shown_step(page) -> int:
+    text = page.locator("#run-status-block").inner_text()
+    match = re.search(r"STEP\s*(\d+)", text, re.IGNORECASE)
+    return int(match.group(1)) if match else -1
+
+
+def test_kill_9_of_the_training_child_shows_interrupted_and_resume_continues(empty_studio, page) -> None:
+    """A real training child killed with SIGKILL: the page says interrupted within a poll; Resume goes on."""
+    from core.domain.manifest import RunManifest, read_metrics
+    from core.infrastructure.training.checkpoints import newest_complete_checkpoint
+
+    blocks, context, settings = empty_studio
+    run_dir = Path(settings.paths.runs_dir) / "killed-live"
+    planned = settings.model_copy(
+        update={
+            "run_name": "killed-live",
+            "technique": settings.technique.model_copy(update={"rank": 4}),
+            "training": settings.training.model_copy(
+                update={"max_steps": 400, "save_steps": 2, "eval_steps": 200, "per_device_batch_size": 2}
+            ),
+        }
+    )
+    context.supervisor.submit("train", "killed-live", planned)
+    page.goto(blocks.local_url)
+    choose(page, "run-selector", "killed-live")
+    wait_until(lambda: newest_complete_checkpoint(run_dir / "checkpoints") is not None, 180, message="a checkpoint")
+    checkpoint_step = int(newest_complete_checkpoint(run_dir / "checkpoints").name.split("-")[1])
+    pid = context.supervisor.latest_job_for("killed-live").pid
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    page.locator("#run-status-block .status-interrupted, #run-status-block .status-failed").wait_for(timeout=30_000)
+    assert time.monotonic() - killed_at < 8, "not within a poll (2 s) and the reap, with margin for a loaded CPU"
+    assert RunManifest.load(run_dir).status != "completed"
+
+    page.locator("#resume-button").click()
+    page.locator("#train-message", has_text="Resuming").wait_for()
+    wait_until(lambda: _shown_step(page) > checkpoint_step, 180, message="training continues after the checkpoint")
+    assert f"Resuming from {run_dir / 'checkpoints'}" in (run_dir / "train.log").read_text()
+    steps = [row["step"] for row in read_metrics(run_dir) if "loss" in row]
+    assert steps == sorted(set(steps)), "the resumed run continues the steps, it does not restart them"
+    context.supervisor.stop("killed-live")
