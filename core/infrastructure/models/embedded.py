@@ -98,6 +98,22 @@ def convert_gguf_checkpoint(gguf_path: Path, destination: Path) -> Path:
     return destination
 
 
+def embedded_copy_available(entry: CatalogEntry, model_cache: Path) -> bool:
+    """True when the embedded model is converted already or its GGUF package is installed.
+
+    Args:
+        entry: The embedded model's catalog entry.
+        model_cache: Root of the model cache.
+
+    Returns:
+        Whether :func:`ensure_embedded_model` can work without the network.
+    """
+    if (Path(model_cache) / entry.name / READY_MARKER).is_file():
+        return True
+    spec = importlib.util.find_spec(entry.gguf_package or "")
+    return spec is not None and bool(spec.submodule_search_locations)
+
+
 def ensure_embedded_model(entry: CatalogEntry, model_cache: Path) -> Path:
     """Returns the local checkpoint of the embedded model, converting it on first use.
 

