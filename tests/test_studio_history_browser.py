@@ -176,9 +176,10 @@ def test_kill_9_of_the_training_child_shows_interrupted_and_resume_continues(emp
     page.goto(blocks.local_url)
     choose(page, "run-selector", "killed-live")
     wait_until(lambda: newest_complete_checkpoint(run_dir / "checkpoints") is not None, 180, message="a checkpoint")
-    checkpoint_step = int(newest_complete_checkpoint(run_dir / "checkpoints").name.split("-")[1])
     pid = context.supervisor.latest_job_for("killed-live").pid
     os.kill(pid, signal.SIGKILL)
+    logged_at_kill = max((row["step"] for row in read_metrics(run_dir) if "loss" in row), default=0)
+    checkpoint_step = int(newest_complete_checkpoint(run_dir / "checkpoints").name.split("-")[1])  # the resume point
     killed_at = time.monotonic()
     page.locator("#run-status-block .status-interrupted, #run-status-block .status-failed").wait_for(timeout=30_000)
     assert time.monotonic() - killed_at < 8, "not within a poll (2 s) and the reap, with margin for a loaded CPU"
@@ -186,8 +187,9 @@ def test_kill_9_of_the_training_child_shows_interrupted_and_resume_continues(emp
 
     page.locator("#resume-button").click()
     page.locator("#train-message", has_text="Resuming").wait_for()
-    wait_until(lambda: _shown_step(page) > checkpoint_step, 180, message="training continues after the checkpoint")
-    assert f"Resuming from {run_dir / 'checkpoints'}" in (run_dir / "train.log").read_text()
+    resumed = f"Resuming from {run_dir / 'checkpoints' / f'checkpoint-{checkpoint_step}'}"
+    wait_until(lambda: resumed in (run_dir / "train.log").read_text(), 120, message="the resumed run starts")
+    wait_until(lambda: _shown_step(page) > logged_at_kill, 180, message="training goes past the killed run's steps")
     steps = [row["step"] for row in read_metrics(run_dir) if "loss" in row]
     assert steps == sorted(set(steps)), "the resumed run continues the steps, it does not restart them"
     context.supervisor.stop("killed-live")
