@@ -11,6 +11,7 @@ pass's Arrow table on disk; the main process keeps only hashes and counts.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 from dataclasses import dataclass
@@ -67,6 +68,24 @@ _EMPTY_ROW: dict[str, Any] = {
     "trained_tokens": [],
     "truncated": [],
 }
+
+
+class _SpoolUnpickler(pickle.Unpickler):
+    """Reads back only what :meth:`RecordStore.spool` writes: this project's record classes and builtins."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Allows ``core.*`` classes and plain builtin containers; refuses anything else."""
+        if module.startswith("core.") or (module == "builtins" and name in _BUILTINS):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"spool files hold no {module}.{name}")
+
+
+_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "bytes"})
+
+
+def load_payload(payload: bytes) -> Any:
+    """One spooled record, unpickled with only this project's classes allowed (never arbitrary code)."""
+    return _SpoolUnpickler(io.BytesIO(payload)).load()
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,7 @@ class RecordPass:
         """
         columns: dict[str, list[Any]] = {name: [] for name in PASS_FEATURES}
         for payload in batch["payload"]:
-            for name, value in self.record_row(pickle.loads(payload)).items():
+            for name, value in self.record_row(load_payload(payload)).items():
                 columns[name].append(value)
         return columns
 

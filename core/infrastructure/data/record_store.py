@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from core.infrastructure.data.problems import Outcome
-from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, problems_of
+from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, load_payload, problems_of
 
 SPOOL_BATCH = 1000
 """Records per Arrow batch of the spool."""
@@ -128,7 +128,7 @@ class RecordStore:
         """
         with pa.memory_map(str(spool)) as source:
             reader = pa.ipc.open_stream(source)
-            return [pickle.loads(payload) for batch in reader for payload in batch.column(0).to_pylist()]
+            return [load_payload(payload) for batch in reader for payload in batch.column(0).to_pylist()]
 
     def process(self, spool: Path, record_pass: RecordPass) -> list[Outcome]:
         """Runs the pass over a spool file and keeps its table; returns one light outcome per record.
