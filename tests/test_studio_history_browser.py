@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (``page`` is the fixture shared with test_studio_browser, imported by name)
 """Run history, the header on first paint and the full log, clicked through in headless Chromium.
 
 Two tiny LoRA runs are trained in this process; a third, long one trains in the studio's supervisor
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_studio_browser import CHROMIUM, CHROMIUM_ARGS, choose, wait_until
+from test_studio_browser import CHROMIUM, choose, page, wait_until  # noqa: F401 (page: the shared fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,20 +50,6 @@ def studio(tiny_llama_dir: Path, make_settings):
         yield blocks, context, settings
     finally:
         close_studio(blocks, context)
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        tab = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-        tab.set_default_timeout(60_000)
-        try:
-            yield tab
-        finally:
-            browser.close()
 
 
 def _history_text(page) -> str:
