@@ -3,7 +3,8 @@
 Rendering goes through the tokenizer's chat template, the same one inference and the API use,
 so the token ids at serving time equal the training prompt's ids. Assistant spans are found by
 rendering growing prefixes of the conversation: the tokens added by an assistant turn, up to and
-including the template's end-of-turn token, are the trained ones.
+including the template's end-of-turn token, are the trained ones. A template that renders contents
+verbatim gets the same spans from one render (:mod:`core.infrastructure.data.verbatim`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.domain.records import Conversation
 from core.infrastructure.data.tool_rendering import template_messages, template_tools
+from core.infrastructure.data.verbatim import locate_verbatim, render_text, template_profile
 
 IGNORE_INDEX = -100
 """Label value that the loss ignores."""
@@ -38,13 +40,6 @@ class TokenizedExample:
     trained_tokens: int = field(default=0)
 
 
-def _render_text(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool, tools: list | None = None
-) -> str:
-    extra = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra)
-
-
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
@@ -60,7 +55,7 @@ def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) 
     Returns:
         Token ids including the assistant header.
     """
-    return _encode(tokenizer, _render_text(tokenizer, messages, add_generation_prompt=True))[0]
+    return _encode(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True))[0]
 
 
 def assistant_spans(
@@ -89,18 +84,18 @@ def assistant_spans(
     Raises:
         ValueError: If the template renders earlier turns differently once later turns are added.
     """
-    full_text = _render_text(tokenizer, messages, add_generation_prompt=False, tools=tools)
+    full_text = render_text(tokenizer, messages, add_generation_prompt=False, tools=tools)
     eos_text = tokenizer.eos_token or ""
     spans = []
     assistant_turns = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
     for number, index in enumerate(assistant_turns):
         if trained is not None and not trained[number]:
             continue
-        prompt_text = _render_text(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+        prompt_text = render_text(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
         turn_text = (  # the last message's turn is the whole conversation, rendered above
             full_text
             if index == len(messages) - 1
-            else _render_text(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
+            else render_text(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
         )
         if not (turn_text.startswith(prompt_text) and full_text.startswith(turn_text)):
             raise ValueError(f"{source}: the chat template is not prefix-stable; cannot locate the assistant turn")
@@ -162,23 +157,98 @@ def tokenize_with_reason(
         ``(example, None)``, or ``(None, "too_long")`` when dropped by the truncation policy, or
         ``(None, "empty_loss_mask")`` when no token is left to train.
     """
+    encoded = encode_conversation(tokenizer, conversation, train_on_prompt)
+    return finish_example(encoded.input_ids, encoded.labels, encoded.first_answer, max_length, truncation)
+
+
+@dataclass
+class EncodedConversation:
+    """A whole conversation tokenized with its labels, before any cut.
+
+    Attributes:
+        text: The rendered text.
+        input_ids: Its token ids (with an appended EOS when the template closes answers without it).
+        offsets: Character span of every token of ``text``.
+        labels: Labels of ``input_ids``.
+        answers: Token ranges ``[first, last)`` of the trained answers.
+        starts: Where each template message's content starts in ``text`` when the conversation was
+            located verbatim (:mod:`core.infrastructure.data.verbatim`), else None.
+    """
+
+    text: str
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    labels: list[int]
+    answers: list[tuple[int, int]]
+    starts: list[int] | None = None
+
+    @property
+    def first_answer(self) -> int:
+        """Token position of the first trained answer (0 when none)."""
+        return self.answers[0][0] if self.answers else 0
+
+
+def encode_conversation(
+    tokenizer: PreTrainedTokenizerBase, conversation: Conversation, train_on_prompt: bool = False
+) -> EncodedConversation:
+    """Renders and tokenizes a whole conversation with its labels (one render when located verbatim).
+
+    Args:
+        tokenizer: Tokenizer with the chat template to train with.
+        conversation: The conversation.
+        train_on_prompt: Also train on system and user tokens.
+
+    Returns:
+        The encoded conversation.
+
+    Raises:
+        ValueError: If the template renders earlier turns differently once later turns are added.
+    """
     template = tokenizer.chat_template
     messages = template_messages(conversation.messages, template, conversation.tools)
     trained = [message.trained for message in conversation.messages if message.role == "assistant"]
     tools = template_tools(template, conversation.tools)
-    full_text, spans = assistant_spans(tokenizer, messages, conversation.source, tools, trained)
-    spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
+    profile = None if tools or any("tool_calls" in message for message in messages) else template_profile(tokenizer)
+    located = locate_verbatim(tokenizer, profile, messages, trained) if profile else None
+    if located is not None:
+        full_text, spans = located.text, located.spans
+    else:
+        full_text, spans = assistant_spans(tokenizer, messages, conversation.source, tools, trained)
+        spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
     input_ids, offsets = _encode(tokenizer, full_text)
     answers = answer_token_ranges(offsets, spans)
     labels = list(input_ids) if train_on_prompt else [IGNORE_INDEX] * len(input_ids)
     for first, last in answers:
         labels[first:last] = input_ids[first:last]
     input_ids, labels = _with_final_eos(tokenizer, full_text, spans, offsets, input_ids, labels)
+    starts = located.starts if located is not None else None
+    return EncodedConversation(full_text, input_ids, offsets, labels, answers, starts)
+
+
+def finish_example(
+    input_ids: list[int],
+    labels: list[int],
+    first_answer: int,
+    max_length: int,
+    truncation: Literal["truncate", "drop"] = "truncate",
+) -> tuple[TokenizedExample | None, str | None]:
+    """Applies the truncation policy to a tokenized sample and counts its trained tokens.
+
+    Args:
+        input_ids: The sample's token ids.
+        labels: Its labels.
+        first_answer: Token position of its first trained answer (where ``truncate`` keeps the window).
+        max_length: Longest sequence kept.
+        truncation: ``truncate`` or ``drop``.
+
+    Returns:
+        ``(example, None)``, ``(None, "too_long")`` or ``(None, "empty_loss_mask")``.
+    """
     truncated = len(input_ids) > max_length
     if truncated:
         if truncation == "drop":
             return None, "too_long"
-        input_ids, labels = _window(input_ids, labels, answers[0][0] if answers else 0, max_length)
+        input_ids, labels = _window(input_ids, labels, first_answer, max_length)
     trained_tokens = len(labels) - labels.count(IGNORE_INDEX)
     if trained_tokens == 0:
         return None, "empty_loss_mask"
