@@ -1,4 +1,4 @@
-"""What the Evaluate tab shows: a labelled metrics table, score and loss bars, per-sample rows, job status."""
+"""What the Evaluate tab shows: metrics with intervals, score and loss bars, check pass rates by kind, per-sample rows."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 
 from core.domain.evaluation_metrics import METRIC_LABELS, SCORE_METRICS
+from core.infrastructure.evaluation.report_format import format_value
+from core.infrastructure.evaluation.sample_tables import SAMPLE_HEADERS, kind_comparison, sample_rows
 from studio.charts import PALETTE, Figure, empty_figure, figure
 from studio.context import StudioContext
 from studio.job_records import ACTIVE_STATES
@@ -19,8 +21,10 @@ RECORDS_ROW = "Test records answered"
 LABELS = dict(METRIC_LABELS)
 CHART_LABELS = {
     "normalized_exact_match": "Norm. exact match",
-    "checks_pass_rate": "Checks passed",
-    "checks_all_passed_rate": "All checks passed",
+    "checks_pass_rate": "Instr. strict",
+    "checks_pass_rate_loose": "Instr. loose",
+    "checks_all_passed_rate": "Prompt strict",
+    "checks_all_passed_rate_loose": "Prompt loose",
     "bleu": "BLEU / 100",
 }
 """Shorter names where the chart's axis has little room."""
@@ -58,7 +62,8 @@ def metrics_table(found: dict[str, dict[str, Any]]) -> pd.DataFrame:
     for key, label in METRIC_LABELS:
         values = {name: _rounded(_metric(evaluation, key)) for name, evaluation in found.items()}
         if any(value is not None for value in values.values()):
-            rows.append({METRIC_COLUMN: label, **{name: _shown(value) for name, value in values.items()}})
+            shown = {name: _with_interval(value, found[name], key) for name, value in values.items()}
+            rows.append({METRIC_COLUMN: label, **shown})
     records = {name: (evaluation.get("data") or {}).get("generated_samples") for name, evaluation in found.items()}
     rows.append({METRIC_COLUMN: RECORDS_ROW, **{name: _shown(value) for name, value in records.items()}})
     return pd.DataFrame(rows, columns=[METRIC_COLUMN, *found]) if found else pd.DataFrame(columns=[METRIC_COLUMN])
@@ -66,6 +71,14 @@ def metrics_table(found: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 def _shown(value: Any) -> Any:
     return "-" if value is None else value
+
+
+def _with_interval(value: Any, evaluation: dict[str, Any], key: str) -> Any:
+    """The value, followed by its 95 % bootstrap interval where the evaluation has one (``0.83 [0.79, 0.87]``)."""
+    interval = (evaluation.get("metrics_ci") or {}).get(key)
+    if value is None or not interval:
+        return _shown(value)
+    return f"{format_value(value)} [{format_value(interval[0])}, {format_value(interval[1])}]"
 
 
 def headline_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -143,23 +156,29 @@ def _colour(index: int) -> str:
 
 
 def sample_table(evaluation: dict[str, Any] | None) -> pd.DataFrame:
-    """Per-sample rows: prompt, output, reference and each check's verdict (no paths, no raw messages).
+    """Per-sample rows, worst score first: prompt, answer, reference, sentence BLEU, ROUGE-L, checks passed.
 
     Args:
         evaluation: ``evaluation.json`` content (None: an empty table).
 
     Returns:
-        The table.
+        The table (scores are numbers, so a click on their header sorts them).
     """
-    columns = ["#", "prompt", "output", "reference", "checks"]
-    rows = []
-    for sample in (evaluation or {}).get("samples") or []:
-        checks = sample.get("checks") or []
-        verdicts = ", ".join(f"{check.get('kind')} {'✓' if check.get('passed') else '✗'}" for check in checks)
-        rows.append(
-            [sample.get("index"), sample.get("prompt"), sample.get("output"), sample.get("reference"), verdicts or "-"]
-        )
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(sample_rows((evaluation or {}).get("samples") or []), columns=SAMPLE_HEADERS)
+
+
+def kind_table(found: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Instruction pass rates by check kind, ``strict / loose``, one column per run (or base model).
+
+    Args:
+        found: Name -> evaluation.
+
+    Returns:
+        The table (one row per check kind any evaluation ran).
+    """
+    summaries = {name: (evaluation.get("metrics") or {}).get("checks") or {} for name, evaluation in found.items()}
+    headers, rows = kind_comparison(summaries)
+    return pd.DataFrame(rows, columns=headers)
 
 
 def evaluation_jobs_line(context: StudioContext) -> str:

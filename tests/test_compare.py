@@ -70,6 +70,12 @@ def test_compare_two_runs_writes_one_report(two_runs, make_settings, tmp_path):
     markdown = (output / "report.md").read_text(encoding="utf-8")
     assert "## Recommendation" in markdown and recommendation["text"] in markdown
     assert "tiny-lora" in markdown and "tiny-prefix" in markdown and "Peak memory" in markdown
+    # strict and loose accuracy at prompt and instruction level, and pass rates by kind per model
+    for label in ("Instr. acc. strict", "Instr. acc. loose", "Prompt acc. strict", "Prompt acc. loose"):
+        assert label in markdown
+    assert all(row["checks_pass_rate_loose"] is not None for row in comparison["models"])
+    assert all(row["checks_by_kind"]["by_kind"] for row in comparison["models"])
+    assert "## Instruction checks by kind" in markdown and "| Check (strict / loose) |" in markdown
     page = (output / "report.html").read_text(encoding="utf-8")
     assert page.count('class="plotly-graph-div"') == 3  # quality bars, overlaid loss curves, costs
     assert "tiny-lora train" in page and "tiny-prefix eval" in page  # both curves overlaid

@@ -85,7 +85,10 @@ def test_metric_intervals_cover_the_reported_values():
         "bleu",
         "checks_pass_rate",
         "checks_all_passed_rate",
+        "checks_pass_rate_loose",  # old samples without passed_loose: the strict verdict stands for it
+        "checks_all_passed_rate_loose",
     }
+    assert intervals["checks_pass_rate_loose"] == intervals["checks_pass_rate"]
     for metric in ("rouge1", "rougeL", "bleu", "exact_match"):
         low, high = intervals[metric]
         assert low <= scores.metrics[metric] <= high and low < high

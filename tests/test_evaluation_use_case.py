@@ -71,7 +71,8 @@ def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
     assert samples[0]["prompt"].startswith("Sort these numbers")
     assert samples[0]["reference"] == "0, 3, 7"
     # the global check plus the record's two checks, in that order
-    assert [check["kind"] for check in samples[0]["checks"]] == ["max_words", "regex", "max_words"]
+    words = "length_constraints:number_words"  # max_words, read as the IFEval instruction it stands for
+    assert [check["kind"] for check in samples[0]["checks"]] == [words, "regex", words]
     assert stored["metrics"]["checks"]["checks"] == 12
     assert stored["metrics"]["loss_tokens"] > 0 and stored["metrics"]["perplexity"] > 1
     assert {"checks_pass_rate", "checks_all_passed_rate", "rougeL", "bleu", "exact_match"} <= set(stored["metrics_ci"])
@@ -80,10 +81,27 @@ def test_evaluate_run_writes_evaluation_and_reports(lora_setup):
 
     markdown = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "# Evaluation of tiny-lora" in markdown and "ROUGE-L" in markdown and "Perplexity" in markdown
-    checks_row = next(line for line in markdown.splitlines() if line.startswith("| Instruction checks passed"))
+    checks_row = next(
+        line for line in markdown.splitlines() if line.startswith("| Instruction-level accuracy (strict)")
+    )
     low, high = stored["metrics_ci"]["checks_pass_rate"]
     assert checks_row.endswith(f"| [{format_value(low)}, {format_value(high)}] |")
+    assert {"checks_pass_rate_loose", "checks_all_passed_rate_loose"} <= set(stored["metrics_ci"])
+    for label in (
+        "Instruction-level accuracy (loose)",
+        "Prompt-level accuracy (strict)",
+        "Prompt-level accuracy (loose)",
+    ):
+        assert f"| {label} |" in markdown
+    # IFEval accuracy over the IFEval instructions, and pass rates by kind, strict and loose
+    assert "## IFEval accuracy" in markdown and "| Prompt level (4 prompts) |" in markdown
+    assert "| Instruction level (8 instructions) |" in markdown
+    assert "| length_constraints:number_words | IFEval | 8 |" in markdown and "| regex | project | 4 |" in markdown
+    # the per-sample table: worst ROUGE-L first, with the columns the issue names
+    assert "| # | Prompt | Answer | Reference | Sentence BLEU | ROUGE-L | Checks passed |" in markdown
+    assert "worst first" in markdown
     page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "lowest score first" in page and "<th>Sentence BLEU</th><th>ROUGE-L</th><th>Checks passed</th>" in page
     assert page.count('class="plotly-graph-div"') == 3  # metrics, checks by kind, loss curve
     assert "Loss during training" in page
     assert '<script src="http' not in page  # plotly.js is inlined: the report opens offline

@@ -81,7 +81,7 @@ def test_evaluate_run_and_base_model(studio) -> None:
 
     client = Client(blocks.local_url, verbose=False)
     # selecting the tab lists the evaluable runs (the checkbox choices of this session)
-    choices, _metrics, _scores, _losses, _target, _samples = client.predict(None, api_name="/refresh_evaluate")
+    choices, _metrics, _scores, _losses, _kinds, _target, _samples = client.predict(None, api_name="/refresh_evaluate")
     assert RUN_NAME in str(choices)
 
     message = client.predict([RUN_NAME], True, 3, api_name="/run_evaluation")
@@ -101,7 +101,7 @@ def test_evaluate_run_and_base_model(studio) -> None:
     else:
         raise AssertionError(f"evaluations did not finish: {states}")
 
-    status, _choices, metrics, scores, losses, target, samples = client.predict(
+    status, _choices, metrics, scores, losses, kinds, target, samples = client.predict(
         None, api_name="/poll_evaluations"
     )  # the tab's own poll redraws the results once the evaluations are written
     assert status == ""  # nothing queued or running any more
@@ -126,9 +126,28 @@ def test_evaluate_run_and_base_model(studio) -> None:
         sample_rows = table_rows(samples)
         assert len(sample_rows) == 3, (name, sample_rows)
         for row in sample_rows:
-            assert row["prompt"].strip() and row["reference"].strip()
-            assert isinstance(row["output"], str) and row["checks"]
-        assert list(sample_rows[0]) == ["#", "prompt", "output", "reference", "checks"]  # no paths, no raw messages
+            assert row["Prompt"].strip() and row["Reference"].strip()
+            assert isinstance(row["Answer"], str) and row["Checks passed"] != "-"
+            assert isinstance(row["ROUGE-L"], int | float) and isinstance(row["Sentence BLEU"], int | float)
+        # no paths, no raw messages; lowest ROUGE-L first
+        assert list(sample_rows[0]) == [
+            "#",
+            "Prompt",
+            "Answer",
+            "Reference",
+            "Sentence BLEU",
+            "ROUGE-L",
+            "Checks passed",
+        ]
+        assert [row["ROUGE-L"] for row in sample_rows] == sorted(row["ROUGE-L"] for row in sample_rows)
+
+    # pass rates by check kind, strict / loose, for the run and the base model
+    kind_rows = table_rows(kinds)
+    assert kind_rows and set(kind_rows[0]) == {"Check (strict / loose)", RUN_NAME, base_dir}
+    assert all(" / " in row[RUN_NAME] for row in kind_rows)
+    # metrics carry their bootstrap interval where there is one
+    assert "[" in str(table["Instruction-level accuracy (strict)"][RUN_NAME])
+    assert "Prompt-level accuracy (loose)" in table
 
     # the evaluated base model can be picked in Compare, beside the run
     choices, _report = client.predict([], api_name="/refresh_compare")

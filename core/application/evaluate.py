@@ -192,9 +192,16 @@ def _check_results(settings: Settings, conversations: list[Conversation], output
 
     global_checks = list(settings.evaluation.checks)
     return [
-        run_checks([*global_checks, *_record_checks(conversation)], output, conversation.reference)
+        run_checks(
+            [*global_checks, *_record_checks(conversation)], output, conversation.reference, _prompt(conversation)
+        )
         for conversation, output in zip(conversations, outputs, strict=True)
     ]
+
+
+def _prompt(conversation: Conversation) -> str:
+    """The last prompt message of a conversation (what the answer responds to)."""
+    return conversation.prompt_messages[-1].content if conversation.prompt_messages else ""
 
 
 def _check_metrics(check_results: list[Any]) -> dict[str, Any]:
@@ -208,6 +215,8 @@ def _check_metrics(check_results: list[Any]) -> dict[str, Any]:
         "checks": summary,
         "checks_pass_rate": summary["pass_rate"],
         "checks_all_passed_rate": summary["all_passed_rate"],
+        "checks_pass_rate_loose": summary["pass_rate_loose"],
+        "checks_all_passed_rate_loose": summary["all_passed_rate_loose"],
     }
 
 
@@ -226,7 +235,7 @@ def _samples(
             {
                 "index": index,
                 "source": conversation.source,
-                "prompt": conversation.prompt_messages[-1].content if conversation.prompt_messages else "",
+                "prompt": _prompt(conversation),
                 "messages": prompts[index],
                 "output": output,
                 "reference": conversation.reference,
@@ -235,6 +244,7 @@ def _samples(
                 "scores": scores[index],
                 "checks": results,
                 "passed_all_checks": all(result["passed"] for result in results) if results else None,
+                "passed_all_checks_loose": all(result["passed_loose"] for result in results) if results else None,
             }
         )
     return samples

@@ -18,15 +18,17 @@ METRIC_LABELS = (
     ("bleu", "BLEU (sacreBLEU, 0-100)"),
     ("exact_match", "Exact match"),
     ("normalized_exact_match", "Normalized exact match"),
-    ("checks_pass_rate", "Instruction checks passed"),
-    ("checks_all_passed_rate", "Samples passing all checks"),
+    ("checks_pass_rate", "Instruction-level accuracy (strict)"),
+    ("checks_pass_rate_loose", "Instruction-level accuracy (loose)"),
+    ("checks_all_passed_rate", "Prompt-level accuracy (strict)"),
+    ("checks_all_passed_rate_loose", "Prompt-level accuracy (loose)"),
     ("generation_tokens_per_second", "Generation tokens/s"),
 )
 """Headline metrics in report order: (key in ``metrics``, label)."""
 
 SCORE_METRICS = (
     "rouge1", "rouge2", "rougeL", "exact_match", "normalized_exact_match", "checks_pass_rate",
-    "checks_all_passed_rate",
+    "checks_pass_rate_loose", "checks_all_passed_rate", "checks_all_passed_rate_loose",
 )  # fmt: skip
 """Metrics that are rates or scores in [0, 1] (higher is better), drawn on one axis."""
 

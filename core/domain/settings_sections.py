@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from core.domain.catalog import EMBEDDED_MODEL_NAME
+from core.domain.check_kinds import canonical_check
 from core.domain.data_settings import DatasetSource as DatasetSource  # re-exported: the data section
 from core.domain.data_settings import DataSettings as DataSettings
 from core.domain.section import Section
@@ -132,24 +133,24 @@ class TrainingSettings(Section):
 
 
 class CheckSpec(Section):
-    """One instruction-following check applied to generated answers (IFEval-style)."""
+    """One instruction check applied to generated answers.
 
-    kind: Literal[
-        "valid_json",
-        "json_keys",
-        "min_words",
-        "max_words",
-        "max_sentences",
-        "contains",
-        "not_contains",
-        "ends_with",
-        "starts_with",
-        "bullet_count",
-        "language",
-        "regex",
-        "exact_match",
-    ]
+    ``kind`` is an IFEval instruction id (``value``: its keyword arguments, verdicts from the IFEval
+    reference) or a project check (``valid_json``, ``json_keys``, ``starts_with``, ``regex``,
+    ``exact_match``); the older names (``min_words``, ``not_contains``, ...) are read as the IFEval
+    instruction they stood for (:func:`core.domain.check_kinds.canonical_check`).
+    """
+
+    kind: str = Field(description="IFEval instruction id or project check kind.")
     value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            kind, value = canonical_check(data["kind"], data.get("value"))
+            return {**data, "kind": kind, "value": value}
+        return data
 
 
 class EvaluationSettings(Section):

@@ -11,6 +11,7 @@ from studio.context import Refresher, StudioContext, plain_errors
 from studio.evaluation_views import (
     evaluation_jobs_line,
     evaluations,
+    kind_table,
     loss_bars,
     metrics_table,
     sample_table,
@@ -22,6 +23,8 @@ BASE_CHOICE = "base model"
 RESULTS_POLL_S = 3.0
 RUNS_INFO = "Finished runs (completed or stopped)"
 NO_RUNS_HINT = "No finished run yet: train one in the Train tab. The base model can be evaluated now."
+SAMPLES_LABEL = "Per sample, lowest score first (click a column header to sort by it)"
+SAMPLE_TYPES = ["number", "str", "str", "str", "number", "number", "str"]
 
 
 def trained_runs(context: StudioContext) -> list[str]:
@@ -71,16 +74,21 @@ def build_evaluate_tab(context: StudioContext) -> Refresher:
             with gr.Row():
                 scores = gr.Plot(score_bars({}), label="Scores", elem_id="evaluation-scores")
                 losses = gr.Plot(loss_bars({}), label="Test loss", elem_id="evaluation-loss")
+            kinds = gr.Dataframe(
+                kind_table({}), label="Instruction checks passed, by kind (strict / loose)", interactive=False,
+                elem_id="evaluation-kinds", max_height=320,
+            )  # fmt: skip
             sample_target = gr.Dropdown(choices=[], label="Per-sample outputs of", allow_custom_value=True)
             samples = gr.Dataframe(
-                sample_table(None), label="Prompt, output, reference and checks", interactive=False, wrap=True, max_height=480,
-                elem_id="evaluation-samples", column_widths=["5%", "30%", "28%", "25%", "12%"],
+                sample_table(None), label=SAMPLES_LABEL, interactive=False, wrap=True, max_height=480,
+                elem_id="evaluation-samples", datatype=SAMPLE_TYPES, show_search="search",
+                column_widths=["5%", "24%", "24%", "19%", "9%", "9%", "10%"],
             )  # fmt: skip
     evaluate_button.click(
         plain_errors(lambda selected, base, records: _queue_evaluations(context, selected, base, records)),
         inputs=[runs, include_base, max_samples], outputs=message, api_name="run_evaluation",
     )  # fmt: skip
-    outputs = [runs, metrics, scores, losses, sample_target, samples]
+    outputs = [runs, metrics, scores, losses, kinds, sample_target, samples]
     results = plain_errors(lambda target: _results(context, target))
     sample_target.input(results, inputs=sample_target, outputs=outputs, api_name="evaluation_samples")
     _wire_live_results(context, status, sample_target, outputs)
@@ -105,7 +113,7 @@ def _queue_evaluations(context: StudioContext, selected: list[str] | None, base:
 
 
 def _results(context: StudioContext, target: str | None) -> tuple[Any, ...]:
-    """The evaluable runs, the metrics table, both charts and the chosen evaluation's samples."""
+    """The evaluable runs, the metrics table, both charts, pass rates by kind and the chosen evaluation's samples."""
     found = evaluations(context.runs_dir)
     target = target if target in found else (next(iter(found)) if found else None)
     choices = trained_runs(context)
@@ -114,6 +122,7 @@ def _results(context: StudioContext, target: str | None) -> tuple[Any, ...]:
         metrics_table(found),
         score_bars(found),
         loss_bars(found),
+        kind_table(found),
         gr.update(choices=list(found), value=target),
         sample_table(found.get(target)),
     )

@@ -7,7 +7,7 @@ Five tasks with one fixed answer format each, so exact match is meaningful: JSON
 (exact match near zero) and picks the formats up within a short LoRA run.
 
 Every record carries ``split`` (train/validation/test), ``task`` and ``checks`` (CheckSpec
-kinds: ``valid_json``, ``json_keys``, ``regex``, ``exact_match``). Regenerate the bundled files
+kinds: ``valid_json``, ``json_keys``, ``regex``, ``exact_match``: this project's own checks, not IFEval's). Regenerate the bundled files
 (byte-identical, the generator is seeded) with::
 
     python -m core.infrastructure.data.demo [--output assets/demo]
@@ -118,7 +118,7 @@ def _reverse_words(rng: random.Random) -> tuple[str, str, str, list[dict[str, An
             "List these words in reverse order: ",
         ]
     ) + ", ".join(words)
-    checks = [{"kind": "not_contains", "value": "."}]
+    checks = [{"kind": "regex", "value": r"^[^.]*$"}]  # no period anywhere (a project check, not IFEval's)
     return instruction, "", ", ".join(reversed(words)), checks
 
 

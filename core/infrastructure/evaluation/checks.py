@@ -1,22 +1,19 @@
-"""Instruction-following checks verifiable without a judge model (IFEval-style).
+"""Instruction checks verifiable without a judge model: IFEval's instructions and the project's own.
 
-Each check kind of :class:`core.domain.config.CheckSpec` maps to one function
-``(answer, value, reference) -> (passed, detail)``. Checks come from two places: the
-``evaluation.checks`` setting (applied to every answer) and the ``checks`` of each record.
+Each :class:`core.domain.settings_sections.CheckSpec` is either
 
-Value conventions:
+- an **IFEval instruction** (``kind`` an IFEval instruction id, ``value`` its keyword arguments):
+  the strict and loose verdicts are the reference implementation's
+  (:mod:`core.infrastructure.evaluation.ifeval_checks`); or
+- a **project check** (deterministic formats of the demo data; the loose verdict equals the strict one):
 
-- ``valid_json``: no value. The answer (a Markdown code fence around it is allowed) must parse.
-- ``json_keys``: list of keys the answer's JSON object must contain.
-- ``min_words`` / ``max_words``: word count bounds (words are whitespace-separated).
-- ``max_sentences``: most sentences allowed (sentences end with ``.``, ``!`` or ``?``).
-- ``contains`` / ``not_contains``: a string or list of strings, matched case-insensitively.
-- ``starts_with`` / ``ends_with``: a string the stripped answer starts or ends with (case-insensitive).
-- ``bullet_count``: an exact count, or ``{"min": a, "max": b}``; bullets are lines starting
-  with ``-``, ``*``, ``•`` or ``1.``/``1)``.
-- ``language``: ISO 639-1 code detected by langdetect (seeded, deterministic).
-- ``regex``: a pattern that must be found in the stripped answer (``re.search``; ``^``/``$`` anchor the whole answer).
-- ``exact_match``: the stripped answer equals the value (or the reference when no value).
+  - ``valid_json``: no value. The answer (a Markdown code fence around it is allowed) must parse.
+  - ``json_keys``: list of keys the answer's JSON object must contain.
+  - ``starts_with``: a string the stripped answer starts with (case-insensitive).
+  - ``regex``: a pattern found in the stripped answer (``re.search``; ``^``/``$`` anchor the whole answer).
+  - ``exact_match``: the stripped answer equals the value (or the reference when no value).
+
+Checks come from the ``evaluation.checks`` setting (applied to every answer) and each record's ``checks``.
 """
 
 from __future__ import annotations
@@ -27,13 +24,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from core.domain.check_kinds import IFEVAL_INSTRUCTION_IDS
 from core.domain.settings_sections import CheckSpec
 
 CheckFunction = Callable[[str, Any, str | None], tuple[bool, str]]
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -43,14 +39,25 @@ class CheckResult:
     Attributes:
         kind: The check kind.
         value: The check's parameter.
-        passed: Whether the answer passed.
+        passed: Whether the answer passed (IFEval's strict verdict for an IFEval instruction).
         detail: A short explanation (what was measured).
+        passed_loose: IFEval's loose verdict (the strict one for a project check).
     """
 
     kind: str
     value: Any
     passed: bool
     detail: str
+    passed_loose: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.passed_loose is None:
+            object.__setattr__(self, "passed_loose", self.passed)
+
+    @property
+    def is_ifeval(self) -> bool:
+        """Whether the check is an IFEval instruction (its verdicts are the reference's)."""
+        return self.kind in IFEVAL_INSTRUCTION_IDS
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the result as JSON-compatible data."""
@@ -78,62 +85,6 @@ def _as_list(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
-def word_count(text: str) -> int:
-    """Counts whitespace-separated words.
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The number of words.
-    """
-    return len(text.split())
-
-
-def sentence_count(text: str) -> int:
-    """Counts sentences: pieces ending with ``.``, ``!`` or ``?`` (a trailing piece without one counts too).
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The number of non-empty sentences.
-    """
-    pieces = _SENTENCE_END.split(text.strip())
-    return sum(1 for piece in pieces if piece.strip())
-
-
-def bullet_count(text: str) -> int:
-    """Counts Markdown bullet or numbered list lines.
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The number of list lines.
-    """
-    return len(_BULLET.findall(text))
-
-
-def detect_language(text: str) -> str | None:
-    """Detects the language of a text with langdetect, deterministically (seed 0).
-
-    Args:
-        text: Any text.
-
-    Returns:
-        An ISO 639-1 code such as ``en``, or None when the text has no detectable language.
-    """
-    from langdetect import DetectorFactory, detect
-    from langdetect.lang_detect_exception import LangDetectException
-
-    DetectorFactory.seed = 0
-    try:
-        return detect(text)
-    except LangDetectException:
-        return None
-
-
 def _valid_json(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
     _parsed, problem = _parse_json(answer)
     return problem is None, problem or "parses as JSON"
@@ -149,55 +100,9 @@ def _json_keys(answer: str, value: Any, reference: str | None) -> tuple[bool, st
     return not missing, f"missing keys {missing}" if missing else "all keys present"
 
 
-def _min_words(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    count = word_count(answer)
-    return count >= int(value), f"{count} words (min {int(value)})"
-
-
-def _max_words(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    count = word_count(answer)
-    return count <= int(value), f"{count} words (max {int(value)})"
-
-
-def _max_sentences(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    count = sentence_count(answer)
-    return count <= int(value), f"{count} sentences (max {int(value)})"
-
-
-def _contains(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    lowered = answer.lower()
-    missing = [item for item in _as_list(value) if item.lower() not in lowered]
-    return not missing, f"missing {missing}" if missing else "contains all"
-
-
-def _not_contains(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    lowered = answer.lower()
-    found = [item for item in _as_list(value) if item.lower() in lowered]
-    return not found, f"contains {found}" if found else "contains none"
-
-
 def _starts_with(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
     passed = answer.strip().lower().startswith(str(value).strip().lower())
     return passed, f"starts with {answer.strip()[:30]!r}"
-
-
-def _ends_with(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    passed = answer.strip().lower().endswith(str(value).strip().lower())
-    return passed, f"ends with {answer.strip()[-30:]!r}"
-
-
-def _bullet_count(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    count = bullet_count(answer)
-    if isinstance(value, dict):
-        low, high = value.get("min"), value.get("max")
-        passed = (low is None or count >= int(low)) and (high is None or count <= int(high))
-        return passed, f"{count} bullets (min {low}, max {high})"
-    return count == int(value), f"{count} bullets (expected {int(value)})"
-
-
-def _language(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
-    detected = detect_language(answer)
-    return detected == str(value).lower(), f"detected {detected}"
 
 
 def _regex(answer: str, value: Any, reference: str | None) -> tuple[bool, str]:
@@ -216,42 +121,43 @@ def _exact_match(answer: str, value: Any, reference: str | None) -> tuple[bool, 
 CHECKS: dict[str, CheckFunction] = {
     "valid_json": _valid_json,
     "json_keys": _json_keys,
-    "min_words": _min_words,
-    "max_words": _max_words,
-    "max_sentences": _max_sentences,
-    "contains": _contains,
-    "not_contains": _not_contains,
-    "ends_with": _ends_with,
     "starts_with": _starts_with,
-    "bullet_count": _bullet_count,
-    "language": _language,
     "regex": _regex,
     "exact_match": _exact_match,
 }
-"""Check kind -> function; the keys equal the kinds allowed by :class:`CheckSpec`."""
+"""Project check kind -> function; the keys equal :data:`core.domain.check_kinds.PROJECT_CHECK_KINDS`."""
 
 
-def run_check(spec: CheckSpec | dict[str, Any], answer: str, reference: str | None = None) -> CheckResult:
+def run_check(
+    spec: CheckSpec | dict[str, Any], answer: str, reference: str | None = None, prompt: str = ""
+) -> CheckResult:
     """Runs one check on an answer.
 
     Args:
-        spec: The check (a :class:`CheckSpec` or a mapping with ``kind`` and ``value``).
+        spec: The check (a :class:`CheckSpec` or a mapping with ``kind`` and ``value``; old kind names
+            are read as the IFEval instruction they stood for).
         answer: The generated answer.
         reference: The reference answer (used by ``exact_match`` without a value).
+        prompt: The prompt (handed to the IFEval reference).
 
     Returns:
         The result; a malformed value fails the check with the problem as detail.
     """
     spec = spec if isinstance(spec, CheckSpec) else CheckSpec.model_validate(spec)
     try:
+        if spec.kind in IFEVAL_INSTRUCTION_IDS:
+            from core.infrastructure.evaluation.ifeval_checks import ifeval_verdict
+
+            verdict = ifeval_verdict(spec.kind, spec.value, answer, prompt)
+            return CheckResult(spec.kind, spec.value, verdict.strict, verdict.detail, verdict.loose)
         passed, detail = CHECKS[spec.kind](answer, spec.value, reference)
-    except (TypeError, ValueError, re.error) as error:
+    except (TypeError, ValueError, AttributeError, re.error) as error:
         passed, detail = False, f"bad check value {spec.value!r}: {error}"
     return CheckResult(kind=spec.kind, value=spec.value, passed=bool(passed), detail=detail)
 
 
 def run_checks(
-    specs: Iterable[CheckSpec | dict[str, Any]], answer: str, reference: str | None = None
+    specs: Iterable[CheckSpec | dict[str, Any]], answer: str, reference: str | None = None, prompt: str = ""
 ) -> list[CheckResult]:
     """Runs several checks on one answer.
 
@@ -259,11 +165,39 @@ def run_checks(
         specs: The checks.
         answer: The generated answer.
         reference: The reference answer.
+        prompt: The prompt.
 
     Returns:
         One result per check, in order.
     """
-    return [run_check(spec, answer, reference) for spec in specs]
+    return [run_check(spec, answer, reference, prompt) for spec in specs]
+
+
+def _rate(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def accuracy(per_sample: list[list[CheckResult]]) -> dict[str, Any]:
+    """IFEval's four accuracies over the samples that have checks.
+
+    Args:
+        per_sample: The results of each sample (samples without results are left out).
+
+    Returns:
+        ``prompt_strict``/``prompt_loose`` (share of samples passing every check),
+        ``instruction_strict``/``instruction_loose`` (share of checks passed), and the ``prompts``
+        and ``instructions`` counted; rates are None without checks.
+    """
+    with_checks = [results for results in per_sample if results]
+    flat = [result for results in with_checks for result in results]
+    return {
+        "prompt_strict": _rate([all(result.passed for result in results) for results in with_checks]),
+        "prompt_loose": _rate([all(result.passed_loose for result in results) for results in with_checks]),
+        "instruction_strict": _rate([result.passed for result in flat]),
+        "instruction_loose": _rate([result.passed_loose for result in flat]),
+        "prompts": len(with_checks),
+        "instructions": len(flat),
+    }
 
 
 def summarize_checks(per_sample: list[list[CheckResult]]) -> dict[str, Any]:
@@ -273,23 +207,27 @@ def summarize_checks(per_sample: list[list[CheckResult]]) -> dict[str, Any]:
         per_sample: The results of each sample.
 
     Returns:
-        ``pass_rate`` (share of all checks passed), ``all_passed_rate`` (share of samples with
-        checks that passed every one), ``checks``/``samples_with_checks`` counts and ``by_kind``
-        pass rates. Rates are None when there were no checks.
+        ``pass_rate``/``pass_rate_loose`` (instruction level: share of all checks passed, strict and
+        loose), ``all_passed_rate``/``all_passed_rate_loose`` (prompt level: share of samples with
+        checks that passed every one), ``checks``/``samples_with_checks`` counts, ``by_kind`` and
+        ``by_kind_loose`` pass rates with ``by_kind_count``, and ``ifeval``: the four accuracies over
+        the IFEval instructions only (:func:`accuracy`). Rates are None when there were no checks.
     """
-    flat = [result for results in per_sample for result in results]
-    with_checks = [results for results in per_sample if results]
-    by_kind: dict[str, list[bool]] = {}
-    for result in flat:
-        by_kind.setdefault(result.kind, []).append(result.passed)
+    overall = accuracy(per_sample)
+    by_kind: dict[str, list[CheckResult]] = {}
+    for results in per_sample:
+        for result in results:
+            by_kind.setdefault(result.kind, []).append(result)
+    ifeval_only = [[result for result in results if result.is_ifeval] for results in per_sample]
     return {
-        "pass_rate": sum(result.passed for result in flat) / len(flat) if flat else None,
-        "all_passed_rate": (
-            sum(all(result.passed for result in results) for results in with_checks) / len(with_checks)
-            if with_checks
-            else None
-        ),
-        "checks": len(flat),
-        "samples_with_checks": len(with_checks),
-        "by_kind": {kind: sum(values) / len(values) for kind, values in sorted(by_kind.items())},
+        "pass_rate": overall["instruction_strict"],
+        "pass_rate_loose": overall["instruction_loose"],
+        "all_passed_rate": overall["prompt_strict"],
+        "all_passed_rate_loose": overall["prompt_loose"],
+        "checks": overall["instructions"],
+        "samples_with_checks": overall["prompts"],
+        "by_kind": {kind: _rate([r.passed for r in results]) for kind, results in sorted(by_kind.items())},
+        "by_kind_loose": {kind: _rate([r.passed_loose for r in results]) for kind, results in sorted(by_kind.items())},
+        "by_kind_count": {kind: len(results) for kind, results in sorted(by_kind.items())},
+        "ifeval": accuracy(ifeval_only),
     }

@@ -26,7 +26,10 @@ ROW_FIELDS = (
     "exact_match",
     "normalized_exact_match",
     "checks_pass_rate",
+    "checks_pass_rate_loose",
     "checks_all_passed_rate",
+    "checks_all_passed_rate_loose",
+    "checks_by_kind",
     "trainable_parameters",
     "total_parameters",
     "adapter_size_mb",
@@ -35,7 +38,9 @@ ROW_FIELDS = (
     "tokens_per_second",
     "metrics_ci",
 )
-"""Columns of ``comparison.json``'s model rows (``metrics_ci``: the evaluation's 95 % bootstrap intervals)."""
+"""Columns of ``comparison.json``'s model rows (``metrics_ci``: the evaluation's 95 % bootstrap intervals;
+``checks_by_kind``: strict and loose pass rates per check kind). ``checks_*`` rates are instruction level
+(``pass_rate``: share of checks passed) and prompt level (``all_passed_rate``), strict and loose."""
 
 
 def weights_size_mb(directory: Path) -> float | None:
@@ -94,9 +99,13 @@ def model_row(evaluation: dict[str, Any], manifest: RunManifest | None, run_dir:
         "exact_match",
         "normalized_exact_match",
         "checks_pass_rate",
+        "checks_pass_rate_loose",
         "checks_all_passed_rate",
+        "checks_all_passed_rate_loose",
     ):
         row[key] = metrics.get(key)
+    checks = metrics.get("checks") or {}
+    row["checks_by_kind"] = {key: checks[key] for key in ("by_kind", "by_kind_loose", "by_kind_count") if key in checks}
     row["metrics_ci"] = evaluation.get("metrics_ci") or {}
     return {field: row.get(field) for field in ROW_FIELDS}
 

@@ -9,6 +9,7 @@ from typing import Any
 from core.domain.manifest import write_json_atomic
 from core.infrastructure.evaluation.figures import figures_html, grouped_metric_bars, loss_curves, resource_bars
 from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
+from core.infrastructure.evaluation.sample_tables import kind_comparison
 
 COMPARISON_FILE = "comparison.json"
 
@@ -24,8 +25,10 @@ QUALITY_COLUMNS = (
     ("bleu", "BLEU"),
     ("exact_match", "Exact match"),
     ("normalized_exact_match", "Norm. EM"),
-    ("checks_pass_rate", "Checks passed"),
-    ("checks_all_passed_rate", "All checks passed"),
+    ("checks_pass_rate", "Instr. acc. strict"),
+    ("checks_pass_rate_loose", "Instr. acc. loose"),
+    ("checks_all_passed_rate", "Prompt acc. strict"),
+    ("checks_all_passed_rate_loose", "Prompt acc. loose"),
 )
 COST_COLUMNS = (
     ("trainable_parameters", "Trainable params"),
@@ -38,6 +41,12 @@ COST_COLUMNS = (
 
 
 TITLE = "Technique comparison"
+CHECKS_NOTE = (
+    "Instruction-level accuracy is the share of checks passed, prompt-level accuracy the share of prompts "
+    "passing all their checks; IFEval instructions are judged by the IFEval reference (if-verifiable), strict "
+    "on the answer as given, loose also on its variants without markdown asterisks or first/last line; the "
+    "project's own checks (valid_json, json_keys, starts_with, regex, exact_match) give the same verdict both ways."
+)
 
 
 def _table_rows(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> list[list[Any]]:
@@ -103,6 +112,7 @@ def _tables(comparison: dict[str, Any]) -> dict[str, tuple[list[str], list[list[
         ),
         "cost": (["Model", "Technique", *(label for _, label in COST_COLUMNS)], _table_rows(rows, COST_COLUMNS)),
         "samples": _sample_table(comparison.get("samples", []), names),
+        "kinds": kind_comparison({row["name"]: row.get("checks_by_kind") or {} for row in rows}),
     }
 
 
@@ -125,7 +135,12 @@ def _markdown(comparison: dict[str, Any], tables: dict[str, Any]) -> str:
         markdown_table(*tables["quality"]),
         "",
         "Held-out loss and perplexity are over response tokens of the test split; ROUGE, BLEU (0-100), exact match "
-        "and checks are over the generated answers, with 95 % bootstrap intervals over the prompts in brackets.",
+        "and checks are over the generated answers, with 95 % bootstrap intervals over the prompts in brackets. "
+        + CHECKS_NOTE,
+        "",
+        "## Instruction checks by kind",
+        "",
+        markdown_table(*tables["kinds"]),
         "",
         "## Cost",
         "",
@@ -160,6 +175,9 @@ def _html_body(comparison: dict[str, Any], tables: dict[str, Any], curves: dict[
     body += [
         "<h2>Quality (base model vs each finetuned model)</h2>",
         html_table(*tables["quality"]),
+        f'<p class="note">{html.escape(CHECKS_NOTE)}</p>',
+        "<h2>Instruction checks by kind</h2>",
+        html_table(*tables["kinds"]),
         "<h2>Cost</h2>",
         html_table(*tables["cost"]),
         "<h2>Plots</h2>",

@@ -9,22 +9,21 @@ from typing import Any
 from core.domain.evaluation_metrics import METRIC_LABELS, metric_rows
 from core.infrastructure.evaluation.figures import check_bars, figures_html, loss_curves, metric_bars
 from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
+from core.infrastructure.evaluation.sample_tables import (
+    ACCURACY_HEADERS,
+    KIND_HEADERS,
+    SAMPLE_HEADERS,
+    SORT_NOTE,
+    accuracy_rows,
+    kind_rows,
+    sample_rows,
+)
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 
 SAMPLES_SHOWN = 20
 INTERVAL_HEADER = "95 % interval (bootstrap over prompts)"
-
-
-def _sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
-    rows = []
-    for sample in samples[:SAMPLES_SHOWN]:
-        checks = sample.get("checks") or []
-        verdicts = ", ".join(f"{check['kind']}: {'pass' if check['passed'] else 'FAIL'}" for check in checks)
-        references = "\n".join(sample.get("references") or [sample["reference"]])
-        rows.append([sample["prompt"], sample["output"], references, _sample_scores(sample), verdicts or "-"])
-    return rows
 
 
 def _metric_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
@@ -36,14 +35,6 @@ def _metric_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
         interval = intervals.get(labels_to_keys.get(label, ""))
         rows.append([label, value, f"[{format_value(interval[0])}, {format_value(interval[1])}]" if interval else "-"])
     return rows
-
-
-def _sample_scores(sample: dict[str, Any]) -> str:
-    """A sample's sentence BLEU and ROUGE-L (``-`` when neither was computed)."""
-    scores = sample.get("scores") or {}
-    parts = [f"BLEU {scores['bleu']:.1f}"] if "bleu" in scores else []
-    parts += [f"ROUGE-L {scores['rougeL']:.3f}"] if "rougeL" in scores else []
-    return " · ".join(parts) or "-"
 
 
 def _tokenizers_note(evaluation: dict[str, Any]) -> str:
@@ -77,10 +68,20 @@ def write_evaluation_report(evaluation: dict[str, Any], directory: Path, metrics
     return [markdown_path, html_path]
 
 
+def _check_sections_markdown(checks: dict[str, Any]) -> list[str]:
+    """IFEval accuracy (strict/loose, prompt/instruction level) and pass rates by kind, as Markdown."""
+    markdown: list[str] = []
+    if accuracy_rows(checks):
+        markdown += ["", "## IFEval accuracy", "", markdown_table(ACCURACY_HEADERS, accuracy_rows(checks))]
+    if checks.get("by_kind"):
+        markdown += ["", "## Instruction checks by kind", "", markdown_table(KIND_HEADERS, kind_rows(checks))]
+    return markdown
+
+
 def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
-    """The Markdown report: metrics, response length, checks by kind, the first samples."""
+    """The Markdown report: metrics, response length, IFEval accuracy, checks by kind, the worst samples."""
     metrics = evaluation["metrics"]
-    lengths, by_kind = metrics.get("response_length") or {}, (metrics.get("checks") or {}).get("by_kind") or {}
+    lengths = metrics.get("response_length") or {}
     markdown = [
         f"# {title}",
         "",
@@ -92,45 +93,43 @@ def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
     ]
     if lengths:
         markdown += ["", "## Response length", "", markdown_table(["Statistic", "Value"], list(lengths.items()))]
-    if by_kind:
-        markdown += [
-            "",
-            "## Instruction checks by kind",
-            "",
-            markdown_table(["Check", "Pass rate"], list(by_kind.items())),
-        ]
+    markdown += _check_sections_markdown(metrics.get("checks") or {})
+    shown = min(SAMPLES_SHOWN, len(evaluation["samples"]))
     markdown += [
         "",
-        f"## Samples (first {min(SAMPLES_SHOWN, len(evaluation['samples']))})",
+        f"## Samples ({shown} lowest-scoring of {len(evaluation['samples'])})",
         "",
-        markdown_table(["Prompt", "Output", "Reference", "Scores", "Checks"], _sample_rows(evaluation["samples"])),
+        markdown_table(SAMPLE_HEADERS, sample_rows(evaluation["samples"], SAMPLES_SHOWN)),
         "",
-        "Full per-sample results are in evaluation.json; the HTML report has the plots.",
+        SORT_NOTE,
+        "",
+        "Full per-sample results are in evaluation.json; report.html lists every sample and has the plots.",
         "",
     ]
     return "\n".join(markdown)
 
 
 def _html_body(evaluation: dict[str, Any], title: str, subtitle: str, metrics_rows: list[dict]) -> str:
-    """The HTML report's body: metrics, response length, plots (metrics, checks, training loss), samples."""
+    """The HTML report's body: metrics, response length, checks, plots, every sample worst first."""
     metrics = evaluation["metrics"]
-    lengths, by_kind = metrics.get("response_length") or {}, (metrics.get("checks") or {}).get("by_kind") or {}
+    lengths, checks = metrics.get("response_length") or {}, metrics.get("checks") or {}
     figures = [metric_bars(metrics)]
-    if by_kind:
-        figures.append(check_bars(by_kind))
+    if checks.get("by_kind"):
+        figures.append(check_bars(checks["by_kind"]))
     if any("loss" in row or "eval_loss" in row for row in metrics_rows):
         figures.append(loss_curves({evaluation["name"]: metrics_rows}, title="Loss during training"))
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(subtitle)}</p>", "<h2>Metrics</h2>"]
     body.append(html_table(["Metric", "Value", INTERVAL_HEADER], _metric_rows(evaluation)))
     if lengths:
         body += ["<h2>Response length</h2>", html_table(["Statistic", "Value"], list(lengths.items()))]
+    if accuracy_rows(checks):
+        body += ["<h2>IFEval accuracy</h2>", html_table(ACCURACY_HEADERS, accuracy_rows(checks))]
+    if checks.get("by_kind"):
+        body += ["<h2>Instruction checks by kind</h2>", html_table(KIND_HEADERS, kind_rows(checks))]
     body += ["<h2>Plots</h2>", *figures_html(figures)]
     body += [
-        f"<h2>Samples (first {min(SAMPLES_SHOWN, len(evaluation['samples']))})</h2>",
-        html_table(
-            ["Prompt", "Output", "Reference", "Scores", "Checks"],
-            _sample_rows(evaluation["samples"]),
-            preformatted=True,
-        ),
+        f"<h2>Samples ({len(evaluation['samples'])}, lowest score first)</h2>",
+        f'<p class="note">{html.escape(SORT_NOTE)}</p>',
+        html_table(SAMPLE_HEADERS, sample_rows(evaluation["samples"]), preformatted=True),
     ]
     return "\n".join(body)

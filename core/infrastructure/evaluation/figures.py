@@ -15,8 +15,10 @@ QUALITY_METRICS = (
     ("rougeLsum", "ROUGE-Lsum"),
     ("exact_match", "Exact match"),
     ("normalized_exact_match", "Normalized EM"),
-    ("checks_pass_rate", "Checks passed"),
-    ("checks_all_passed_rate", "All checks passed"),
+    ("checks_pass_rate", "Instr. acc. strict"),
+    ("checks_pass_rate_loose", "Instr. acc. loose"),
+    ("checks_all_passed_rate", "Prompt acc. strict"),
+    ("checks_all_passed_rate_loose", "Prompt acc. loose"),
 )
 """Metrics in [0, 1] shown as bars: (key in evaluation metrics, label)."""
 

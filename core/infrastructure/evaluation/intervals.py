@@ -1,7 +1,8 @@
 """Bootstrap confidence intervals of an evaluation's rates and scores, and paired tests between runs.
 
 Every interval resamples the prompts (seeded): per-sample means for ROUGE and exact match, the
-share of all checks passed for ``checks_pass_rate``, and corpus BLEU recomputed from the resampled
+share of all checks passed for ``checks_pass_rate`` (strict) and ``checks_pass_rate_loose``
+(IFEval's loose verdicts), and corpus BLEU recomputed from the resampled
 samples' n-gram statistics (so BLEU's interval is around corpus BLEU, not a mean of sentence BLEU).
 """
 
@@ -57,11 +58,14 @@ def metric_intervals(
     if bleu_statistics:
         intervals["bleu"] = bootstrap_interval(bleu_statistics, statistic=_bleu, **options)
     checked = [sample for sample in samples if sample.get("checks")]
-    if checked:
-        items = [(sum(check["passed"] for check in sample["checks"]), len(sample["checks"])) for sample in checked]
-        intervals["checks_pass_rate"] = bootstrap_interval(items, statistic=_check_share, **options)
-        passed_all = [float(bool(sample["passed_all_checks"])) for sample in checked]
-        intervals["checks_all_passed_rate"] = bootstrap_interval(passed_all, **options)
+    for field, suffix in (("passed", ""), ("passed_loose", "_loose")):
+        if not checked:
+            break
+        verdicts = [[bool(check.get(field, check["passed"])) for check in sample["checks"]] for sample in checked]
+        items = [(sum(sample_verdicts), len(sample_verdicts)) for sample_verdicts in verdicts]
+        intervals[f"checks_pass_rate{suffix}"] = bootstrap_interval(items, statistic=_check_share, **options)
+        passed_all = [float(all(sample_verdicts)) for sample_verdicts in verdicts]
+        intervals[f"checks_all_passed_rate{suffix}"] = bootstrap_interval(passed_all, **options)
     return {metric: interval for metric, interval in intervals.items() if interval is not None}
 
 
