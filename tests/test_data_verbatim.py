@@ -17,6 +17,7 @@ import pytest
 from core.domain.records import Conversation, Message, ToolCall
 from core.infrastructure.data import tokenize as tokenize_module
 from core.infrastructure.data import turn_split
+from core.infrastructure.data.report import comparison_keys, exact_key, normalized_key, prompt_key
 from core.infrastructure.data.turn_split import tokenize_record
 from core.infrastructure.data.verbatim import locate_verbatim, template_profile
 from core.infrastructure.models.loading import load_tokenizer
@@ -129,3 +130,11 @@ def test_a_long_conversation_is_rendered_once(tokenizers):
         samples = tokenize_record(tokenizer, conversation, 128)
     assert len(renders) == 1
     assert samples.cut and len(samples.examples) > 1 and samples.assistant_turns_trained == 6
+
+
+def test_comparison_keys_equal_the_separate_keys():
+    generator = random.Random(3)
+    for index in range(200):
+        conversation = varied_conversation(generator, index)
+        expected = (exact_key(conversation), normalized_key(conversation), prompt_key(conversation))
+        assert comparison_keys(conversation) == expected

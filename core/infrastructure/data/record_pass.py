@@ -23,7 +23,7 @@ from core.domain.records import Conversation, Message
 from core.infrastructure.data.convert import convert_record
 from core.infrastructure.data.formats import record_converter
 from core.infrastructure.data.problems import Outcome, Problem
-from core.infrastructure.data.report import exact_key, normalized_key, prompt_key
+from core.infrastructure.data.report import comparison_keys, exact_key, normalized_key
 from core.infrastructure.data.turn_split import tokenize_record
 
 PASS_FEATURES = Features(
@@ -195,16 +195,23 @@ class RecordPass:
 
     def _valid_row(self, conversation: Conversation) -> dict[str, Any]:
         settings = self.settings
-        dedup = {"exact": exact_key, "normalized": normalized_key}.get(settings.deduplicate)
         final = with_system_prompt(conversation, settings.system_prompt)
         if settings.train_on == "last_assistant":
             final = train_last_assistant_only(final)
+        exact, normalized, prompt = comparison_keys(final)
+        hashes = {"exact": key_hash(exact), "normalized": key_hash(normalized)}
+        dedup_key = hashes.get(settings.deduplicate, 0)
+        if settings.deduplicate in hashes and len(final.messages) != len(
+            conversation.messages
+        ):  # without system prompt
+            dedup = {"exact": exact_key, "normalized": normalized_key}[settings.deduplicate]
+            dedup_key = key_hash(dedup(conversation))
         row = {
             "conversation": final.model_dump_json(),
-            "dedup_key": key_hash(dedup(conversation)) if dedup else 0,
-            "exact_key": key_hash(exact_key(final)),
-            "normalized_key": key_hash(normalized_key(final)),
-            "prompt_key": key_hash(prompt_key(final)),
+            "dedup_key": dedup_key,
+            "exact_key": hashes["exact"],
+            "normalized_key": hashes["normalized"],
+            "prompt_key": key_hash(prompt),
         }
         try:
             samples = tokenize_record(

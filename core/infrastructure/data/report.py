@@ -57,6 +57,22 @@ def prompt_key(conversation: Conversation) -> str:
     )
 
 
+def comparison_keys(conversation: Conversation) -> tuple[str, str, str]:
+    """:func:`exact_key`, :func:`normalized_key` and :func:`prompt_key` at once, every content normalized once.
+
+    Args:
+        conversation: The conversation.
+
+    Returns:
+        ``(exact, normalized, prompt)``.
+    """
+    messages = conversation.messages
+    normalized = [f"{message.role}\x1f{normalize_text(message.content)}" for message in messages]
+    last = max(index for index, message in enumerate(messages) if message.role == "assistant")
+    prompt = [entry for entry, message in zip(normalized[:last], messages, strict=False) if message.role != "system"]
+    return exact_key(conversation), "\x1e".join(normalized), "\x1e".join(prompt)
+
+
 def _histogram(lengths: list[int], max_length: int) -> list[dict[str, Any]]:
     width = max(1, -(-max_length // HISTOGRAM_BINS))
     counts = Counter(min((length - 1) // width, HISTOGRAM_BINS - 1) for length in lengths if length > 0)

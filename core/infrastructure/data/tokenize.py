@@ -10,8 +10,9 @@ verbatim gets the same spans from one render (:mod:`core.infrastructure.data.ver
 from __future__ import annotations
 
 import bisect
+import operator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -41,8 +42,24 @@ class TokenizedExample:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    backend = _plain_backend(tokenizer)
+    if backend is not None:  # the Rust tokenizer itself: what ``tokenizer(text)`` calls, without its wrapping
+        encoding = backend.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+
+def _plain_backend(tokenizer: PreTrainedTokenizerBase) -> Any:
+    """A fast tokenizer's backend when ``tokenizer(text)`` would call it unchanged (no truncation, no padding)."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    if backend.encode_special_tokens != bool(getattr(tokenizer, "split_special_tokens", False)):
+        return None
+    return backend
 
 
 def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
@@ -271,14 +288,19 @@ def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, i
         Non-empty ranges of token positions.
     """
     starts = [start for start, _end in offsets]
-    reaches = [max(end, start + 1) for start, end in offsets]
-    if starts != sorted(starts) or reaches != sorted(reaches):  # offsets out of order: token by token
+    reaches = [end if end > start else start + 1 for start, end in offsets]
+    if not (_ascending(starts) and _ascending(reaches)):  # offsets out of order: token by token
         return _ranges_token_by_token(offsets, spans)
     ranges = [
         (bisect.bisect_right(reaches, span_start), bisect.bisect_left(starts, span_end))
         for span_start, span_end in spans
     ]
     return [(first, last) for first, last in ranges if first < last]
+
+
+def _ascending(values: list[int]) -> bool:
+    """True when the values never decrease."""
+    return all(map(operator.le, values, values[1:]))
 
 
 def _ranges_token_by_token(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
