@@ -23,7 +23,7 @@ BASE_CHOICE = "base model"
 RESULTS_POLL_S = 3.0
 RUNS_INFO = "Finished runs (completed or stopped)"
 NO_RUNS_HINT = "No finished run yet: train one in the Train tab. The base model can be evaluated now."
-SAMPLES_LABEL = "Per sample, lowest score first (click a column header to sort by it)"
+SAMPLES_LABEL = "Per sample, lowest score first (sort by any column from the ⋮ menu in its header)"
 SAMPLE_TYPES = ["number", "str", "str", "str", "number", "number", "str"]
 
 
@@ -69,8 +69,9 @@ def build_evaluate_tab(context: StudioContext) -> Refresher:
             status = gr.Markdown(elem_id="evaluation-status")
         with gr.Column(scale=3):
             metrics = gr.Dataframe(
-                metrics_table({}), label="Metrics (test split)", interactive=False, elem_id="evaluation-metrics"
-            )
+                metrics_table({}), label="Metrics (test split; 95 % bootstrap interval in brackets)", interactive=False,
+                elem_id="evaluation-metrics", max_height=720,
+            )  # fmt: skip
             with gr.Row():
                 scores = gr.Plot(score_bars({}), label="Scores", elem_id="evaluation-scores")
                 losses = gr.Plot(loss_bars({}), label="Test loss", elem_id="evaluation-loss")

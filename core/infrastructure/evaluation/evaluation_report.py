@@ -94,10 +94,11 @@ def _markdown(evaluation: dict[str, Any], title: str, subtitle: str) -> str:
     if lengths:
         markdown += ["", "## Response length", "", markdown_table(["Statistic", "Value"], list(lengths.items()))]
     markdown += _check_sections_markdown(metrics.get("checks") or {})
-    shown = min(SAMPLES_SHOWN, len(evaluation["samples"]))
+    total = len(evaluation["samples"])
+    heading = f"all {total}" if total <= SAMPLES_SHOWN else f"the {SAMPLES_SHOWN} lowest-scoring of {total}"
     markdown += [
         "",
-        f"## Samples ({shown} lowest-scoring of {len(evaluation['samples'])})",
+        f"## Samples ({heading}, lowest score first)",
         "",
         markdown_table(SAMPLE_HEADERS, sample_rows(evaluation["samples"], SAMPLES_SHOWN)),
         "",
