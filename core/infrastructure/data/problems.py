@@ -59,7 +59,7 @@ class RecordProblems(Exception):
         super().__init__("; ".join(str(problem) for problem in problems))
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What became of one input record: a conversation, or the reason it was left out.
 

@@ -94,7 +94,7 @@ class RecordStore:
         self.work_dir = Path(work_dir)
         self.tables: list[Dataset] = []
         self._columns: dict[str, np.ndarray] = {}
-        self._file_ranges: list[tuple[str, int, int]] | None = None
+        self._file_ranges: list[PassFile] | None = None
 
     def spool(self, items: Iterable[Any]) -> Path:
         """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
@@ -179,23 +179,21 @@ class RecordStore:
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         parts = []
-        for path, first, last in self._files():
-            low, high = np.searchsorted(ordered, [first, last])
+        for pass_file in self._files():
+            low, high = np.searchsorted(ordered, [pass_file.first, pass_file.first + pass_file.rows])
             if low < high:
-                parts += _rows_of_file(path, first, ordered[low:high], columns)
+                parts += _rows_of_file(pass_file, ordered[low:high], columns)
         gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
         return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
-    def _files(self) -> list[tuple[str, int, int]]:
-        """Every pass file with the range of rows it holds."""
+    def _files(self) -> list[PassFile]:
+        """Every pass file with the rows it holds and where each of its batches starts."""
         if self._file_ranges is None:
             self._file_ranges, start = [], 0
             for table in self.tables:
                 for cache_file in table.cache_files:
-                    with pa.memory_map(cache_file["filename"]) as source:
-                        count = sum(batch.num_rows for batch in pa.ipc.open_stream(source))
-                    self._file_ranges.append((cache_file["filename"], start, start + count))
-                    start += count
+                    self._file_ranges.append(_index_file(cache_file["filename"], start))
+                    start += self._file_ranges[-1].rows
         return self._file_ranges
 
     def column(self, name: str) -> np.ndarray:
@@ -221,16 +219,60 @@ class RecordStore:
         return None
 
 
-def _rows_of_file(path: str, first: int, rows: np.ndarray, columns: list[str]) -> list[pa.RecordBatch]:
-    """Copies sorted rows out of one pass file, batch by batch (a take over a whole column would copy it all)."""
-    parts = []
+@dataclass(frozen=True)
+class PassFile:
+    """One pass file and the place of its record batches.
+
+    Attributes:
+        path: The Arrow stream file.
+        first: Its first row (as :class:`StoredRecord` numbers rows).
+        schema: Its schema.
+        batches: ``(byte offset, first row in the file, rows)`` of every record batch.
+    """
+
+    path: str
+    first: int
+    schema: pa.Schema
+    batches: list[tuple[int, int, int]]
+
+    @property
+    def rows(self) -> int:
+        """Rows in the file."""
+        return self.batches[-1][1] + self.batches[-1][2] if self.batches else 0
+
+
+def _index_file(path: str, first: int) -> PassFile:
+    """Reads where every record batch of a pass file starts (only the batches' headers are read)."""
+    batches, start = [], 0
     with pa.memory_map(path) as source:
-        start = first
-        for batch in pa.ipc.open_stream(source):
-            low, high = np.searchsorted(rows, [start, start + batch.num_rows])
-            if low < high:
-                parts.append(batch.select(columns).take(pa.array(rows[low:high] - start)))
-            start += batch.num_rows
+        reader = pa.ipc.open_stream(source)
+        while True:
+            offset = source.tell()
+            try:
+                count = reader.read_next_batch().num_rows
+            except StopIteration:
+                break
+            batches.append((offset, start, count))
+            start += count
+    return PassFile(path, first, reader.schema, batches)
+
+
+def _rows_of_file(pass_file: PassFile, rows: np.ndarray, columns: list[str]) -> list[pa.RecordBatch]:
+    """Copies sorted rows out of one pass file, batch by batch.
+
+    Each batch is memory-mapped on its own and unmapped once its rows are copied, so the pages read
+    are released at once: rows spread over the whole file (a held-out split) never make the whole
+    file resident (a take over a whole column would copy it all).
+    """
+    parts = []
+    for offset, start, count in pass_file.batches:
+        low, high = np.searchsorted(rows, [pass_file.first + start, pass_file.first + start + count])
+        if low == high:
+            continue
+        with pa.memory_map(pass_file.path) as source:
+            source.seek(offset)
+            batch = pa.ipc.read_record_batch(pa.ipc.read_message(source), pass_file.schema)
+            parts.append(batch.select(columns).take(pa.array(rows[low:high] - pass_file.first - start)))
             del batch
     return parts
 
