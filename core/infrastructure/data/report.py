@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from collections import Counter
 from typing import Any
@@ -18,7 +17,6 @@ MAX_LISTED = 2000
 HISTOGRAM_BINS = 8
 
 _ASCII_PUNCTUATION = {code: " " for code in range(128) if unicodedata.category(chr(code)).startswith("P")}
-_WHITESPACE = re.compile(r"\s+")
 
 
 def exact_key(conversation: Conversation) -> str:
@@ -40,7 +38,7 @@ def normalize_text(text: str) -> str:
     else:
         text = unicodedata.normalize("NFKC", text).lower()
         text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
-    return _WHITESPACE.sub(" ", text).strip()
+    return " ".join(text.split())  # whitespace runs collapsed and the ends stripped (str.isspace is re's \\s)
 
 
 def normalized_key(conversation: Conversation) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -287,8 +288,8 @@ def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, i
     Returns:
         Non-empty ranges of token positions.
     """
-    starts = [start for start, _end in offsets]
-    reaches = [end if end > start else start + 1 for start, end in offsets]
+    starts, ends = tuple(zip(*offsets, strict=True)) or ((), ())
+    reaches = ends if all(map(operator.gt, ends, starts)) else [max(end, start + 1) for start, end in offsets]
     if not (_ascending(starts) and _ascending(reaches)):  # offsets out of order: token by token
         return _ranges_token_by_token(offsets, spans)
     ranges = [
@@ -298,7 +299,7 @@ def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, i
     return [(first, last) for first, last in ranges if first < last]
 
 
-def _ascending(values: list[int]) -> bool:
+def _ascending(values: Sequence[int]) -> bool:
     """True when the values never decrease."""
     return all(map(operator.le, values, values[1:]))
 
@@ -324,8 +325,10 @@ def _with_final_eos(
     labels: list[int],
 ) -> tuple[list[int], list[int]]:
     """Appends a trained EOS after the last answer when the template closes answers without it."""
+    if not spans or full_text.endswith(tokenizer.eos_token or "\0", 0, spans[-1][1]):
+        return input_ids, labels
     eos_id = tokenizer.eos_token_id
-    if eos_id is None or not spans or full_text[: spans[-1][1]].endswith(tokenizer.eos_token or "\0"):
+    if eos_id is None:
         return input_ids, labels
     cut = max(position + 1 for position, (start, _end) in enumerate(offsets) if start < spans[-1][1])
     return [*input_ids[:cut], eos_id], [*labels[:cut], eos_id]
