@@ -5,7 +5,7 @@ For every technique (Full, LoRA, QLoRA, Prefix) on the embedded SmolLM2-135M and
 measured in its own process on fixed-length sequences (no packing, so the estimator's
 ``sequence_length x batch_size`` is exactly what the model sees). The measured peak is the peak
 resident memory of the process on CPU (the allocator peak on CUDA), recorded at the end of
-training by :class:`~benchmarks.training_throughput.ThroughputProbe`. The figure per technique is
+training by :class:`~benchmarks.throughput_probe.ThroughputProbe`. The figure per technique is
 predicted / measured (target: within 25 %).
 
 ``python -m benchmarks.memory_estimator [--quick]`` writes ``benchmarks/results/memory_estimator.json``.
@@ -23,7 +23,7 @@ from typing import Any
 from loguru import logger
 
 from benchmarks.technique_costs import technique_overrides
-from benchmarks.training_throughput import (
+from benchmarks.training_harness import (
     MODEL_CACHE,
     RESULTS_DIR,
     isolated_overrides,

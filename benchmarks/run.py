@@ -23,6 +23,7 @@ from core.logging_setup import configure_logging
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCHMARKS = (
     "benchmarks.training_throughput",
+    "benchmarks.gemm_limit",
     "benchmarks.technique_costs",
     "benchmarks.inference_throughput",
     "benchmarks.api_load",

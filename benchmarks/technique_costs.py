@@ -2,7 +2,7 @@
 
 Each round trains SmolLM2-135M-Instruct with Full finetuning, LoRA and QLoRA through our ``train``
 use case (same data: the demo train split; same steps, batch size and precision), each in its own
-process, in a rotating order. The :class:`~benchmarks.training_throughput.ThroughputProbe`
+process, in a rotating order. The :class:`~benchmarks.throughput_probe.ThroughputProbe`
 measures effective tokens/s (step 1 excluded) and the peak resident memory of the process. The
 figures are the medians over rounds of the per-round ratios:
 
@@ -27,13 +27,12 @@ from typing import Any
 
 from loguru import logger
 
-from benchmarks.training_throughput import (
+from benchmarks.training_harness import (
     PRESET,
     RESULTS_DIR,
     common_spec,
-    isolated_overrides,
     load_benchmark_settings,
-    prepare_benchmark_data,
+    prepare_benchmark_run,
     run_child,
 )
 from core.domain.techniques import technique_spec
@@ -74,16 +73,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     techniques = list(TECHNIQUE_OVERRIDES)
     with tempfile.TemporaryDirectory(prefix="ft-bench-techniques-") as temporary:
         work_dir = Path(temporary)
-        base = isolated_overrides(work_dir)
-        data_dir = prepare_benchmark_data(load_benchmark_settings(PRESET, base), work_dir / "benchmark-data")
-        run_overrides = [
-            *base,
-            f"data.dataset={data_dir}",
-            f"training.max_steps={steps}",
-            f"training.save_steps={10 * steps}",
-            f"training.per_device_batch_size={batch_size}",
-            "monitoring.tensorboard=false",
-        ]
+        extra = [f"training.per_device_batch_size={batch_size}", "monitoring.tensorboard=false"]
+        data_dir, run_overrides = prepare_benchmark_run(work_dir, steps, extra)
         shared = common_spec(load_benchmark_settings(PRESET, run_overrides), data_dir, eval_samples=0)
         rounds = []
         for index in range(rounds_count):
