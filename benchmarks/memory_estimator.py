@@ -22,6 +22,7 @@ from typing import Any
 
 from loguru import logger
 
+from benchmarks.random_models import save_random_llama
 from benchmarks.technique_costs import technique_overrides
 from benchmarks.training_harness import (
     MODEL_CACHE,
@@ -81,43 +82,19 @@ def build_tiny_llama(tokenizer_dir: Path, destination: Path) -> tuple[Path, Any]
         The model directory and a :class:`~core.domain.catalog.CatalogEntry` describing it.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoTokenizer
 
-    from core.domain.catalog import LLAMA, CatalogEntry
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    destination.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(destination, safe_serialization=True)
-    tokenizer.save_pretrained(destination)
-    entry = CatalogEntry(
-        name="tiny-llama",
-        hub_id="tiny-llama",
-        architecture=LLAMA,
-        parameters=sum(parameter.numel() for parameter in model.parameters()),
-        num_layers=2,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=len(tokenizer),
-        max_context=512,
-    )
-    return destination, entry
+    shape = {
+        "vocab_size": len(AutoTokenizer.from_pretrained(str(tokenizer_dir))),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+    }
+    return save_random_llama(tokenizer_dir, destination, "tiny-llama", shape, torch.float32)
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -155,6 +155,64 @@ def checkpointing_field(enabled: bool) -> dict[str, bool]:
     return {name: enabled}
 
 
+def model_for_technique(spec: dict[str, Any]) -> Any:
+    """The model argument of ``SFTTrainer``: the path (CPU benchmark) or a model loaded for ``spec["technique"]``.
+
+    The GPU checks (:mod:`benchmarks.gpu_checks`) set ``technique`` (``lora``, ``qlora`` or
+    ``full``) and ``attn_implementation``; the model is then loaded as TRL's recipes do: LoRA on
+    weights in the training dtype, QLoRA on NF4 weights (double quantization, compute in the
+    training dtype), Full on float32 master weights (mixed precision by autocast).
+
+    Args:
+        spec: The child spec.
+
+    Returns:
+        A model path or a loaded ``PreTrainedModel``.
+    """
+    technique = spec.get("technique")
+    if technique is None:
+        return spec["model_path"]
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec["precision"], torch.float32)
+    options: dict[str, Any] = {"dtype": torch.float32 if technique == "full" else compute_dtype}
+    if technique == "qlora":
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+        options["device_map"] = {"": 0}
+    return AutoModelForCausalLM.from_pretrained(
+        spec["model_path"], attn_implementation=spec.get("attn_implementation", "sdpa"), **options
+    )
+
+
+def lora_config(spec: dict[str, Any]) -> Any:
+    """The LoRA config of ours (None for full finetuning).
+
+    Args:
+        spec: The child spec (``lora``, optional ``technique``).
+
+    Returns:
+        A ``peft.LoraConfig`` or None.
+    """
+    from peft import LoraConfig
+
+    if spec.get("technique") == "full":
+        return None
+    lora = spec["lora"]
+    return LoraConfig(
+        r=lora["rank"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        task_type="CAUSAL_LM",
+    )
+
+
 def train_with_trl(spec: dict[str, Any], train_dataset: Any, arguments: Any) -> dict[str, Any]:
     """Trains one TRL side with the probe attached and returns its figures.
 
@@ -167,7 +225,6 @@ def train_with_trl(spec: dict[str, Any], train_dataset: Any, arguments: Any) -> 
         The probe's figures and the side's settings.
     """
     import torch
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
@@ -175,27 +232,20 @@ def train_with_trl(spec: dict[str, Any], train_dataset: Any, arguments: Any) -> 
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
     tokenizer.chat_template = load_prepared(Path(spec["data_dir"])).chat_template
-    lora = spec["lora"]
-    peft_config = LoraConfig(
-        r=lora["rank"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-        task_type="CAUSAL_LM",
-    )
     probe = ThroughputProbe(eval_rows(Path(spec["data_dir"]), spec["eval_samples"]), spec["pad_token_id"])
     trainer = SFTTrainer(
-        model=spec["model_path"],
+        model=model_for_technique(spec),
         args=arguments,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=lora_config(spec),
         callbacks=[probe],
     )
     trainer.train()
     return {
         **probe.summary(),
         "precision": spec["precision"],
+        "technique": spec.get("technique", "lora"),
         "batch_size": arguments.per_device_train_batch_size,
         "gradient_checkpointing": bool(
             getattr(arguments, "activation_checkpointing", None) or getattr(arguments, "gradient_checkpointing", None)
