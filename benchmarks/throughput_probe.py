@@ -14,13 +14,34 @@ from transformers import TrainerCallback
 IGNORE_INDEX = -100
 
 
+def _trained_positions(forward_kwargs: dict[str, Any]) -> int:
+    """Positions whose logits the forward pass computes for the loss.
+
+    Ours passes no labels to the model but a boolean ``logits_to_keep`` mask of the trained
+    positions; a plain Trainer passes ``labels`` (-100 on untrained tokens).
+
+    Args:
+        forward_kwargs: Keyword arguments of the model's forward call.
+
+    Returns:
+        The count (0 when neither is given).
+    """
+    import torch
+
+    keep = forward_kwargs.get("logits_to_keep")
+    if torch.is_tensor(keep) and keep.dtype == torch.bool:
+        return int(keep.sum())
+    labels = forward_kwargs.get("labels")
+    return int((labels != IGNORE_INDEX).sum()) if labels is not None else 0
+
+
 class ThroughputProbe(TrainerCallback):
     """Times training steps, counts the tokens the model really processes, and scores the result.
 
     A forward pre-hook on the top-level model counts, for every training forward pass, the
     positions computed (``input_ids.numel()``), the real tokens (``attention_mask.sum()``, or
-    every position for padding-free batches without a mask) and the trained positions (labels
-    other than -100). Step ends are time-stamped; the rate is taken between the end of step
+    every position for padding-free batches without a mask) and the trained positions (ours'
+    ``logits_to_keep`` mask, else labels other than -100). Step ends are time-stamped; the rate is taken between the end of step
     ``warmup_steps`` and the end of the last step.
 
     Attributes:
@@ -58,9 +79,7 @@ class ThroughputProbe(TrainerCallback):
         mask = kwargs.get("attention_mask")
         self.positions += int(input_ids.numel())
         self.real_tokens += int(mask.sum()) if mask is not None else int(input_ids.numel())
-        labels = kwargs.get("labels")
-        if labels is not None:
-            self.trained_positions += int((labels != IGNORE_INDEX).sum())
+        self.trained_positions += _trained_positions(kwargs)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Attaches the token counter to the model."""

@@ -1,14 +1,19 @@
-"""The training benchmark's arithmetic without training: GEMM shapes and FLOPs, medians, figures, MFU."""
+"""The training benchmark: GEMM shapes and FLOPs, medians, figures, MFU; the probe and the tuned TRL side on a tiny model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from test_training_support import TINY_LORA_RUN
 from transformers import LlamaConfig
 
 from benchmarks import gemm_limit, training_throughput
 from benchmarks.gpu_checks import LLAMA_1B_SHAPE
+from benchmarks.throughput_probe import ThroughputProbe
+from core.infrastructure.training.precision import choose_precision
 
 SMOLLM2_135M_SHAPE = {
     "hidden_size": 576,
@@ -110,3 +115,53 @@ def test_mfu_figure_divides_model_flops_by_the_limit() -> None:
     figure = training_throughput.mfu_figure(mfu)
     assert figure["value"].startswith("ours 13.5%, tuned TRL 7.0%")
     assert figure["met"] is False
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> Path:
+    from test_training_support import make_prepared
+
+    return make_prepared(tmp_path_factory.mktemp("prepared") / "synthetic", embedded_model_dir, n_validation=4)
+
+
+def test_probe_counts_our_trained_positions_from_logits_to_keep(make_settings, tiny_llama_dir, tiny_prepared) -> None:
+    from core.application.train import train
+
+    settings = make_settings(
+        **{
+            "model.name": str(tiny_llama_dir),
+            "data.dataset": str(tiny_prepared),
+            **TINY_LORA_RUN,
+            "training.max_steps": 3,
+        }
+    )
+    probe = ThroughputProbe([], pad_token_id=0)
+    train(settings, extra_callbacks=[probe])
+    summary = probe.summary()
+    assert summary["padding_waste"] == 0.0
+    assert 0 < summary["trained_positions_per_step"] < summary["tokens_per_step"]
+
+
+def test_tuned_trl_side_trains_padding_free_on_cpu(tmp_path: Path, tiny_llama_dir: Path, tiny_prepared: Path) -> None:
+    """The TRL side passes use_cpu=True (bf16 on a CPU is rejected otherwise) and packs padding-free."""
+    from benchmarks.trl_sides import run_trl_tuned, tuned_batch_size
+
+    spec = {
+        "side": "trl_tuned",
+        "work_dir": str(tmp_path),
+        "data_dir": str(tiny_prepared),
+        "model_path": str(tiny_llama_dir),
+        "eval_samples": 2,
+        "pad_token_id": 0,
+        "precision": choose_precision("auto", torch.device("cpu")).name,
+        "cuda": False,
+        "max_length": 128,
+        "trl_tuned_batch_size": tuned_batch_size(tiny_prepared, 4, 128)["batch_size"],
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "hyper": {"max_steps": 3, "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup": 0.0, "seed": 0},
+    }
+    result = run_trl_tuned(spec)
+    assert result["padding_free"] and result["packing"] and not result["gradient_checkpointing"]
+    assert result["padding_waste"] == 0.0
+    assert 0 < result["trained_positions_per_step"] < result["tokens_per_step"]
+    assert result["final_loss"] is not None
