@@ -43,6 +43,7 @@ class TokenizedExample:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of a text and every token's character span (no special tokens added)."""
     backend = _plain_backend(tokenizer)
     if backend is not None:  # the Rust tokenizer itself: what ``tokenizer(text)`` calls, without its wrapping
         encoding = backend.encode(text, add_special_tokens=False)
