@@ -116,8 +116,9 @@ def export_run(settings: Settings, run_name: str, export_format: str, quantizati
     text = (
         f"Wrote `{report['file']}` ({report['size_bytes'] / 1e6:.1f} MB). Verification passed "
         f"({figures['requirement']}): greedy answers identical: {'yes' if figures['greedy_identical'] else 'no'}, "
-        "top-1 agreement "
-        f"{figures['top1_agreement']:.1%}, max |logit difference| {figures['max_abs_logit_diff']:.3g}."
+        f"top-1 agreement {figures['top1_agreement_all_positions']:.1%} of all positions "
+        f"({figures['top1_agreement']:.1%} of answer positions), "
+        f"max |logit difference| {figures['max_abs_logit_diff']:.3g}."
     )
     if export_format == "ollama":
         text += f" Ollama: `cd {output} && ollama create {run_name} -f Modelfile`"

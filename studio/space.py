@@ -4,7 +4,8 @@ Two modes:
 
 * ``chat`` (the default when ``--runs`` are given): people chat with the chosen runs (the studio's
   Chat tab, N columns included) and the base model for contrast; no training. Each run's adapter
-  ships in ``adapters/<run>/`` and names its base model by Hub id.
+  ships in ``adapters/<run>/`` and names its base model by Hub id; ``--hub-runs user/name`` references
+  an adapter already on the Hub instead, downloaded when the Space starts (``studio.space_hub``).
 * ``studio``: the full studio; it starts only with a login (``SPACE_AUTH=user:password`` as a Space
   secret) unless ``SPACE_AUTH=none`` disables it explicitly.
 
@@ -34,13 +35,14 @@ from pathlib import Path
 import gradio
 from loguru import logger
 
-from core.domain.catalog import find_entry
+from core.domain.catalog import EMBEDDED_MODEL_NAME
 from core.domain.errors import ConfigError, FinetuneStudioError
 from core.domain.manifest import FINAL_DIR, MANIFEST_FILE, RunManifest
 from core.domain.output_dirs import MARKER_FILE, check_replaceable, mark_output
 from core.domain.portable import base_model_reference, make_adapter_portable
 from core.logging_setup import configure_logging
 from studio.space_chat import ADAPTERS_DIR, SPACE_CONFIG_FILE
+from studio.space_hub import hub_runs_config
 
 SPACE_OUTPUT = "space assembly"  # the kind named in the output marker
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,12 +92,20 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
+from core.domain.errors import FinetuneStudioError  # noqa: E402
 from core.logging_setup import configure_logging  # noqa: E402
+from loguru import logger  # noqa: E402
 from studio.space_chat import launch_chat_space  # noqa: E402
 
 if __name__ == "__main__":
     configure_logging()
-    launch_chat_space(Path(__file__).resolve().parent)
+    try:
+        launch_chat_space(Path(__file__).resolve().parent)
+    except FinetuneStudioError as error:  # e.g. a --hub-runs adapter that cannot be fetched
+        logger.error("{}", error)
+        sys.exit(2)
 '''
 
 FRONT_MATTER = """---
@@ -194,6 +204,7 @@ def assemble_space(
     mode: str | None = None,
     runs: list[str] | None = None,
     runs_dir: Path | None = None,
+    hub_runs: list[str] | None = None,
 ) -> Path:
     """Writes the Space folder.
 
@@ -204,6 +215,8 @@ def assemble_space(
         mode: ``chat`` or ``studio`` (default: chat when ``runs`` are given, else studio).
         runs: Run names (under ``runs_dir``) or run directories to ship (chat mode).
         runs_dir: Where run names are looked up (default: ``runs/``).
+        hub_runs: Adapters on the Hub (``user/name[@revision]``) the chat Space downloads when it
+            starts (see ``studio.space_hub``).
 
     Returns:
         The folder.
@@ -212,9 +225,11 @@ def assemble_space(
         OutputExistsError: When ``output`` holds files this command did not write (without ``overwrite``).
         ConfigError: For chat mode without runs, or a run that is not a finished adapter run.
     """
-    mode = mode or ("chat" if runs else "studio")
-    if mode == "chat" and not runs:
-        raise ConfigError("space --mode chat: name the runs to serve with --runs RUN [RUN ...]")
+    mode = mode or ("chat" if runs or hub_runs else "studio")
+    if mode == "chat" and not (runs or hub_runs):
+        raise ConfigError(
+            "space --mode chat: name the runs to serve with --runs RUN [RUN ...] or --hub-runs USER/NAME [...]"
+        )
     shipped = [find_run(run, runs_dir or REPO_ROOT / "runs") for run in runs or []] if mode == "chat" else []
     output = Path(output).resolve()
     check_replaceable(output, SPACE_OUTPUT, overwrite)
@@ -228,7 +243,7 @@ def assemble_space(
     (output / "requirements.txt").write_text(pinned_requirements(), encoding="utf-8")
     (output / ".gitignore").write_text("runs/\ndata/prepared/\n.cache/\n__pycache__/\n", encoding="utf-8")
     if mode == "chat":
-        write_chat_space(output, shipped)
+        write_chat_space(output, shipped, hub_runs or [])
     else:
         (output / "app.py").write_text(APP_TEMPLATE, encoding="utf-8")
         description = "Instruction-tune a small LM with Full, LoRA, QLoRA or Prefix Tuning"
@@ -263,19 +278,19 @@ def find_run(run: str, runs_dir: Path) -> Path:
     return directory
 
 
-def write_chat_space(output: Path, run_dirs: list[Path]) -> None:
+def write_chat_space(output: Path, run_dirs: list[Path], hub_runs: list[str]) -> None:
     """Ships each run's adapter under ``adapters/<run>/`` and writes the chat app, config and card.
 
     The adapter names its base model by Hub id and the shipped manifest keeps only what chat needs
     (no machine paths): technique, chat template, the portable base model name, the metrics.
+    ``hub_runs`` are only named (``space_config.json``); the Space downloads them when it starts.
+    Their base model must be the shipped runs' one, or the embedded model's when nothing is shipped.
     """
     base_models = []
     for run_dir in run_dirs:
         manifest = RunManifest.load(run_dir)
         model_name = (manifest.config.get("model") or {}).get("name", "")
         reference = base_model_reference(model_name, manifest.base_model_path)
-        entry = find_entry(reference)  # a catalog model's folder name -> its Hub id
-        reference = entry.hub_id if entry else reference
         base_models.append(reference)
         target = output / ADAPTERS_DIR / run_dir.name
         # the adapter without its own model card: the Space's README.md is the card
@@ -292,11 +307,16 @@ def write_chat_space(output: Path, run_dirs: list[Path]) -> None:
             final_path=FINAL_DIR,
         )
         (target / MANIFEST_FILE).write_text(shipped.model_dump_json(indent=2), encoding="utf-8")
-    if len(set(base_models)) != 1:
+    if len(set(base_models)) > 1:
         raise ConfigError(f"--runs: the runs of a chat Space share one base model (got {sorted(set(base_models))})")
+    base_models = base_models or [base_model_reference(EMBEDDED_MODEL_NAME)]
     names = [run_dir.name for run_dir in run_dirs]
+    hub_entries = hub_runs_config(hub_runs, names)
+    names += [entry["name"] for entry in hub_entries]
     title = f"Chat with {names[0]}" if len(names) == 1 else "Chat with finetuned models"
     config = {"mode": "chat", "title": title, "runs": names, "base_model": base_models[0]}
+    if hub_entries:
+        config["hub_runs"] = hub_entries
     (output / SPACE_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
     (output / "app.py").write_text(CHAT_APP_TEMPLATE, encoding="utf-8")
     description = f"Chat with finetuned {base_models[0]} runs next to the base model"
@@ -320,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(REPO_ROOT / "space"), help="Destination folder (default: space/).")
     parser.add_argument("--mode", choices=["chat", "studio"], help="chat (default with --runs) or studio.")
     parser.add_argument("--runs", nargs="*", default=[], help="Runs to serve in chat mode (names or directories).")
+    parser.add_argument(
+        "--hub-runs",
+        nargs="*",
+        default=[],
+        help="Adapters on the Hub (user/name[@revision], pushed with export --push-to) that the chat Space "
+        "downloads when it starts.",
+    )
     parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="Where run names are found.")
     parser.add_argument(
         "--overwrite",
@@ -330,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         assemble_space(
-            Path(arguments.output), arguments.overwrite, arguments.mode, arguments.runs, Path(arguments.runs_dir)
+            Path(arguments.output),
+            arguments.overwrite,
+            arguments.mode,
+            arguments.runs,
+            Path(arguments.runs_dir),
+            arguments.hub_runs,
         )
     except FinetuneStudioError as error:
         logger.error("{}", error)

@@ -20,6 +20,7 @@ from core.domain.errors import ConfigError
 from studio.chat_engine import ChatModels
 from studio.context import StudioContext
 from studio.jobs import JobSupervisor
+from studio.space_hub import fetch_hub_runs
 from studio.tabs.chat import build_chat_tab
 
 SPACE_CONFIG_FILE = "space_config.json"
@@ -100,9 +101,13 @@ def launch_chat_space(space_dir: Path, block: bool = True) -> gr.Blocks:
 
     Returns:
         The running Blocks.
+
+    Raises:
+        FinetuneStudioError: When a ``hub_runs`` adapter cannot be fetched or does not fit the base model.
     """
     settings = chat_space_settings(space_dir)
     config = json.loads((space_dir / SPACE_CONFIG_FILE).read_text(encoding="utf-8"))
+    fetch_hub_runs(space_dir, config, Path(settings.paths.model_cache))
     blocks, _context = build_chat_space(settings, config.get("title", "Finetuned model chat"))
     blocks.queue(default_concurrency_limit=2)
     blocks.launch(

@@ -13,6 +13,7 @@ from conftest import MODEL_CACHE, REPO_ROOT
 from inference_run_factory import make_run
 
 from core.domain.config import settings_from_dict
+from core.infrastructure.checksums import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str,
 
 
 def test_register_versions_lineage_checksums_stages_and_delete(run_dir, tmp_path, tiny_model_dirs):
-    from core.infrastructure.checksums import sha256_file
     from core.infrastructure.registry.store import ModelRegistry, RegistryError
 
     registry = ModelRegistry(tmp_path / "registry")
@@ -158,12 +158,21 @@ def test_hub_upload_folder_is_exact_and_offline_push_pull_fail_clearly(run_dir, 
     artifact = sorted(path.name for path in (run_dir / "final").iterdir())
     assert files == sorted({*artifact, "README.md", "finetune_studio.json"})  # PEFT's own card is replaced
     assert "adapter_model.safetensors" in files and "tokenizer.json" in files
-    for name in set(artifact) - {"README.md"}:
+    for name in set(artifact) - {"README.md", "adapter_config.json"}:
         assert (folder / name).read_bytes() == (run_dir / "final" / name).read_bytes()
+    # the adapter names its base portably (this fixture's adapter kept the local path it was saved with)
+    uploaded, saved = (json.loads((where / "adapter_config.json").read_text()) for where in (folder, run_dir / "final"))
+    assert str(tmp_path.parent) in saved["base_model_name_or_path"]
+    assert uploaded == {**saved, "base_model_name_or_path": Path(saved["base_model_name_or_path"]).name}
+    shipped_checksums = json.loads((folder / "finetune_studio.json").read_text())["checksums"]
+    assert shipped_checksums["adapter_config.json"] == sha256_file(folder / "adapter_config.json")
     card = (folder / "README.md").read_text()
     assert "# bot (version 1)" in card and "fingerprint-test-0001" in card and "library_name: peft" in card
     metadata = json.loads((folder / "finetune_studio.json").read_text())
-    assert metadata["checksums"] == version.checksums and metadata["lineage"]["technique"] == "lora"
+    assert (
+        metadata["checksums"] == {**version.checksums, "adapter_config.json": shipped_checksums["adapter_config.json"]}
+        and metadata["lineage"]["technique"] == "lora"
+    )
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set"):

@@ -26,6 +26,7 @@ from test_end_to_end import _hub_layout_cache as hub_layout_cache
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN = "space-lora"
+HUB_RUN = "someone/hub-lora"  # an adapter the Space references on the Hub instead of shipping it
 
 
 def _space_environment(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
@@ -82,9 +83,12 @@ def test_chat_space_starts_in_a_fresh_venv_and_answers(tmp_path: Path, embedded_
     from studio.space import assemble_space
 
     make_run(tmp_path / "runs", RUN, embedded_model_dir, "lora", seed=7, scale=0.02)
-    space = assemble_space(tmp_path / "space", runs=[RUN], runs_dir=tmp_path / "runs")
+    pushed = _pushed_adapter(tmp_path, embedded_model_dir)
+    space = assemble_space(tmp_path / "space", runs=[RUN], runs_dir=tmp_path / "runs", hub_runs=[HUB_RUN])
     config = json.loads((space / "space_config.json").read_text(encoding="utf-8"))
-    assert config == {"mode": "chat", "title": f"Chat with {RUN}", "runs": [RUN], "base_model": config["base_model"]}
+    assert config["runs"] == [RUN, "hub-lora"] and config["title"] == "Chat with finetuned models"
+    assert config["hub_runs"] == [{"name": "hub-lora", "repo_id": HUB_RUN, "revision": None}]
+    assert not (space / "adapters" / "hub-lora").exists()  # referenced, not shipped
     assert config["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     adapter_config = json.loads((space / "adapters" / RUN / "final" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -104,6 +108,7 @@ def test_chat_space_starts_in_a_fresh_venv_and_answers(tmp_path: Path, embedded_
     assert subprocess.run([str(python), "-c", missing], capture_output=True, text=True).stdout.strip() == "True"
     space_cache = tmp_path / "space-model-cache"  # empty of converted models: the base comes from the "Hub"
     hub_layout_cache(space_cache / "hub", config["base_model"], MODEL_CACHE / "smollm2-135m-instruct")
+    hub_layout_cache(space_cache / "hub", HUB_RUN, pushed)  # as `export --push-to someone/hub-lora` left it
     port = free_port()
     process = subprocess.Popen(
         [str(python), "app.py"],
@@ -130,11 +135,43 @@ def test_chat_space_starts_in_a_fresh_venv_and_answers(tmp_path: Path, embedded_
         )
         answered = [column for column in columns[:2] if column and str(column[-1]["content"]).strip()]
         assert len(answered) == 2  # the run and the base model, side by side
+        history, _prompt, _note = client.predict(
+            "Convert 12 km to m.", [], "run: hub-lora", "", 16, 0.0, 42, api_name="/chat"
+        )
+        assert history[-1]["role"] == "assistant" and str(history[-1]["content"]).strip()
         assert not (space / "runs").exists()  # chat mode trains nothing
     finally:
         stop_process(process)
     log = process.stdout.read().decode("utf-8", errors="replace")
     assert "using HuggingFaceTB/SmolLM2-135M-Instruct from the Hugging Face cache or Hub" in log, log[-2000:]
+    assert f"Hub run hub-lora ready from {HUB_RUN}" in log, log[-2000:]
+
+
+def _pushed_adapter(tmp_path: Path, embedded_model_dir: Path) -> Path:
+    """The folder a Hub push of a LoRA run uploads (registered, then assembled by the push code)."""
+    from core.infrastructure.registry.hub import build_upload_folder
+    from core.infrastructure.registry.store import ModelRegistry
+
+    run_dir = make_run(tmp_path / "other-runs", "hub-lora", embedded_model_dir, "lora", seed=8, scale=0.02)
+    registry = ModelRegistry(tmp_path / "registry")
+    return build_upload_folder(registry.register("hub-lora", run_dir), tmp_path / "upload")
+
+
+def test_hub_run_of_another_base_model_is_refused_when_the_space_starts(tmp_path, embedded_model_dir) -> None:
+    from core.domain.errors import ConfigError
+    from studio.space_hub import fetch_hub_runs, hub_runs_config
+
+    pushed = _pushed_adapter(tmp_path, embedded_model_dir)
+    hub_layout_cache(tmp_path / "cache" / "hub", HUB_RUN, pushed)
+    config = {"base_model": "someone/another-base", "hub_runs": hub_runs_config([HUB_RUN], [])}
+    with pytest.raises(ConfigError, match="an adapter of 'HuggingFaceTB/SmolLM2-135M-Instruct'"):
+        fetch_hub_runs(tmp_path / "space", config, tmp_path / "cache")
+    with pytest.raises(ConfigError, match="two runs would be named hub-lora"):
+        hub_runs_config([HUB_RUN], ["hub-lora"])
+    config["base_model"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert fetch_hub_runs(tmp_path / "space", config, tmp_path / "cache") == ["hub-lora"]
+    manifest = json.loads((tmp_path / "space" / "adapters" / "hub-lora" / "manifest.json").read_text())
+    assert manifest["technique"]["name"] == "lora" and manifest["chat_template"]
 
 
 def test_studio_space_refuses_to_start_without_a_login(tmp_path: Path) -> None:

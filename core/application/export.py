@@ -269,13 +269,14 @@ def _report(
 def _log_result(plan: ExportPlan, report: dict[str, Any]) -> None:
     figures = report["verification"]
     logger.success(
-        "Exported {} to {} ({:.1f} MB); verification passed ({}): greedy identical {}, top-1 agreement {:.2%}, "
-        "max abs logit diff {:.3g}",
+        "Exported {} to {} ({:.1f} MB); verification passed ({}): greedy identical {}, top-1 agreement {:.2%} "
+        "of all positions ({:.2%} of answer positions), max abs logit diff {:.3g}",
         plan.source.name,
         plan.output_dir / report["file"],
         report["size_bytes"] / 1e6,
         figures["requirement"],
         figures["greedy_identical"],
+        figures["top1_agreement_all_positions"],
         figures["top1_agreement"],
         figures["max_abs_logit_diff"],
     )

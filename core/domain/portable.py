@@ -28,8 +28,9 @@ def base_model_reference(model_name: str, local_path: str | Path | None = None) 
         local_path: Where the weights were found on this machine, if known.
 
     Returns:
-        A Hub id when there is one; otherwise the last component of the user's own path (a local
-        model has no portable name, and a machine path must not leak into artifacts).
+        A Hub id when there is one (a catalog model's cache folder included); otherwise the last
+        component of the user's own path (a local model has no portable name, and a machine path
+        must not leak into artifacts).
     """
     entry = find_entry(model_name)
     if entry is not None:
@@ -40,7 +41,9 @@ def base_model_reference(model_name: str, local_path: str | Path | None = None) 
             return f"{match.group(1)}/{match.group(2)}"
     if _HUB_ID.match(model_name) and not Path(model_name).expanduser().exists():
         return model_name
-    return Path(model_name).name
+    folder = Path(model_name).name
+    entry = find_entry(folder)  # the model cache's folder of a catalog model (the converted embedded one)
+    return entry.hub_id if entry is not None else folder
 
 
 def is_hub_id(reference: str) -> bool:

@@ -6,16 +6,24 @@ merged model on held-out prompts:
 
 * greedy continuations of each prompt, from both models;
 * teacher-forced logits over prompt plus the merged model's continuation: the largest absolute
-  difference, and the share of answer positions (those predicting a continuation token, the
-  predictions generation uses) where both models rank the same token first (top-1 agreement;
-  the share over every position, prompt included, is reported beside it);
+  difference, and the share of positions where both models rank the same token first (top-1
+  agreement), over every distinct position (prompt included; a prefix all prompts share counted
+  once) and over answer positions (those predicting a continuation token, the predictions
+  generation uses);
 * the tokenizer read from the file encodes each rendered prompt to the same ids.
 
 Requirements: ``f16`` -> identical greedy continuations; ``q8_0`` -> top-1 agreement of at least
-95 %; ``q4_0`` -> reported only (4-bit weights change answers; the figures say by how much).
-The q8_0 bar is 95 %, not 98 %: on SmolLM2-135M, Q8_0 (gguf-py's, the one llama.cpp's converter
-uses) measured 99.0 % for the base model and 97.4 % for a 2-step LoRA run (AMD EPYC, 2 cores,
-fp32); the flips are at near-ties of a small model, and a 98 % bar would refuse such runs.
+95 % over all positions (prompt and answer, the teacher-forced logits of every sequence, each
+distinct prefix once); ``q4_0`` -> reported only (4-bit weights change answers; the figures say by
+how much). The agreement over answer positions alone is reported beside it.
+
+The q8_0 bar is 95 %, not the 98 % first aimed at: on SmolLM2-135M, Q8_0 (gguf-py's, the one
+llama.cpp's converter uses) measured 97.8 % of 464 distinct positions (96.6 % of 262 answer
+positions) for a 6-step LoRA run, and 97.3 % of 514 answer positions over 24 prompts (AMD EPYC, 2
+cores). The flips sit at near-ties of a small model and come from every part of it (only the
+attention matrices quantized: 1.5 % of answer positions flip; only the MLP matrices: 2.2 %), so a
+98 % bar would refuse correct exports; a broken one (wrong layout, wrong tokenizer) agrees on far
+fewer positions (q4_0, for scale: about 70 %).
 """
 
 from __future__ import annotations
@@ -38,11 +46,17 @@ HELD_OUT_PROMPTS: tuple[str, ...] = (
     "Name a planet in our solar system and one fact about it.",
     "Write a short thank-you note to a neighbour.",
     "Why do leaves change colour in autumn?",
+    "Describe how a bicycle works in two sentences.",
+    "List three fruits that are rich in vitamin C.",
+    "Translate 'good morning' into French.",
+    "Suggest a name for a small bakery.",
+    "Write a haiku about rain.",
+    "How do bees make honey?",
 )
 """User prompts no run trains on, rendered with the run's chat template."""
 
 NEW_TOKENS = 32  # greedy tokens generated per prompt
-Q8_0_MIN_AGREEMENT = 0.95  # see the module docstring
+Q8_0_MIN_AGREEMENT = 0.95  # over all distinct positions; see the module docstring
 
 
 class ExportVerificationError(FinetuneStudioError):
@@ -90,6 +104,36 @@ def top1_agreement(first: list[torch.Tensor], second: list[torch.Tensor], starts
     return agreeing, sum(max(a.shape[0] - start, 0) for a, _, start in pairs)
 
 
+def distinct_top1_agreement(
+    first: list[torch.Tensor], second: list[torch.Tensor], sequences: list[list[int]]
+) -> tuple[int, int]:
+    """Like :func:`top1_agreement` over every position, each distinct prefix counted once.
+
+    The prompts share their rendered beginning (the chat template's system prompt): the logits
+    there are the same in every sequence, and counting them once per prompt would weigh one
+    near-tie there as many times as there are prompts.
+
+    Args:
+        first: ``[length, vocab]`` logits per sequence.
+        second: Logits of the same sequences from the other model.
+        sequences: The token ids of each sequence.
+
+    Returns:
+        ``(agreeing positions, distinct positions)``.
+    """
+    seen: set[tuple[int, ...]] = set()
+    agreeing = counted = 0
+    for a, b, ids in zip(first, second, sequences, strict=True):
+        same = (a.argmax(-1) == b.argmax(-1)).tolist()
+        for position, agrees in enumerate(same):
+            prefix = tuple(ids[: position + 1])
+            if prefix not in seen:
+                seen.add(prefix)
+                counted += 1
+                agreeing += int(agrees)
+    return agreeing, counted
+
+
 def load_gguf_model(gguf_file: Path) -> tuple[Any, Any]:
     """Loads a GGUF file back as a float32 transformers model and its tokenizer.
 
@@ -117,7 +161,8 @@ def compare_models(reference: Any, exported: Any, prompts: list[list[int]], eos_
 
     Returns:
         ``greedy_identical``, ``max_abs_logit_diff``, ``top1_agreement`` over ``positions`` answer
-        positions, ``top1_agreement_all_positions`` over ``all_positions``, and both continuations.
+        positions, ``top1_agreement_all_positions`` over ``all_positions`` (distinct prefixes), and
+        both continuations.
     """
     reference_answers = [greedy_continuation(reference, ids, NEW_TOKENS, eos_id) for ids in prompts]
     exported_answers = [greedy_continuation(exported, ids, NEW_TOKENS, eos_id) for ids in prompts]
@@ -128,7 +173,7 @@ def compare_models(reference: Any, exported: Any, prompts: list[list[int]], eos_
     answer_starts = [len(ids) - 1 for ids in prompts]
     trimmed = [logits[:-1] for logits in reference_logits], [logits[:-1] for logits in exported_logits]
     agreeing, positions = top1_agreement(*trimmed, answer_starts)
-    agreeing_all, positions_all = top1_agreement(reference_logits, exported_logits, [0] * len(prompts))
+    agreeing_all, positions_all = distinct_top1_agreement(reference_logits, exported_logits, sequences)
     return {
         "greedy_identical": reference_answers == exported_answers,
         "max_abs_logit_diff": max_abs_difference(reference_logits, exported_logits),
@@ -188,7 +233,9 @@ def verify_gguf(gguf_file: Path, merged_dir: Path, tokenizer: Any, quantization:
     if not figures["passed"]:
         raise ExportVerificationError(
             f"{gguf_file.name}: the exported model does not meet '{requirement}' "
-            f"(greedy identical {figures['greedy_identical']}, top-1 agreement {figures['top1_agreement']:.2%}, "
+            f"(greedy identical {figures['greedy_identical']}, top-1 agreement "
+            f"{figures['top1_agreement_all_positions']:.2%} of all positions, "
+            f"{figures['top1_agreement']:.2%} of answer positions, "
             f"tokenizer round trip {round_trip}); nothing was written"
         )
     return figures
@@ -198,5 +245,6 @@ def _requirement(quantization: str, figures: dict[str, Any]) -> tuple[str, bool]
     if quantization == "f16":
         return "greedy continuations identical", bool(figures["greedy_identical"])
     if quantization == "q8_0":
-        return f"top-1 agreement >= {Q8_0_MIN_AGREEMENT:.0%}", figures["top1_agreement"] >= Q8_0_MIN_AGREEMENT
+        agreement = figures["top1_agreement_all_positions"]
+        return f"top-1 agreement >= {Q8_0_MIN_AGREEMENT:.0%} of all positions", agreement >= Q8_0_MIN_AGREEMENT
     return "reported only", True

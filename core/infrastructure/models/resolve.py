@@ -90,7 +90,7 @@ def resolve_model(name: str, model_cache: Path, revision: str | None = None) -> 
         return ResolvedModel(destination, local.name, entry, _architecture(entry, destination))
 
     hub_id = entry.hub_id if entry is not None else name
-    path = _download_from_hub(hub_id, model_cache, revision)
+    path = download_from_hub(hub_id, model_cache, revision)
     return ResolvedModel(path, entry.name if entry else hub_id, entry, _architecture(entry, path))
 
 
@@ -98,7 +98,20 @@ def _architecture(entry: CatalogEntry | None, path: Path) -> ArchitectureDefault
     return entry.architecture if entry is not None else defaults_for_model_type(_model_type(path))
 
 
-def _download_from_hub(hub_id: str, model_cache: Path, revision: str | None) -> Path:
+def download_from_hub(hub_id: str, model_cache: Path, revision: str | None) -> Path:
+    """A Hub repository's model files from the model cache's ``hub/`` folder, downloaded when missing.
+
+    Args:
+        hub_id: ``user/name``.
+        model_cache: The settings' model cache.
+        revision: Branch, tag or commit (None: ``main``).
+
+    Returns:
+        The snapshot directory.
+
+    Raises:
+        ModelNotAvailableError: When it is neither cached nor downloadable.
+    """
     from huggingface_hub import snapshot_download
 
     allow = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]

@@ -21,7 +21,8 @@ from loguru import logger
 
 from core.domain.errors import ConfigError, FinetuneStudioError
 from core.domain.output_dirs import MARKER_FILE
-from core.domain.portable import portable_lineage
+from core.domain.portable import ADAPTER_CONFIG_FILE, make_adapter_portable, portable_lineage
+from core.infrastructure.checksums import sha256_file
 from core.infrastructure.registry.artifacts import LINEAGE_FILE
 from core.infrastructure.registry.model_card import render_model_card
 from core.infrastructure.registry.store import ModelRegistry, RegisteredVersion
@@ -44,8 +45,9 @@ def hub_offline() -> bool:
 def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Path:
     """Writes the folder a push uploads.
 
-    Contents: every artifact file (adapter or model, tokenizer, chat template), ``README.md``
-    (model card; an artifact's own card is replaced) and ``finetune_studio.json``.
+    Contents: every artifact file (adapter or model, tokenizer, chat template; an adapter's config
+    names its base model by the portable reference), ``README.md`` (model card; an artifact's own
+    card is replaced) and ``finetune_studio.json``.
 
     Args:
         registered: The version to upload.
@@ -62,6 +64,13 @@ def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
     shipped = portable_lineage(registered.lineage)
+    checksums = dict(registered.checksums)
+    adapter_config = destination / ADAPTER_CONFIG_FILE
+    if shipped.get("base_model") and adapter_config.is_file():
+        base = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base != shipped["base_model"]:  # registered with a local base path (older runs, bare adapters)
+            make_adapter_portable(destination, str(shipped["base_model"]))
+            checksums[ADAPTER_CONFIG_FILE] = sha256_file(adapter_config)
     lineage = {**shipped, "kind": registered.kind, "name": registered.lineage.get("name") or registered.name}
     (destination / "README.md").write_text(
         render_model_card(lineage, title=f"{registered.name} (version {registered.version})"), encoding="utf-8"
@@ -72,7 +81,7 @@ def build_upload_folder(registered: RegisteredVersion, destination: Path) -> Pat
         "kind": registered.kind,
         "created_at": registered.created_at,
         "lineage": shipped,
-        "checksums": registered.checksums,
+        "checksums": checksums,
     }
     (destination / HUB_METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     return destination
