@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from core.domain.evaluation_metrics import METRIC_LABELS, SCORE_METRICS
-from core.infrastructure.evaluation.report_format import format_value
-from core.infrastructure.evaluation.sample_tables import SAMPLE_HEADERS, kind_comparison, sample_rows
+from core.domain.report_format import format_value
+from core.domain.sample_tables import SAMPLE_HEADERS, kind_comparison, sample_rows
 from studio.charts import PALETTE, Figure, empty_figure, figure
 from studio.context import StudioContext
 from studio.job_records import ACTIVE_STATES

@@ -5,7 +5,7 @@ Two modes:
 * ``chat`` (the default when ``--runs`` are given): people chat with the chosen runs (the studio's
   Chat tab, N columns included) and the base model for contrast; no training. Each run's adapter
   ships in ``adapters/<run>/`` and names its base model by Hub id; ``--hub-runs user/name`` references
-  an adapter already on the Hub instead, downloaded when the Space starts (``studio.space_hub``).
+  an adapter already on the Hub instead, downloaded when the Space starts (``core.application.hub_runs``).
 * ``studio``: the full studio; it starts only with a login (``SPACE_AUTH=user:password`` as a Space
   secret) unless ``SPACE_AUTH=none`` disables it explicitly.
 
@@ -35,6 +35,7 @@ from pathlib import Path
 import gradio
 from loguru import logger
 
+from core.application.hub_runs import hub_runs_config
 from core.domain.catalog import EMBEDDED_MODEL_NAME
 from core.domain.errors import ConfigError, FinetuneStudioError
 from core.domain.manifest import FINAL_DIR, MANIFEST_FILE, RunManifest
@@ -42,7 +43,6 @@ from core.domain.output_dirs import MARKER_FILE, check_replaceable, mark_output
 from core.domain.portable import base_model_reference, make_adapter_portable
 from core.logging_setup import configure_logging
 from studio.space_chat import ADAPTERS_DIR, SPACE_CONFIG_FILE
-from studio.space_hub import hub_runs_config
 
 SPACE_OUTPUT = "space assembly"  # the kind named in the output marker
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def assemble_space(
         runs: Run names (under ``runs_dir``) or run directories to ship (chat mode).
         runs_dir: Where run names are looked up (default: ``runs/``).
         hub_runs: Adapters on the Hub (``user/name[@revision]``) the chat Space downloads when it
-            starts (see ``studio.space_hub``).
+            starts (see ``core.application.hub_runs``).
 
     Returns:
         The folder.

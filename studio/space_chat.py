@@ -15,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 from loguru import logger
 
+from core.application.hub_runs import fetch_hub_runs
 from core.domain.config import Settings, load_settings
 from core.domain.errors import ConfigError
 from studio.chat_engine import ChatModels
 from studio.context import StudioContext
 from studio.jobs import JobSupervisor
-from studio.space_hub import fetch_hub_runs
 from studio.tabs.chat import build_chat_tab
 
 SPACE_CONFIG_FILE = "space_config.json"

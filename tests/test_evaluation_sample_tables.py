@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from core.infrastructure.evaluation.intervals import metric_intervals
-from core.infrastructure.evaluation.sample_tables import (
+from core.domain.sample_tables import (
     SAMPLE_HEADERS,
     accuracy_rows,
     checks_passed,
@@ -11,6 +10,7 @@ from core.infrastructure.evaluation.sample_tables import (
     kind_rows,
     sample_rows,
 )
+from core.infrastructure.evaluation.intervals import metric_intervals
 
 
 def _check(kind: str, passed: bool, loose: bool | None = None) -> dict:

@@ -10,7 +10,7 @@ from evaluation_runs import build_prepared, build_run
 from core.application.evaluate import evaluate, settings_for_run
 from core.domain.errors import ModelNotAvailableError
 from core.domain.manifest import EVALUATION_FILE, RunManifest
-from core.infrastructure.evaluation.report_format import format_value
+from core.domain.report_format import format_value
 
 ROUGE_TYPES = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 

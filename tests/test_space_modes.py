@@ -158,8 +158,8 @@ def _pushed_adapter(tmp_path: Path, embedded_model_dir: Path) -> Path:
 
 
 def test_hub_run_of_another_base_model_is_refused_when_the_space_starts(tmp_path, embedded_model_dir) -> None:
+    from core.application.hub_runs import fetch_hub_runs, hub_runs_config
     from core.domain.errors import ConfigError
-    from studio.space_hub import fetch_hub_runs, hub_runs_config
 
     pushed = _pushed_adapter(tmp_path, embedded_model_dir)
     hub_layout_cache(tmp_path / "cache" / "hub", HUB_RUN, pushed)

@@ -339,7 +339,7 @@ def _prepared_data(settings: Settings, manifest: RunManifest | None) -> Any:
 
 def _log_summary(evaluation: dict[str, Any]) -> None:
     from core.domain.evaluation_metrics import metric_rows
-    from core.infrastructure.evaluation.report_format import format_value
+    from core.domain.report_format import format_value
 
     for label, value in metric_rows(evaluation["metrics"]):
         logger.info("{:<28} {}", label, format_value(value))

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from core.domain.manifest import write_json_atomic
+from core.domain.report_format import format_value, html_page, html_table, markdown_table
+from core.domain.sample_tables import kind_comparison
 from core.infrastructure.evaluation.figures import figures_html, grouped_metric_bars, loss_curves, resource_bars
-from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
-from core.infrastructure.evaluation.sample_tables import kind_comparison
 
 COMPARISON_FILE = "comparison.json"
 

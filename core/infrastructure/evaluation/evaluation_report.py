@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from core.domain.evaluation_metrics import METRIC_LABELS, metric_rows
-from core.infrastructure.evaluation.figures import check_bars, figures_html, loss_curves, metric_bars
-from core.infrastructure.evaluation.report_format import format_value, html_page, html_table, markdown_table
-from core.infrastructure.evaluation.sample_tables import (
+from core.domain.report_format import format_value, html_page, html_table, markdown_table
+from core.domain.sample_tables import (
     ACCURACY_HEADERS,
     KIND_HEADERS,
     SAMPLE_HEADERS,
@@ -18,6 +17,7 @@ from core.infrastructure.evaluation.sample_tables import (
     kind_rows,
     sample_rows,
 )
+from core.infrastructure.evaluation.figures import check_bars, figures_html, loss_curves, metric_bars
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"

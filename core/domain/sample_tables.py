@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain.check_kinds import IFEVAL_INSTRUCTION_IDS
-from core.infrastructure.evaluation.report_format import format_value
+from core.domain.report_format import format_value
 
 SAMPLE_HEADERS = ["#", "Prompt", "Answer", "Reference", "Sentence BLEU", "ROUGE-L", "Checks passed"]
 """Columns of the per-sample table."""

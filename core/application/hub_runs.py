@@ -1,4 +1,4 @@
-"""Runs a chat-mode Space references on the Hub instead of shipping them.
+"""Use case of a chat-mode Space: serving runs it references on the Hub instead of shipping them.
 
 ``make space SPACE_ARGS="--hub-runs user/my-adapter[@revision]"`` names adapters pushed with
 ``export --push-to`` or ``registry push``. The Space folder then holds only their names
