@@ -64,7 +64,7 @@ evaluate: setup
 	$(CLI) evaluate --config $(CONFIG_DIR)/smollm2-lora.yaml --run smollm2-lora
 
 compare: setup
-	$(CLI) compare --config $(CONFIG_DIR)/smollm2-lora.yaml --train-all
+	$(CLI) compare --config $(CONFIG_DIR)/smollm2-lora.yaml --train-all evaluation.max_samples=200
 
 inference: setup
 	$(CLI) chat --config $(CONFIG_DIR)/smollm2-lora.yaml --run smollm2-lora

@@ -264,3 +264,15 @@ def test_distinct_agreement_counts_a_shared_prompt_prefix_once():
     reference = [logits(0, 1, 2), logits(0, 1, 3, 0)]
     exported = [logits(0, 2, 2), logits(0, 2, 3, 1)]
     assert distinct_top1_agreement(reference, exported, sequences) == (3, 5)  # 5 distinct prefixes, 2 disagree
+
+
+def test_a_continuation_that_differs_is_reported_with_the_merged_models_margin_there():
+    import torch
+
+    from core.infrastructure.inference.gguf_verification import ties_at_divergence
+
+    prompt = [1, 2]
+    # the reference continues 7, 8; the export 7, 9: they first differ at answer index 1 (logits row 2)
+    logits = torch.zeros(4, 10)
+    logits[2, 8], logits[2, 9] = 3.0, 2.5
+    assert ties_at_divergence([[7, 8], [5]], [[7, 9], [5]], [logits, torch.zeros(3, 10)], [prompt, prompt]) == [0.5]
