@@ -223,3 +223,42 @@ def test_model_whose_pad_is_eos_learns_to_stop(tiny_llama_dir):
         torch.set_num_threads(threads)
     assert before < 0.01
     assert after > 0.25 and after > 1000 * before, (before, after)
+
+
+class _EmptyOffsetEncoding:
+    """An encoding whose second token has an empty offset at the span start (the rule counts it one character wide)."""
+
+    offsets = ((0, 2), (2, 2), (2, 5), (5, 7))
+
+    def char_to_token(self, position: int) -> int | None:
+        return next((index for index, (start, end) in enumerate(self.offsets) if start <= position < end), None)
+
+    def token_to_chars(self, index: int) -> tuple[int, int]:
+        return self.offsets[index]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pieces=st.lists(
+        st.sampled_from(["Hello", " world", "é", "字", "🙂", "\n", "  ", "<|im_end|>", "x", "12"]), max_size=30
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_answer_ranges_from_span_ends_equal_the_offsets_rule(tokenizers, pieces, cuts):
+    """The Rust encoding's span-end ranges give exactly the rule's ranges (multi-byte characters included)."""
+    from core.infrastructure.data.token_offsets import TokenOffsets, answer_token_ranges
+
+    text = "".join(pieces)
+    encoding = tokenizers["model"]._tokenizer.encode(text, add_special_tokens=False)
+    bounds = sorted({cut % (len(text) + 1) for cut in cuts})
+    spans = [(start, end) for start, end in zip(bounds[::2], bounds[1::2], strict=False) if end > start]
+    fast = TokenOffsets(encoding.ids, encoding=encoding).answer_ranges(spans)
+    assert fast == answer_token_ranges(encoding.offsets, spans)
+
+
+def test_answer_ranges_fall_back_to_the_offsets_rule_at_an_empty_offset():
+    from core.infrastructure.data.token_offsets import TokenOffsets, answer_token_ranges
+
+    encoding = _EmptyOffsetEncoding()
+    ranges = TokenOffsets([1, 2, 3, 4], encoding=encoding).answer_ranges([(2, 5)])
+    assert ranges == answer_token_ranges(encoding.offsets, [(2, 5)]) == [(1, 3)]

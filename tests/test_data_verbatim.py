@@ -10,13 +10,14 @@ every truncation mode and with several templates.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from core.domain.records import Conversation, Message, ToolCall
 from core.infrastructure.data import tokenize as tokenize_module
-from core.infrastructure.data import turn_split
+from core.infrastructure.data import turn_split, verbatim
 from core.infrastructure.data.report import comparison_keys, exact_key, normalized_key, prompt_key
 from core.infrastructure.data.turn_split import tokenize_record
 from core.infrastructure.data.verbatim import locate_verbatim, template_profile
@@ -117,18 +118,29 @@ def test_a_long_conversation_is_rendered_once(tokenizers):
         ],
         source="long:1",
     )
-    template_profile(tokenizer), turn_split._slicing_agrees(tokenizer)  # probed once per template, beforehand
+    profile = template_profile(tokenizer)  # probed once per template, beforehand
+    turn_split._slicing_agrees(tokenizer)
+    assert profile.render is not None  # the compiled template gave apply_chat_template's text on the probes
     renders = []
     original = type(tokenizer).apply_chat_template
 
     def counting(self, *args, **kwargs):
-        renders.append(1)
+        renders.append("apply_chat_template")
         return original(self, *args, **kwargs)
+
+    def counting_direct(messages):
+        renders.append("compiled template")
+        return profile.render(messages)
 
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(type(tokenizer), "apply_chat_template", counting)
+        patched.setitem(
+            verbatim._PROFILES,
+            next(key for key, value in verbatim._PROFILES.items() if value is profile),
+            dataclasses.replace(profile, render=counting_direct),
+        )
         samples = tokenize_record(tokenizer, conversation, 128)
-    assert len(renders) == 1
+    assert renders == ["compiled template"]
     assert samples.cut and len(samples.examples) > 1 and samples.assistant_turns_trained == 6
 
 

@@ -9,15 +9,13 @@ verbatim gets the same spans from one render (:mod:`core.infrastructure.data.ver
 
 from __future__ import annotations
 
-import bisect
-import operator
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
 from core.domain.records import Conversation
+from core.infrastructure.data.token_offsets import TokenOffsets, answer_token_ranges
 from core.infrastructure.data.tool_rendering import template_messages, template_tools
 from core.infrastructure.data.verbatim import locate_verbatim, render_text, template_profile
 
@@ -42,14 +40,14 @@ class TokenizedExample:
     trained_tokens: int = field(default=0)
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of a text and every token's character span (no special tokens added)."""
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> TokenOffsets:
+    """Token ids of a text with every token's character span (no special tokens added)."""
     backend = _plain_backend(tokenizer)
     if backend is not None:  # the Rust tokenizer itself: what ``tokenizer(text)`` calls, without its wrapping
         encoding = backend.encode(text, add_special_tokens=False)
-        return encoding.ids, encoding.offsets
+        return TokenOffsets(encoding.ids, encoding=encoding)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+    return TokenOffsets(list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]])
 
 
 def _plain_backend(tokenizer: PreTrainedTokenizerBase) -> Any:
@@ -74,7 +72,7 @@ def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) 
     Returns:
         Token ids including the assistant header.
     """
-    return _encode(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True))[0]
+    return _encode(tokenizer, render_text(tokenizer, messages, add_generation_prompt=True)).ids
 
 
 def assistant_spans(
@@ -187,7 +185,7 @@ class EncodedConversation:
     Attributes:
         text: The rendered text.
         input_ids: Its token ids (with an appended EOS when the template closes answers without it).
-        offsets: Character span of every token of ``text``.
+        tokens: The ids of ``text`` with every token's character span (read when first asked).
         labels: Labels of ``input_ids``.
         answers: Token ranges ``[first, last)`` of the trained answers.
         starts: Where each template message's content starts in ``text`` when the conversation was
@@ -196,7 +194,7 @@ class EncodedConversation:
 
     text: str
     input_ids: list[int]
-    offsets: list[tuple[int, int]]
+    tokens: TokenOffsets
     labels: list[int]
     answers: list[tuple[int, int]]
     starts: list[int] | None = None
@@ -205,6 +203,11 @@ class EncodedConversation:
     def first_answer(self) -> int:
         """Token position of the first trained answer (0 when none)."""
         return self.answers[0][0] if self.answers else 0
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """Character span of every token of ``text``."""
+        return self.tokens.offsets
 
 
 def encode_conversation(
@@ -234,14 +237,16 @@ def encode_conversation(
     else:
         full_text, spans = assistant_spans(tokenizer, messages, conversation.source, tools, trained)
         spans = [span for span in spans if span[1] > span[0]]  # a template may render no text for an answer
-    input_ids, offsets = _encode(tokenizer, full_text)
-    answers = answer_token_ranges(offsets, spans)
+    tokens = _encode(tokenizer, full_text)
+    input_ids = tokens.ids
+    # located verbatim: ranges from the span ends (the full offsets only when that cannot settle them)
+    answers = tokens.answer_ranges(spans) if located is not None else answer_token_ranges(tokens.offsets, spans)
     labels = list(input_ids) if train_on_prompt else [IGNORE_INDEX] * len(input_ids)
     for first, last in answers:
         labels[first:last] = input_ids[first:last]
-    input_ids, labels = _with_final_eos(tokenizer, full_text, spans, offsets, input_ids, labels)
+    input_ids, labels = _with_final_eos(tokenizer, full_text, spans, tokens, input_ids, labels)
     starts = located.starts if located is not None else None
-    return EncodedConversation(full_text, input_ids, offsets, labels, answers, starts)
+    return EncodedConversation(full_text, input_ids, tokens, labels, answers, starts)
 
 
 def finish_example(
@@ -275,53 +280,11 @@ def finish_example(
     return example, None
 
 
-def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The token ranges ``[first, last)`` that overlap the answers' character spans, in order.
-
-    A token overlapping an answer is trained, also one that straddles the generation prompt's end
-    (e.g. " Hello" after a template's "assistant:"), so no answer character goes untrained; a token
-    with an empty offset counts as one character wide.
-
-    Args:
-        offsets: Character span of every token.
-        spans: Character spans of the trained answers, in order.
-
-    Returns:
-        Non-empty ranges of token positions.
-    """
-    starts, ends = tuple(zip(*offsets, strict=True)) or ((), ())
-    reaches = ends if all(map(operator.gt, ends, starts)) else [max(end, start + 1) for start, end in offsets]
-    if not (_ascending(starts) and _ascending(reaches)):  # offsets out of order: token by token
-        return _ranges_token_by_token(offsets, spans)
-    ranges = [
-        (bisect.bisect_right(reaches, span_start), bisect.bisect_left(starts, span_end))
-        for span_start, span_end in spans
-    ]
-    return [(first, last) for first, last in ranges if first < last]
-
-
-def _ascending(values: Sequence[int]) -> bool:
-    """True when the values never decrease."""
-    return all(map(operator.le, values, values[1:]))
-
-
-def _ranges_token_by_token(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """:func:`answer_token_ranges` one token at a time, comparing each token with the first span not yet passed."""
-    ranges = []
-    span_index = 0
-    for position, (start, end) in enumerate(offsets):
-        while span_index < len(spans) and start >= spans[span_index][1]:
-            span_index += 1
-        if span_index < len(spans) and start < spans[span_index][1] and max(end, start + 1) > spans[span_index][0]:
-            ranges.append((position, position + 1))
-    return ranges
-
-
 def _with_final_eos(
     tokenizer: PreTrainedTokenizerBase,
     full_text: str,
     spans: list[tuple[int, int]],
-    offsets: list[tuple[int, int]],
+    tokens: TokenOffsets,
     input_ids: list[int],
     labels: list[int],
 ) -> tuple[list[int], list[int]]:
@@ -331,7 +294,7 @@ def _with_final_eos(
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         return input_ids, labels
-    cut = max(position + 1 for position, (start, _end) in enumerate(offsets) if start < spans[-1][1])
+    cut = max(position + 1 for position, (start, _end) in enumerate(tokens.offsets) if start < spans[-1][1])
     return [*input_ids[:cut], eos_id], [*labels[:cut], eos_id]
 
 

@@ -12,6 +12,7 @@ the verbatim location fails returns None and takes the exact way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,13 @@ class TemplateProfile:
         generation_header: The text ``add_generation_prompt`` appends (it opens every answer).
         user_header: The text that opens a user turn, from the added token it starts with (None
             when it starts with none: the tokens of two turns may then merge).
+        render: Renders messages without the generation prompt straight through the compiled
+            template, when that gave ``apply_chat_template``'s text on every probe (else None).
     """
 
     generation_header: str
     user_header: str | None
+    render: Callable[[list[dict]], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,35 @@ def _probe(tokenizer: Any) -> TemplateProfile | None:
                     tokenizer, messages, trained=trained
                 ):
                     return None
-        return TemplateProfile(profile.generation_header, _user_header(tokenizer, profile, messages))
+        return TemplateProfile(
+            profile.generation_header, _user_header(tokenizer, profile, messages), _direct(tokenizer)
+        )
     except Exception:  # any template failure on the probe means: take the exact way
         return None
+
+
+def _direct(tokenizer: Any) -> Callable[[list[dict]], str] | None:
+    """Rendering through the compiled template, when it gives ``apply_chat_template``'s text on every probe.
+
+    ``apply_chat_template`` normalises its arguments on every call (about half of a rendering's
+    time); the probe conversations hold plain string contents, as the records rendered this way do.
+    """
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        compiled = _compile_jinja_template(tokenizer.chat_template)
+    except Exception:  # another transformers, a template per name: apply_chat_template renders
+        return None
+    variables = {"tools": None, "documents": None, "add_generation_prompt": False, **tokenizer.special_tokens_map}
+
+    def render(messages: list[dict]) -> str:
+        return compiled.render(messages=messages, **variables)
+
+    for turns in _PROBE_TURNS:
+        messages = [{"role": role, "content": content} for role, content in turns]
+        if render(messages) != render_text(tokenizer, messages, add_generation_prompt=False):
+            return None
+    return render
 
 
 def _user_header(tokenizer: Any, profile: TemplateProfile, messages: list[dict]) -> str | None:
@@ -141,7 +171,10 @@ def locate_verbatim(
         would find it (empty answer, answer not right after the generation prompt or not right
         before EOS, the generation prompt also inside some content).
     """
-    text = render_text(tokenizer, messages, add_generation_prompt=False)
+    if profile.render is not None:
+        text = profile.render(messages)
+    else:
+        text = render_text(tokenizer, messages, add_generation_prompt=False)
     eos, header = tokenizer.eos_token, profile.generation_header
     answers = sum(message["role"] == "assistant" for message in messages)
     if text.count(header) != answers:
