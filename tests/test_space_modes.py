@@ -159,7 +159,7 @@ def _pushed_adapter(tmp_path: Path, embedded_model_dir: Path) -> Path:
 
 def test_hub_run_of_another_base_model_is_refused_when_the_space_starts(tmp_path, embedded_model_dir) -> None:
     from core.application.hub_runs import fetch_hub_runs, hub_runs_config
-    from core.domain.errors import ConfigError
+    from core.domain.errors import ConfigError, ModelNotAvailableError
 
     pushed = _pushed_adapter(tmp_path, embedded_model_dir)
     hub_layout_cache(tmp_path / "cache" / "hub", HUB_RUN, pushed)
@@ -172,6 +172,12 @@ def test_hub_run_of_another_base_model_is_refused_when_the_space_starts(tmp_path
     assert fetch_hub_runs(tmp_path / "space", config, tmp_path / "cache") == ["hub-lora"]
     manifest = json.loads((tmp_path / "space" / "adapters" / "hub-lora" / "manifest.json").read_text())
     assert manifest["technique"]["name"] == "lora" and manifest["chat_template"]
+    config["hub_runs"] = hub_runs_config(["someone/not-pushed"], [])
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(ModelNotAvailableError) as missing:
+        patched.setenv("HF_HUB_OFFLINE", "1")
+        fetch_hub_runs(tmp_path / "space", config, tmp_path / "cache")
+    assert "'someone/not-pushed'" in str(missing.value) and "--hub-runs" in str(missing.value)
+    assert "embedded model" not in str(missing.value)  # the advice for a base model does not fit an adapter
 
 
 def test_studio_space_refuses_to_start_without_a_login(tmp_path: Path) -> None:

@@ -85,7 +85,13 @@ def fetch_hub_runs(space_dir: Path, config: dict[str, Any], model_cache: Path) -
     fetched = []
     for entry in config.get("hub_runs", []):
         run = HubRun(**entry)
-        snapshot = download_from_hub(run.repo_id, model_cache, run.revision)
+        snapshot = download_from_hub(
+            run.repo_id,
+            model_cache,
+            run.revision,
+            advice="Check the adapter's repository id and revision in --hub-runs and the Space's network "
+            "(a private repository needs an HF_TOKEN secret).",
+        )
         target = space_dir / "adapters" / run.name
         if target.exists():
             shutil.rmtree(target)

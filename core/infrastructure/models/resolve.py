@@ -98,13 +98,14 @@ def _architecture(entry: CatalogEntry | None, path: Path) -> ArchitectureDefault
     return entry.architecture if entry is not None else defaults_for_model_type(_model_type(path))
 
 
-def download_from_hub(hub_id: str, model_cache: Path, revision: str | None) -> Path:
+def download_from_hub(hub_id: str, model_cache: Path, revision: str | None, advice: str | None = None) -> Path:
     """A Hub repository's model files from the model cache's ``hub/`` folder, downloaded when missing.
 
     Args:
         hub_id: ``user/name``.
         model_cache: The settings' model cache.
         revision: Branch, tag or commit (None: ``main``).
+        advice: What the error message tells the user to do (default: the advice for a base model).
 
     Returns:
         The snapshot directory.
@@ -135,6 +136,9 @@ def download_from_hub(hub_id: str, model_cache: Path, revision: str | None) -> P
         raise ModelNotAvailableError(
             f"model {hub_id!r} is not cached locally and could not be downloaded from the Hugging Face Hub "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
-            "Check the name and your network, or name a local directory or the embedded model "
-            "'smollm2-135m-instruct'."
+            + (
+                advice
+                or "Check the name and your network, or name a local directory or the embedded model "
+                "'smollm2-135m-instruct'."
+            )
         ) from error
