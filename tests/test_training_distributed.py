@@ -87,3 +87,24 @@ def test_shipped_accelerate_configs_are_valid(name):
     path = REPO_ROOT / "examples" / "accelerate" / name
     config = ClusterConfig.from_yaml_file(str(path))
     assert config.num_processes == yaml.safe_load(Path(path).read_text())["num_processes"]
+
+
+def test_an_fsdp_config_on_a_cpu_machine_is_said_to_run_as_ddp(monkeypatch):
+    """accelerate applies FSDP only across GPUs; on a CPU the run says so instead of passing silently."""
+    from loguru import logger
+
+    from core.infrastructure.training.setup import process_state
+
+    if torch.cuda.is_available():
+        pytest.skip("the warning is for CPU machines")
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="WARNING")
+    try:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+        process_state()
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+        process_state()
+    finally:
+        logger.remove(sink)
+    assert len(messages) == 1
+    assert "asks for FSDP" in messages[0] and "one process" in messages[0] and "whole model" in messages[0]

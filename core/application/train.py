@@ -68,10 +68,9 @@ def train(
         OutputExistsError: When a completed run would start from scratch and ``force`` is false.
         FinetuneStudioError: On invalid data, unavailable models or a diverged run (nan_policy=stop).
     """
-    import torch
-    from accelerate import PartialState
+    from core.infrastructure.training.setup import process_state
 
-    process = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: gloo DDP under accelerate launch
+    process = process_state()
     run_name = settings.resolved_run_name()
     run_dir = Path(settings.paths.runs_dir) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)

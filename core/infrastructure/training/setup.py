@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,30 @@ from core.infrastructure.techniques import technique_for
 from core.infrastructure.training.precision import Precision
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def process_state() -> Any:
+    """The accelerate state of this process (gloo DDP on CPU under ``accelerate launch``).
+
+    accelerate applies an FSDP config only across accelerators: on a CPU machine
+    ``examples/accelerate/fsdp.yaml`` runs as DDP (or as one process with ``--cpu``), every process
+    holding the whole model. That is said once, as a warning, instead of passing silently.
+
+    Returns:
+        The ``accelerate.PartialState``.
+    """
+    from accelerate import PartialState
+
+    on_cpu = not torch.cuda.is_available()
+    process = PartialState(cpu=on_cpu)
+    if on_cpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and process.is_main_process:
+        layout = f"{process.num_processes} DDP processes" if process.num_processes > 1 else "one process"
+        logger.warning(
+            "The accelerate config asks for FSDP, but accelerate shards models only across GPUs: on this CPU "
+            "machine the run trains as {}, each holding the whole model and its optimizer states",
+            layout,
+        )
+    return process
 
 
 def load_model_for_training(
