@@ -26,6 +26,7 @@ BENCHMARKS = (
     "benchmarks.gemm_limit",
     "benchmarks.technique_costs",
     "benchmarks.inference_throughput",
+    "benchmarks.eval_decode",
     "benchmarks.api_load",
     "benchmarks.studio_latency",
     "benchmarks.memory_estimator",

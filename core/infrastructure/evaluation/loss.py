@@ -2,8 +2,18 @@
 
 Every token whose label is not ``IGNORE_INDEX`` counts once, whatever the length of its
 sequence: the loss is the sum of token losses divided by the number of trained tokens, and the
-perplexity is its exponential. Batches are right-padded; padding carries ``IGNORE_INDEX``
-labels and a zero attention mask, so batching does not change the result.
+perplexity is its exponential.
+
+The batches are built as training builds them (``core/infrastructure/training``): padding-free
+(:class:`~core.infrastructure.training.collators.PackingCollator`: the sequences concatenated
+into one row, ``position_ids`` restarting at 0, run with ``use_cache=False`` so that no sequence
+attends to another) where the model family honours those resets and no prompt-learning adapter
+prepends per-sequence state; right-padded otherwise (Prefix Tuning, unverified families). The
+vocabulary projection runs only at the positions whose next token is trained (a boolean
+``logits_to_keep`` mask, :func:`~core.infrastructure.training.loss.masked_causal_lm_loss`);
+models whose ``forward`` has no ``logits_to_keep`` compute every position's logits and keep the
+same positions. Batches hold neighbours in a content order (length, then ids), so the result does
+not depend on the order of ``rows``.
 """
 
 from __future__ import annotations
@@ -11,11 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as functional
 from tqdm.auto import tqdm
 
-from core.infrastructure.data.tokenize import IGNORE_INDEX
+from core.domain.catalog import defaults_for_model_type
+from core.infrastructure.inference.generation import is_prompt_learning
+from core.infrastructure.training.collators import PackingCollator, PaddingCollator
+from core.infrastructure.training.loss import accepts_logits_mask, masked_causal_lm_loss, trained_positions
 
 
 @dataclass(frozen=True)
@@ -36,9 +51,28 @@ class LossResult:
 
 
 def _batches(rows: Sequence[dict], batch_size: int) -> list[list[dict]]:
-    # sort by length so batches hold similar lengths (less padding); the sum is order-independent
-    ordered = sorted(rows, key=lambda row: len(row["input_ids"]))
+    # neighbours by length (less padding when padded), ties by ids: batches depend on contents only
+    ordered = sorted(rows, key=lambda row: (len(row["input_ids"]), list(row["input_ids"])))
     return [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+
+
+def packs_sequences(model: torch.nn.Module) -> bool:
+    """Tells whether padding-free batches give each sequence's own loss on this model.
+
+    The rule of training's ``packing_decision``: the family must restart attention at
+    ``position_ids`` resets (``supports_padding_free``) and no prompt-learning adapter may prepend
+    per-sequence state (Prefix Tuning does).
+
+    Args:
+        model: A causal LM, plain or PEFT-wrapped.
+
+    Returns:
+        True when the model can be evaluated padding-free.
+    """
+    if is_prompt_learning(model):
+        return False
+    model_type = getattr(getattr(model, "config", None), "model_type", "") or ""
+    return defaults_for_model_type(model_type).supports_padding_free
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -48,6 +82,20 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _summed_loss(model: torch.nn.Module, batch: dict[str, Any], masked_logits: bool) -> tuple[float, int]:
+    """Sum of the token cross-entropies at trained positions of one collated batch, and their count."""
+    mask, targets = trained_positions(batch["labels"])
+    if not targets.numel():  # nothing trained in this batch: no forward pass
+        return 0.0, 0
+    if masked_logits:  # num_items_in_batch=1: the summed loss, logits only at the trained positions
+        loss, _ = masked_causal_lm_loss(model, {**batch, "use_cache": False}, num_items_in_batch=1)
+        return loss.item(), int(targets.numel())
+    features = {key: value for key, value in batch.items() if key != "labels"}
+    logits = model(**features, use_cache=False).logits[mask].float()
+    loss = functional.cross_entropy(logits, targets, reduction="sum")
+    return loss.item(), int(targets.numel())
+
+
 @torch.no_grad()
 def response_loss(
     model: torch.nn.Module,
@@ -55,6 +103,7 @@ def response_loss(
     batch_size: int = 8,
     pad_token_id: int = 0,
     show_progress: bool = True,
+    packing: bool | None = None,
 ) -> LossResult:
     """Computes the token-weighted loss over response tokens.
 
@@ -62,13 +111,17 @@ def response_loss(
         model: A causal LM (plain or PEFT-wrapped).
         rows: Mappings with ``input_ids`` and ``labels`` (``IGNORE_INDEX`` where not trained).
         batch_size: Sequences per forward pass.
-        pad_token_id: Id used to pad ``input_ids`` (masked out by the attention mask).
+        pad_token_id: Id used to pad ``input_ids`` in right-padded batches (masked out).
         show_progress: Show a tqdm progress bar.
+        packing: Padding-free batches; None decides with :func:`packs_sequences`.
 
     Returns:
         The loss, perplexity and counts; NaN when there are no trained tokens.
     """
     device = _model_device(model)
+    packed = packs_sequences(model) if packing is None else packing
+    collate = PackingCollator() if packed else PaddingCollator(pad_token_id)
+    masked_logits = accepts_logits_mask(model)
     was_training = model.training
     model.eval()
     total_loss = 0.0
@@ -76,25 +129,10 @@ def response_loss(
     batches = _batches(rows, batch_size)
     try:
         for batch in tqdm(batches, desc="Loss", unit="batch", disable=None if show_progress and batches else True):
-            width = max(len(row["input_ids"]) for row in batch)
-            input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for index, row in enumerate(batch):
-                length = len(row["input_ids"])
-                input_ids[index, :length] = torch.tensor(row["input_ids"], dtype=torch.long)
-                labels[index, :length] = torch.tensor(row["labels"], dtype=torch.long)
-                attention_mask[index, :length] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-            shifted_logits = logits[:, :-1, :].float()
-            shifted_labels = labels[:, 1:].to(logits.device)
-            total_loss += torch.nn.functional.cross_entropy(
-                shifted_logits.reshape(-1, shifted_logits.size(-1)),
-                shifted_labels.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            ).item()
-            total_tokens += int((shifted_labels != IGNORE_INDEX).sum().item())
+            collated = {key: value.to(device) for key, value in collate(batch).items()}
+            batch_loss, batch_tokens = _summed_loss(model, collated, masked_logits)
+            total_loss += batch_loss
+            total_tokens += batch_tokens
     finally:
         model.train(was_training)
     if total_tokens == 0:
