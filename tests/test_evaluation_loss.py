@@ -15,7 +15,7 @@ from benchmarks.eval_decode import padded_full_logits_loss  # the old right-padd
 from core.domain.catalog import LLAMA
 from core.domain.technique_specs.prefix import PrefixTechnique
 from core.infrastructure.data.tokenize import IGNORE_INDEX, tokenize_conversation
-from core.infrastructure.evaluation.loss import packs_sequences, response_loss
+from core.infrastructure.evaluation.loss import packs_by_default, packs_sequences, response_loss
 from core.infrastructure.models.loading import load_tokenizer
 from core.infrastructure.techniques import technique_for
 from core.infrastructure.training.loss import accepts_logits_mask
@@ -106,22 +106,33 @@ def test_perplexity_is_exp_of_mean_masked_token_loss(model_and_rows):
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "phi", "gpt2"])
-def test_padding_free_loss_equals_the_padded_full_logits_loss(family, tiny_model_dirs):
+@pytest.mark.parametrize("packing", [True, None])
+def test_padding_free_loss_equals_the_padded_full_logits_loss(family, packing, tiny_model_dirs):
+    """Packed (forced) and as chosen (right-padded with sdpa): the reference's loss, logits only where trained."""
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dirs[family]), dtype=torch.float32)
     tokenizer = load_tokenizer(tiny_model_dirs[family])
     rows = varied_rows(tokenizer)
     assert packs_sequences(model) and accepts_logits_mask(model)
-    result, projected_rows = assert_equals_reference(model, rows, tokenizer.pad_token_id)
+    assert not packs_by_default(model)  # sdpa: a packed row would attend through a dense mask
+    result, projected_rows = assert_equals_reference(model, rows, tokenizer.pad_token_id, packing=packing)
     assert projected_rows == result.tokens  # logits only at the trained positions
     assert result.tokens < sum(len(row["input_ids"]) for row in rows) / 4
 
 
-def test_embedded_model_loss_equals_the_padded_full_logits_loss(embedded_model_dir):
+def test_only_a_variable_length_attention_kernel_packs_by_default(tiny_llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
+    assert model.config._attn_implementation == "sdpa" and not packs_by_default(model)
+    model.config._attn_implementation = "flash_attention_2"
+    assert packs_by_default(model)
+
+
+@pytest.mark.parametrize("packing", [True, None])
+def test_embedded_model_loss_equals_the_padded_full_logits_loss(embedded_model_dir, packing):
     model = AutoModelForCausalLM.from_pretrained(str(embedded_model_dir), dtype=torch.float32)
     tokenizer = load_tokenizer(embedded_model_dir)
     rows = varied_rows(tokenizer, count=6)
     assert packs_sequences(model)
-    assert_equals_reference(model, rows, tokenizer.pad_token_id, batch_size=4)
+    assert_equals_reference(model, rows, tokenizer.pad_token_id, batch_size=4, packing=packing)
 
 
 @pytest.mark.parametrize("packing", [None, False])

@@ -4,11 +4,15 @@ Every token whose label is not ``IGNORE_INDEX`` counts once, whatever the length
 sequence: the loss is the sum of token losses divided by the number of trained tokens, and the
 perplexity is its exponential.
 
-The batches are built as training builds them (``core/infrastructure/training``): padding-free
+The batches are right-padded, neighbours by length, unless the model runs a variable-length
+attention kernel (Flash Attention): then they are padding-free as in training
 (:class:`~core.infrastructure.training.collators.PackingCollator`: the sequences concatenated
 into one row, ``position_ids`` restarting at 0, run with ``use_cache=False`` so that no sequence
-attends to another) where the model family honours those resets and no prompt-learning adapter
-prepends per-sequence state; right-padded otherwise (Prefix Tuning, unverified families). The
+attends to another), where the model family honours those resets and no prompt-learning adapter
+prepends per-sequence state. With ``sdpa`` or ``eager`` a packed row attends through a dense
+block-diagonal mask over the whole row, which costs more than the little padding of length-sorted
+batches saves: measured on the embedded model (CPU, fp32, 64 records, batch 8) right-padded
+1.40x the old loop's speed against 1.12x packed. The
 vocabulary projection runs only at the positions whose next token is trained (a boolean
 ``logits_to_keep`` mask, :func:`~core.infrastructure.training.loss.masked_causal_lm_loss`);
 models whose ``forward`` has no ``logits_to_keep`` compute every position's logits and keep the
@@ -75,6 +79,23 @@ def packs_sequences(model: torch.nn.Module) -> bool:
     return defaults_for_model_type(model_type).supports_padding_free
 
 
+VARLEN_ATTENTION = frozenset({"flash_attention_2", "flash_attention_3"})
+"""Attention kernels that run a packed row's sequences separately (no dense mask over the row)."""
+
+
+def packs_by_default(model: torch.nn.Module) -> bool:
+    """Tells whether :func:`response_loss` packs this model's batches when not told.
+
+    Args:
+        model: A causal LM, plain or PEFT-wrapped.
+
+    Returns:
+        True when the model can be evaluated padding-free and runs a variable-length attention kernel.
+    """
+    config = getattr(model, "config", None)
+    return packs_sequences(model) and getattr(config, "_attn_implementation", None) in VARLEN_ATTENTION
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     try:
         return next(parameter.device for parameter in model.parameters())
@@ -113,13 +134,14 @@ def response_loss(
         batch_size: Sequences per forward pass.
         pad_token_id: Id used to pad ``input_ids`` in right-padded batches (masked out).
         show_progress: Show a tqdm progress bar.
-        packing: Padding-free batches; None decides with :func:`packs_sequences`.
+        packing: Padding-free batches (only for a model :func:`packs_sequences` accepts); None
+            decides with :func:`packs_by_default`.
 
     Returns:
         The loss, perplexity and counts; NaN when there are no trained tokens.
     """
     device = _model_device(model)
-    packed = packs_sequences(model) if packing is None else packing
+    packed = packs_by_default(model) if packing is None else packing
     collate = PackingCollator() if packed else PaddingCollator(pad_token_id)
     masked_logits = accepts_logits_mask(model)
     was_training = model.training
