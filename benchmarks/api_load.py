@@ -11,8 +11,6 @@ Everything is bounded: the clients stop at the deadline, the server process is t
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import secrets
 import socket
@@ -185,17 +183,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Runs the load check and writes its JSON result."""
-    from core.logging_setup import configure_logging
+    """``python -m benchmarks.api_load [--quick]``: writes ``benchmarks/results/api_load.json``.
 
-    configure_logging()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(quick=parser.parse_args().quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "api_load.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    logger.success("{}", json.dumps(outcome["figures"]))
-    return 0
+    Returns:
+        0.
+    """
+    from benchmarks.run import standalone_main
+
+    return standalone_main("api_load", run, __doc__, "10 clients for 10 s instead of 32 for 60 s.")
 
 
 if __name__ == "__main__":

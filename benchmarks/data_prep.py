@@ -18,7 +18,6 @@ after the project's bytecode was removed) and warm.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -318,21 +317,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> int:
-    """CLI entry: runs the benchmark and writes ``benchmarks/results/data_prep.json``.
+    """``python -m benchmarks.data_prep [--quick]``: writes ``benchmarks/results/data_prep.json``.
 
     Returns:
         0.
     """
-    from core.logging_setup import configure_logging
+    from benchmarks.run import standalone_main
 
-    configure_logging()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2k and 20k records instead of 20k and 200k.")
-    outcome = run(quick=parser.parse_args().quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "data_prep.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    logger.info("{}", json.dumps(outcome["figures"], indent=2))
-    return 0
+    return standalone_main("data_prep", run, __doc__, "2k and 20k records instead of 20k and 200k.")
 
 
 if __name__ == "__main__":

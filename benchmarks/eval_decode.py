@@ -24,8 +24,6 @@ temporary directory. ``python -m benchmarks.eval_decode [--quick]`` writes
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -301,18 +299,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Runs the benchmark and writes its JSON result."""
-    from core.logging_setup import configure_logging
+    """``python -m benchmarks.eval_decode [--quick]``: writes ``benchmarks/results/eval_decode.json``.
 
-    configure_logging()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(quick=parser.parse_args().quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "eval_decode.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    for figure in outcome["figures"]:
-        logger.success("{}: {}", figure["name"], figure["value"])
-    return 0
+    Returns:
+        0.
+    """
+    from benchmarks.run import standalone_main
+
+    return standalone_main("eval_decode", run, __doc__, "64 records and 3 decode rounds instead of 200 and 5.")
 
 
 if __name__ == "__main__":

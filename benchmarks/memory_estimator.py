@@ -13,8 +13,6 @@ predicted / measured (target: within 25 %).
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -26,7 +24,6 @@ from benchmarks.random_models import save_random_llama
 from benchmarks.technique_costs import technique_overrides
 from benchmarks.training_harness import (
     MODEL_CACHE,
-    RESULTS_DIR,
     isolated_overrides,
     load_benchmark_settings,
     run_child,
@@ -210,22 +207,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``python -m benchmarks.memory_estimator [--quick]``.
+    """``python -m benchmarks.memory_estimator [--quick]``: writes ``benchmarks/results/memory_estimator.json``.
 
     Returns:
         0.
     """
-    from core.logging_setup import configure_logging
+    from benchmarks.run import standalone_main
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="Accepted for symmetry with the other benchmarks.")
-    arguments = parser.parse_args()
-    configure_logging()
-    outcome = run(quick=arguments.quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "memory_estimator.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    logger.info("{}", json.dumps(outcome["figures"], indent=2))
-    return 0
+    return standalone_main("memory_estimator", run, __doc__, "Accepted for symmetry with the other benchmarks.")
 
 
 if __name__ == "__main__":

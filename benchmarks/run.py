@@ -13,6 +13,7 @@ import importlib
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,32 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f"{'' if met is None else ('yes' if met else 'no')} |"
             )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def standalone_main(
+    name: str, run_benchmark: Callable[..., dict[str, Any]], description: str | None, quick_help: str
+) -> int:
+    """``python -m benchmarks.<name> [--quick]``: one benchmark, its JSON written as ``make benchmark`` writes it.
+
+    Args:
+        name: The module's short name (the result file is ``benchmarks/results/<name>.json``).
+        run_benchmark: The module's ``run(quick=...)``.
+        description: The module's docstring (the command's help).
+        quick_help: What ``--quick`` changes.
+
+    Returns:
+        0.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    arguments = parser.parse_args()
+    configure_logging()
+    outcome = run_benchmark(quick=arguments.quick)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(outcome, indent=2, default=str), encoding="utf-8")
+    for figure in outcome.get("figures", []):
+        logger.success("{}: {}", figure["name"], figure.get("value"))
+    return 0
 
 
 def main() -> int:

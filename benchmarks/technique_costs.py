@@ -18,18 +18,13 @@ saving is diluted by the runtime; on CUDA it is the allocator peak.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from benchmarks.training_harness import (
     PRESET,
-    RESULTS_DIR,
     common_spec,
     load_benchmark_settings,
     prepare_benchmark_run,
@@ -143,22 +138,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``python -m benchmarks.technique_costs [--quick]``.
+    """``python -m benchmarks.technique_costs [--quick]``: writes ``benchmarks/results/technique_costs.json``.
 
     Returns:
         0.
     """
-    from core.logging_setup import configure_logging
+    from benchmarks.run import standalone_main
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="Fewer rounds and steps (smoke run).")
-    arguments = parser.parse_args()
-    configure_logging()
-    outcome = run(quick=arguments.quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "technique_costs.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    logger.info("{}", json.dumps(outcome["figures"], indent=2))
-    return 0
+    return standalone_main("technique_costs", run, __doc__, "Fewer rounds and steps (smoke run).")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ no worse than +1 %, MFU >= 20 % of the GEMM limit. ``python -m benchmarks.traini
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -41,7 +39,6 @@ from loguru import logger
 
 from benchmarks.training_harness import (
     PRESET,
-    RESULTS_DIR,
     common_spec,
     load_benchmark_settings,
     prepare_benchmark_run,
@@ -382,22 +379,16 @@ def diagnose(rounds: list[dict[str, Any]]) -> list[str]:
 
 
 def main() -> int:
-    """``python -m benchmarks.training_throughput [--quick]``.
+    """``python -m benchmarks.training_throughput [--quick]``: writes ``benchmarks/results/training_throughput.json``.
 
     Returns:
         0.
     """
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Two rounds of 4 steps at batch 4, no checkpointed side.")
-    arguments = parser.parse_args()
-    from core.logging_setup import configure_logging
+    from benchmarks.run import standalone_main
 
-    configure_logging()
-    outcome = run(quick=arguments.quick)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "training_throughput.json").write_text(json.dumps(outcome, indent=2), encoding="utf-8")
-    logger.info("{}", json.dumps(outcome["figures"], indent=2))
-    return 0
+    return standalone_main(
+        "training_throughput", run, __doc__, "Two rounds of 4 steps at batch 4, no checkpointed side."
+    )
 
 
 if __name__ == "__main__":
