@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 from loguru import logger
 
-from core.application.hub_runs import fetch_hub_runs
+from core.application.hub_runs import ADAPTERS_DIR, fetch_hub_runs
 from core.domain.config import Settings, load_settings
 from core.domain.errors import ConfigError
 from studio.chat_engine import ChatModels
@@ -24,7 +24,6 @@ from studio.jobs import JobSupervisor
 from studio.tabs.chat import build_chat_tab
 
 SPACE_CONFIG_FILE = "space_config.json"
-ADAPTERS_DIR = "adapters"
 AUTH_VARIABLE = "SPACE_AUTH"
 AUTH_DISABLED = "none"
 

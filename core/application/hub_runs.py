@@ -23,6 +23,9 @@ from core.domain.manifest import CHAT_TEMPLATE_FILE, FINAL_DIR, MANIFEST_FILE, R
 from core.domain.portable import ADAPTER_CONFIG_FILE, is_hub_id
 from core.domain.techniques import technique_names, technique_of_adapter, traits_for
 
+ADAPTERS_DIR = "adapters"
+"""Folder of a chat Space that holds one ``<run>/`` per served run (shipped or fetched from the Hub)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class HubRun:
@@ -92,7 +95,7 @@ def fetch_hub_runs(space_dir: Path, config: dict[str, Any], model_cache: Path) -
             advice="Check the adapter's repository id and revision in --hub-runs and the Space's network "
             "(a private repository needs an HF_TOKEN secret).",
         )
-        target = space_dir / "adapters" / run.name
+        target = space_dir / ADAPTERS_DIR / run.name
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(snapshot, target / FINAL_DIR, ignore=shutil.ignore_patterns(".cache", "README.md"))
