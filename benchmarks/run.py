@@ -25,6 +25,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCHMARKS = (
     "benchmarks.training_throughput",
     "benchmarks.gemm_limit",
+    "benchmarks.chunked_loss",
     "benchmarks.technique_costs",
     "benchmarks.inference_throughput",
     "benchmarks.eval_decode",

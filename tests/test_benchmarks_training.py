@@ -165,3 +165,12 @@ def test_tuned_trl_side_trains_padding_free_on_cpu(tmp_path: Path, tiny_llama_di
     assert result["padding_waste"] == 0.0
     assert 0 < result["trained_positions_per_step"] < result["tokens_per_step"]
     assert result["final_loss"] is not None
+
+
+def test_chunked_loss_benchmark_sides_train_to_the_same_loss() -> None:
+    from benchmarks import chunked_loss
+
+    chunked, whole = chunked_loss.child("on", 64), chunked_loss.child("off", 64)
+    assert chunked["precision"] == whole["precision"] == choose_precision("auto", torch.device("cpu")).name
+    assert abs(chunked["loss"] - whole["loss"]) <= 1e-3 * whole["loss"]
+    assert chunked["step_s"] > 0 and chunked["peak_rss_mb"] > 0

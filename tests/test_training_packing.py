@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training_support import make_prepared
+from test_training_support import THREE_STEP_FULL_RUN, make_prepared
 from transformers import AutoModelForCausalLM
 
 from core.application.train import train
@@ -66,16 +66,10 @@ def test_packed_and_padded_training_runs_log_the_same_losses(
             **{
                 "model.name": str(tiny_llama_dir),
                 "data.dataset": str(prepared),
-                "technique": "full",
+                **THREE_STEP_FULL_RUN,
                 "run_name": f"packing-{packing}",
                 "training.packing": f"'{packing}'",  # quoted: YAML reads bare on/off as booleans
                 "training.group_by_length": False,
-                "training.precision": "fp32",
-                "training.max_steps": 3,
-                "training.per_device_batch_size": 4,
-                "training.learning_rate": 1e-3,
-                "training.eval_steps": 3,
-                "training.save_steps": 3,
             }
         )
         run_dir = train(settings)

@@ -203,13 +203,20 @@ def test_changed_config_refused_by_train(tiny_settings):
         train(tiny_settings(**{"training.max_steps": 4, "training.weight_decay": 0.1}))
 
 
-def test_nan_loss_skips_the_update_and_counts_it(tiny_settings):
+def nan_hidden_states(model):
+    """NaN from the final norm on: the output layer keeps no hook, so the chunked loss stays in use."""
+    norm = model.get_base_model().model.norm
+    return norm.register_forward_hook(lambda module, inputs, output: output * math.nan)
+
+
+@pytest.mark.parametrize("poison", [nan_logits, nan_hidden_states], ids=["logits", "hidden-states"])
+def test_nan_loss_skips_the_update_and_counts_it(tiny_settings, poison):
     settings = tiny_settings(**{"training.nan_policy": "skip", "training.eval_steps": 4, "training.save_steps": 4})
     weights_at_step_1 = {}
 
     def remember_then_poison(model):
         weights_at_step_1.update({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
-        return nan_logits(model)
+        return poison(model)
 
     class CheckUnchanged(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

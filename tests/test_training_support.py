@@ -135,3 +135,14 @@ TINY_LORA_RUN = {
     "training.save_steps": 2,
 }
 """Overrides of the short LoRA run the training tests start from (model and data added by the fixture)."""
+
+THREE_STEP_FULL_RUN = {
+    "technique": "full",
+    "training.precision": "fp32",
+    "training.max_steps": 3,
+    "training.per_device_batch_size": 4,
+    "training.learning_rate": 1e-3,
+    "training.eval_steps": 3,
+    "training.save_steps": 3,
+}
+"""Overrides of the 3-step fp32 Full run whose losses two variants of a setting must both log."""

@@ -241,6 +241,7 @@ def _setup_trainer(run: _Run, stop_event: threading.Event | None, extra_callback
         run_config=settings.to_plain_dict(),
         save_total_limit=settings.training.save_total_limit,
         nan_policy=settings.training.nan_policy,
+        chunked_loss=settings.training.chunked_loss,
     )
     metrics.trainer, trainer.run_progress = trainer, progress
     _cap_start_evaluation(run, trainer, arguments)

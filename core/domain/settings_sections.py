@@ -98,6 +98,11 @@ class TrainingSettings(Section):
         "auto", description="Padding-free packing; auto enables it when correct for the model and technique."
     )
     group_by_length: bool = Field(True, description="Length-grouped batches when not packing.")
+    chunked_loss: bool = Field(
+        True,
+        description="Project onto the vocabulary and take the loss a chunk of positions at a time, so the "
+        "full logits never exist at once (less memory, faster; where the model's output layer allows).",
+    )
 
     @field_validator("packing", mode="before")
     @classmethod

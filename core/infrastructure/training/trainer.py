@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from core.domain.errors import FinetuneStudioError
 from core.infrastructure.training.callbacks import EvaluationAborted
 from core.infrastructure.training.checkpoint_sealing import CheckpointSealCallback
+from core.infrastructure.training.chunked_loss import OutputLayer, chunkable_output_layer
 from core.infrastructure.training.collators import count_tokens
 from core.infrastructure.training.loss import accepts_logits_mask, masked_causal_lm_loss
 
@@ -73,6 +74,7 @@ class StudioTrainer(Trainer):
         run_config: dict[str, Any],
         save_total_limit: int | None = None,
         nan_policy: str = "skip",
+        chunked_loss: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +86,15 @@ class StudioTrainer(Trainer):
         self.skipped_updates = 0
         self.tokens_seen = 0
         self.masked_logits = accepts_logits_mask(self.accelerator.unwrap_model(self.model))
+        self.chunked_loss = chunked_loss
+        self.output_layer = chunkable_output_layer(self.accelerator.unwrap_model(self.model))
+        if chunked_loss:
+            logger.info(
+                "Loss: {}",
+                "vocabulary projection and cross-entropy a chunk of positions at a time"
+                if self.output_layer and self.masked_logits
+                else "every trained position's logits at once (this model's output layer cannot be bypassed)",
+            )
         self.start_eval_dataset: Any = None
         self.run_progress: Any = None
 
@@ -180,13 +191,31 @@ class StudioTrainer(Trainer):
             or self.compute_loss_func is not None
         ):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, outputs = masked_causal_lm_loss(model, inputs, num_items_in_batch)
+        loss, outputs = masked_causal_lm_loss(model, inputs, num_items_in_batch, self._chunkable_layer())
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # As Trainer.compute_loss: gradients are averaged across processes, the token count summed.
             loss = loss * (
                 self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu
             )
         return (loss, outputs) if return_outputs else loss
+
+    def _chunkable_layer(self) -> OutputLayer | None:
+        """The output layer a training batch's loss may be chunked over (see ``training/chunked_loss.py``).
+
+        None outside training (evaluation keeps its logits), with ``training.chunked_loss=false``, while
+        a hook runs around the layer (a callback may add one: it must see the logits), and
+        where the layer's weight is sharded (FSDP, DeepSpeed) or trained by several processes (DDP
+        synchronises only gradients of its forward).
+        """
+        layer = self.output_layer
+        if layer is None or not self.chunked_loss or not torch.is_grad_enabled() or layer.hooked:
+            return None
+        distributed = self.accelerator.distributed_type
+        if distributed.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+            return None
+        if distributed.name != "NO" and layer.layer.weight.requires_grad:
+            return None
+        return layer
 
     def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
         """Returns the gradient norm; a non-finite norm skips the update or stops, per ``nan_policy``."""
