@@ -20,12 +20,15 @@ class ArchitectureDefaults:
         lora_target_modules: Linear layers LoRA adapts by default.
         fan_in_fan_out: True for models that store linear weights transposed (GPT-2's Conv1D).
         supports_padding_free: True when the model honours ``position_ids`` resets for packing.
+        plain_output_layer: True when the model's forward returns its output layer's result as the
+            logits, unchanged (no soft-capping or scaling), so the training loss may project in chunks.
     """
 
     family: str
     lora_target_modules: tuple[str, ...]
     fan_in_fan_out: bool = False
     supports_padding_free: bool = True
+    plain_output_layer: bool = True
 
 
 @dataclass(frozen=True)
@@ -254,4 +257,6 @@ def defaults_for_model_type(model_type: str) -> ArchitectureDefaults:
     """
     if model_type in FAMILY_DEFAULTS:
         return FAMILY_DEFAULTS[model_type]
-    return ArchitectureDefaults(family=model_type, lora_target_modules=("all-linear",), supports_padding_free=False)
+    return ArchitectureDefaults(
+        family=model_type, lora_target_modules=("all-linear",), supports_padding_free=False, plain_output_layer=False
+    )

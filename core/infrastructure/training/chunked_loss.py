@@ -8,8 +8,8 @@ final hidden states at the trained positions (its output layer is bypassed for t
 time, computing each chunk's loss and gradients at once (the approach of Liger's fused linear
 cross-entropy and of Cut Cross-Entropy), so a step holds one chunk's logits at most.
 
-Only output layers that are a plain ``nn.Linear`` without bias, in families whose forward does
-nothing to the logits after it (no soft-capping or scaling), and not sharded or hooked, are chunked;
+Only output layers that are a plain ``nn.Linear`` without bias, in catalog families whose forward
+does nothing to the logits after it (no soft-capping or scaling), and not sharded or hooked, are chunked;
 anything else keeps the masked loss of :mod:`core.infrastructure.training.loss`.
 
 Measured (``benchmarks/chunked_loss.py``, README): at 2,048 trained tokens and a 128k vocabulary
@@ -26,11 +26,10 @@ from typing import Any
 
 import torch
 
+from core.domain.catalog import defaults_for_model_type
+
 CHUNK_LOGITS = 1 << 24
 """Logits computed at once (16M values: 64 MB in fp32); a chunk has this many divided by the vocabulary positions."""
-
-PLAIN_HEAD_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gpt2", "smollm3", "olmo2"})
-"""Model types whose forward returns the output layer's result unchanged (no soft-capping, scaling or bias)."""
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -121,15 +120,15 @@ def chunkable_output_layer(model: torch.nn.Module) -> OutputLayer | None:
 
     Returns:
         The base model's output layer when it is a plain ``nn.Linear`` without bias or hooks (no
-        LoRA on it, no device map or offloading) in a family whose forward returns its result
-        unchanged (:data:`PLAIN_HEAD_FAMILIES`); else None.
+        LoRA on it, no device map or offloading) in a catalog family whose forward returns its
+        result unchanged (``ArchitectureDefaults.plain_output_layer``); else None.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     config = base.config
-    if getattr(config, "model_type", None) not in PLAIN_HEAD_FAMILIES:
+    if not defaults_for_model_type(getattr(config, "model_type", "")).plain_output_layer:
         return None
     if any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         return None

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from loguru import logger
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
@@ -211,9 +212,9 @@ class StudioTrainer(Trainer):
         if layer is None or not self.chunked_loss or not torch.is_grad_enabled() or layer.hooked:
             return None
         distributed = self.accelerator.distributed_type
-        if distributed.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        if distributed in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
             return None
-        if distributed.name != "NO" and layer.layer.weight.requires_grad:
+        if distributed != DistributedType.NO and layer.layer.weight.requires_grad:
             return None
         return layer
 
