@@ -59,8 +59,11 @@ def test_packing_decision():
 def test_packed_and_padded_training_runs_log_the_same_losses(
     make_settings, tiny_llama_dir, embedded_model_dir, tmp_path
 ):
+    from loguru import logger
+
     prepared = make_prepared(tmp_path / "prepared", embedded_model_dir, n_train=12, n_validation=4)
-    losses = {}
+    losses, messages = {}, []
+    sink = logger.add(lambda message: messages.append(str(message)), level="INFO")
     for packing in ("on", "off"):
         settings = make_settings(
             **{
@@ -78,6 +81,8 @@ def test_packed_and_padded_training_runs_log_the_same_losses(
             for row in read_metrics(run_dir)
             if "step" in row and ("loss" in row or "eval_loss" in row)
         ]
+    logger.remove(sink)
+    assert sum("Attention: sdpa_packed" in message for message in messages) == 1  # the packed run only
     assert len(losses["on"]) == len(losses["off"]) == 5
     for packed, padded in zip(losses["on"], losses["off"], strict=True):
         assert abs(packed - padded) < 1e-4

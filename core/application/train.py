@@ -192,9 +192,8 @@ def _setup_model(run: _Run) -> None:
     from transformers import set_seed
 
     from core.infrastructure.models.loading import count_parameters, load_tokenizer, select_device
-    from core.infrastructure.training.collators import packing_decision
     from core.infrastructure.training.precision import choose_precision
-    from core.infrastructure.training.setup import load_model_for_training
+    from core.infrastructure.training.setup import load_model_for_training, set_up_packing
 
     settings = run.settings
     run.device = select_device()
@@ -206,8 +205,7 @@ def _setup_model(run: _Run) -> None:
     trainable, total = run.parameters = count_parameters(run.model)
     logger.info("Trainable parameters: {:,} of {:,} ({:.4%})", trainable, total, trainable / max(total, 1))
     traits = traits_for(settings.technique.name)
-    run.packing, packing_reason = packing_decision(settings.training.packing, run.resolved.architecture, traits)
-    logger.info("Packing: {} ({})", "on" if run.packing else "off", packing_reason)
+    run.packing = set_up_packing(run.model, settings.training.packing, run.resolved.architecture, traits)
 
 
 def _setup_trainer(run: _Run, stop_event: threading.Event | None, extra_callbacks: Sequence[Any]) -> _Fit:

@@ -10,11 +10,15 @@ import torch
 from loguru import logger
 from transformers import EarlyStoppingCallback, PreTrainedModel, TrainingArguments
 
+from core.domain.catalog import ArchitectureDefaults
 from core.domain.config import Settings
 from core.domain.manifest import CHECKPOINTS_DIR
+from core.domain.techniques import TechniqueTraits
 from core.infrastructure.models.loading import load_causal_lm
+from core.infrastructure.models.packed_attention import use_packed_attention
 from core.infrastructure.models.resolve import ResolvedModel
 from core.infrastructure.techniques import technique_for
+from core.infrastructure.training.collators import packing_decision
 from core.infrastructure.training.precision import Precision
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -78,6 +82,27 @@ def load_model_for_training(
     model = technique.prepare(base, settings.technique, resolved.architecture, settings.training.gradient_checkpointing)
     model.config.use_cache = False
     return model
+
+
+def set_up_packing(
+    model: torch.nn.Module, mode: str, architecture: ArchitectureDefaults, traits: TechniqueTraits
+) -> bool:
+    """Decides padding-free packing and, when on, runs ``sdpa`` one sequence at a time.
+
+    Args:
+        model: The model to train.
+        mode: ``training.packing``.
+        architecture: Family defaults (``supports_padding_free``).
+        traits: Technique traits (``supports_packing``).
+
+    Returns:
+        True when training padding-free.
+    """
+    packing, reason = packing_decision(mode, architecture, traits)
+    logger.info("Packing: {} ({})", "on" if packing else "off", reason)
+    if packing:
+        logger.info("Attention: {}", use_packed_attention(model))
+    return packing
 
 
 def build_training_arguments(
