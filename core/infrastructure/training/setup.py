@@ -19,6 +19,7 @@ from core.infrastructure.models.packed_attention import use_packed_attention
 from core.infrastructure.models.resolve import ResolvedModel
 from core.infrastructure.techniques import technique_for
 from core.infrastructure.training.collators import packing_decision
+from core.infrastructure.training.gap_dropout import use_gap_dropout
 from core.infrastructure.training.precision import Precision
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,6 +54,9 @@ def load_model_for_training(
 ) -> torch.nn.Module:
     """Loads the base model the way the technique needs and prepares it (freeze / PEFT wrap).
 
+    On a CPU its dropout layers become :class:`~core.infrastructure.training.gap_dropout.GapDropout`
+    (the same masks' law from ~p random numbers per element).
+
     Args:
         settings: Run settings.
         resolved: The resolved base model.
@@ -81,6 +85,8 @@ def load_model_for_training(
     base.config.use_cache = False
     model = technique.prepare(base, settings.technique, resolved.architecture, settings.training.gradient_checkpointing)
     model.config.use_cache = False
+    if device.type == "cpu" and (swapped := use_gap_dropout(model)):
+        logger.info("Dropout: {} layers draw only their dropped positions (geometric gaps, same masks' law)", swapped)
     return model
 
 
