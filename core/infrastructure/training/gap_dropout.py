@@ -86,13 +86,13 @@ class GapDropout(torch.nn.Dropout):
         Returns:
             The tensor with dropout applied (unchanged outside training).
         """
-        if not self.training or self.p == 0 or inputs.device.type != "cpu" or self.inplace:
+        if not self.training or self.p == 0 or inputs.device.type != "cpu" or self.inplace:  # nn.Dropout's kernel
             return super().forward(inputs)
         return _GapDropoutFunction.apply(inputs, self.p)
 
 
 def use_gap_dropout(model: torch.nn.Module) -> int:
-    """Swaps every plain ``nn.Dropout`` with ``0 < p <= MAX_PROBABILITY`` for :class:`GapDropout`.
+    """Swaps every plain, not in-place ``nn.Dropout`` with ``0 < p <= MAX_PROBABILITY`` for :class:`GapDropout`.
 
     Args:
         model: The model to train (plain or PEFT-wrapped).
@@ -104,8 +104,8 @@ def use_gap_dropout(model: torch.nn.Module) -> int:
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
-        if type(child) is torch.nn.Dropout and 0 < child.p <= MAX_PROBABILITY
+        if type(child) is torch.nn.Dropout and 0 < child.p <= MAX_PROBABILITY and not child.inplace
     ]
     for parent, name, child in swaps:
-        setattr(parent, name, GapDropout(child.p, inplace=child.inplace))
+        setattr(parent, name, GapDropout(child.p))
     return len(swaps)
