@@ -109,3 +109,33 @@ def test_a_mask_freed_between_forwards_is_not_taken_for_the_next_one():
     assert sequence_bounds(block) == [(0, 2), (2, 5)]
     del block  # its weak reference now answers None, as a forward without a mask passes None
     assert sequence_bounds(None) is None
+
+
+@pytest.mark.parametrize("length", [66, 300])
+def test_under_bf16_autocast_short_sequences_attend_in_fp32(length):
+    from core.infrastructure.models.packed_attention import FP32_ATTENTION_MAX_LENGTH, _attend
+
+    generator = torch.Generator().manual_seed(4)
+    query, key, value = (torch.randn(1, 4, length, 32, generator=generator) for _ in range(3))
+    options = {"dropout_p": 0.0, "scale": None, "is_causal": True}
+    attend = torch.nn.functional.scaled_dot_product_attention
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = _attend(query, key, value, options)
+        in_bf16 = attend(query, key, value, is_causal=True)  # what plain sdpa runs under autocast
+    assert output.dtype == torch.bfloat16 == in_bf16.dtype
+    if length <= FP32_ATTENTION_MAX_LENGTH:
+        assert torch.equal(output, attend(query, key, value, is_causal=True).to(torch.bfloat16))
+    else:
+        assert torch.equal(output, in_bf16)
+
+
+def test_packed_training_step_under_bf16_autocast_stays_within_bf16_of_fp32(tiny_model_dirs):
+    batch = PackingCollator()(features(count=5))
+    reference = _outputs_and_gradients(_load(tiny_model_dirs["llama"]), batch)
+    model = _load(tiny_model_dirs["llama"], PACKED_SDPA)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, gradients = _outputs_and_gradients(model, batch)
+    torch.testing.assert_close(logits.float(), reference[0], atol=0.05, rtol=0.05)
+    for name, gradient in reference[1].items():
+        scale = gradient.abs().max().item()
+        assert (gradients[name].float() - gradient).abs().max().item() <= 0.03 * scale + 1e-6, name
