@@ -22,6 +22,7 @@ from core.infrastructure.inference.generation import generate_ids
 from core.infrastructure.inference.loading import LoadedModel
 from core.infrastructure.inference.options import CancelOnEvent, Completion, FinishReason, SamplingOptions, trim_at_stop
 from core.infrastructure.inference.streams import TextStream
+from core.infrastructure.models.loading import base_model_of
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Predictor:
 
     def _generation_config(self) -> Any:
         model = self.loaded.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model_of(model)
         return base.generation_config
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:

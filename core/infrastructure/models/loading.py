@@ -111,6 +111,18 @@ def release_checkpoint_file(model: torch.nn.Module) -> None:
                     tensor.data = tensor.data.clone()
 
 
+def base_model_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a PEFT wrapper (``model`` itself when it is not wrapped).
+
+    Args:
+        model: A causal LM, plain or PEFT-wrapped.
+
+    Returns:
+        The base model, whose ``config``, ``forward`` and output layer are the architecture's own.
+    """
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """Counts trainable and total parameters (4-bit weights counted as their logical size).
 

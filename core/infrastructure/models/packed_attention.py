@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from core.infrastructure.models.loading import base_model_of
+
 PACKED_SDPA = "sdpa_packed"
 """The name this attention function is registered under (transformers' ``AttentionInterface``)."""
 
@@ -147,7 +149,7 @@ def use_packed_attention(model: torch.nn.Module) -> str:
     Returns:
         The attention implementation the model runs with afterwards.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model_of(model)
     current = getattr(base.config, "_attn_implementation", None)
     if current != "sdpa" or not getattr(base, "_supports_attention_backend", False):
         return str(current)

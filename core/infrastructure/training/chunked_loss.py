@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from core.domain.catalog import defaults_for_model_type
+from core.infrastructure.models.loading import base_model_of
 
 CHUNK_LOGITS = 1 << 24
 """Logits computed at once (16M values: 64 MB in fp32); a chunk has this many divided by the vocabulary positions."""
@@ -123,7 +124,7 @@ def chunkable_output_layer(model: torch.nn.Module) -> OutputLayer | None:
         LoRA on it, no device map or offloading) in a catalog family whose forward returns its
         result unchanged (``ArchitectureDefaults.plain_output_layer``); else None.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model_of(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if type(head) is not torch.nn.Linear or head.bias is not None:
         return None

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as functional
 
 from core.infrastructure.data.tokenize import IGNORE_INDEX
+from core.infrastructure.models.loading import base_model_of
 from core.infrastructure.training.chunked_loss import ChunkedLinearCrossEntropy, OutputLayer
 
 
@@ -31,7 +32,7 @@ def accepts_logits_mask(model: torch.nn.Module) -> bool:
     Returns:
         True when the base model's ``forward`` has a ``logits_to_keep`` parameter.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model_of(model)
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
