@@ -2,9 +2,10 @@
 
 A token overlapping an answer's characters is trained. The rule is :func:`answer_token_ranges` on
 the full list of token offsets. Building that list costs more than the rest of a record's label
-work, so a fresh Rust encoding answers the common case from its own offsets (``char_to_token`` at
-each span's ends and a look at the neighbouring tokens); any case the look cannot settle takes
-the full list, so the ranges are always the rule's.
+work, so a byte-level BPE encoding computes its spans from the ids
+(:mod:`core.infrastructure.data.byte_offsets`), and another fresh Rust encoding answers the common
+case from its own offsets (``char_to_token`` at each span's ends and a look at the neighbouring
+tokens); any case the look cannot settle takes the full list, so the ranges are always the rule's.
 """
 
 from __future__ import annotations
@@ -14,28 +15,44 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+from core.infrastructure.data.byte_offsets import byte_answer_ranges, char_offsets
+
 
 class TokenOffsets:
-    """Token ids of a text with their character spans, read from the Rust encoding only when needed.
+    """Token ids of a text with their character spans, computed or read from the Rust encoding only when needed.
 
     Args:
         ids: The token ids.
         offsets: Every token's character span, when already known.
         encoding: The tokenizers ``Encoding`` the ids came from (its offsets are read lazily).
+        byte_ends: Each token's end in the text's UTF-8 bytes (:mod:`core.infrastructure.data.byte_offsets`).
+        text: The encoded text (with ``byte_ends``).
     """
 
-    __slots__ = ("_encoding", "_offsets", "ids")
+    __slots__ = ("_byte_ends", "_encoding", "_offsets", "_text", "ids")
 
-    def __init__(self, ids: list[int], offsets: list[tuple[int, int]] | None = None, encoding: Any = None) -> None:
+    def __init__(
+        self,
+        ids: list[int],
+        offsets: list[tuple[int, int]] | None = None,
+        encoding: Any = None,
+        byte_ends: list[int] | None = None,
+        text: str = "",
+    ) -> None:
         self.ids = ids
         self._offsets = offsets
         self._encoding = encoding
+        self._byte_ends = byte_ends
+        self._text = text
 
     @property
     def offsets(self) -> list[tuple[int, int]]:
         """Every token's character span ``(start, end)``."""
         if self._offsets is None:
-            self._offsets = self._encoding.offsets
+            if self._byte_ends is not None:
+                self._offsets = char_offsets(self._text, self._byte_ends)
+            else:
+                self._offsets = self._encoding.offsets
         return self._offsets
 
     def answer_ranges(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -47,6 +64,8 @@ class TokenOffsets:
         Returns:
             Non-empty ranges of token positions.
         """
+        if self._byte_ends is not None:
+            return byte_answer_ranges(self._text, self._byte_ends, spans)
         if self._offsets is None and self._encoding is not None:
             ranges = _ranges_at_span_ends(self._encoding, len(self.ids), spans)
             if ranges is not None:
