@@ -75,6 +75,45 @@ def test_spans_from_byte_lengths_equal_the_tokenizers_offsets(tokenizer, pieces,
     assert byte_answer_ranges(text, byte_ends, spans) == answer_token_ranges(encoding.offsets, spans)
 
 
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
+def _llama3_pipeline(description):
+    """Llama 3's pipeline: its split regex before a regex-less ByteLevel, offsets kept untrimmed."""
+    description["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        ],
+    }
+    description["post_processor"] = {
+        "type": "Sequence",
+        "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            description["post_processor"],
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def llama3_backend(tokenizer):
+    backend = _with_backend_change(tokenizer, _llama3_pipeline)
+    return backend, byte_length_table(backend)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.sampled_from([*PIECES, "don't", "1234567", " \n\n ", "?!"]), max_size=40))
+def test_a_llama3_shaped_pipeline_gets_a_table_and_the_same_spans(llama3_backend, pieces):
+    backend, table = llama3_backend
+    assert table is not None
+    text = "".join(pieces)
+    encoding = backend.encode(text, add_special_tokens=False)
+    ids, byte_ends = fast_ids_with_byte_ends(backend, table, text)
+    assert ids == encoding.ids
+    assert char_offsets(text, byte_ends) == [tuple(span) for span in encoding.offsets]
+
+
 @pytest.mark.parametrize("template", [None, "alpaca", CUSTOM_TEMPLATE])
 def test_samples_equal_those_built_from_the_tokenizers_offsets(embedded_model_dir, template, monkeypatch):
     """Every sample, label and count of ``tokenize_record`` is the same with the byte-length spans as without."""
