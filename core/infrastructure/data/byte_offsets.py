@@ -1,14 +1,15 @@
 """Token spans of a byte-level BPE encoding from its ids alone, without the tokenizer's offset tracking.
 
-A byte-level BPE token (GPT-2's alphabet: one character per byte; SmolLM, Llama 3, Qwen, Mistral's
-Tekken) stands for a fixed byte string, so the byte span of every token of an encoding is the
-running sum of its tokens' byte lengths. The Rust tokenizer encodes about a third faster when it
-tracks no offsets (``encode_batch_fast``, measured 0.12 vs 0.16 ms for a 120-token Alpaca record),
-and the spans then cost one table lookup per token. The table is built once per tokenizer, and only
-when every token's bytes are fixed and taken from the text in order: a byte-level vocabulary, no
-normalizer, no pre-tokenizer that adds a prefix space, no added token that strips whitespace, no
-post-processor that trims offsets. A text whose token lengths do not add up to its own byte length
-(anything the table did not foresee) gets None, and its caller asks the tokenizer for offsets.
+A byte-level BPE token (GPT-2's alphabet: one character per byte; SmolLM, Llama 3) stands for a
+fixed byte string, so the byte span of every token of an encoding is the running sum of its tokens'
+byte lengths. The Rust tokenizer encodes about a third faster when it tracks no offsets
+(``encode_batch_fast``, measured 0.12 vs 0.16 ms for a 120-token Alpaca record), and the spans then
+cost one table lookup per token. The table is built once per tokenizer, and only when every token's
+bytes are fixed and taken from the text in order: a byte-level vocabulary, no normalizer (Qwen's
+NFC one keeps the tokenizer's offsets), no pre-tokenizer that adds a prefix space, no added token
+that strips whitespace, no post-processor that trims offsets. A text whose token lengths do not
+add up to its own byte length (anything the table did not foresee) gets None, and its caller asks
+the tokenizer for offsets.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def byte_length_table(backend: Any) -> list[int] | None:
     Returns:
         ``lengths[id]`` for every id, or None.
     """
-    if backend.normalizer is not None or not hasattr(backend, "encode_batch_fast"):  # tokenizers >= 0.21 has it
+    if backend.normalizer is not None or not hasattr(backend, "encode_batch_fast"):  # older tokenizers lack it
         return None
     pre_tokenizer, post_processor = repr(backend.pre_tokenizer), repr(backend.post_processor)
     if "ByteLevel" not in pre_tokenizer or "add_prefix_space=True" in pre_tokenizer:
