@@ -266,3 +266,41 @@ def test_output_directory_that_is_not_a_prepared_dataset_is_never_replaced(tmp_p
     with pytest.raises(Exception, match="is not a prepared dataset"):
         prepare_data(make_settings(), path, output_dir=tmp_path / "precious")
     assert (tmp_path / "precious" / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_lists(tmp_path, make_settings):
+    """2,100 invalid records: 50 named on the console, one line for the rest; neither message claims more than the report lists."""
+    from loguru import logger
+
+    from core.domain.errors import PROBLEMS_SHOWN
+    from core.infrastructure.data.report import MAX_LISTED
+
+    path = tmp_path / "many.jsonl"
+    valid = [{"instruction": f"Question {index}?", "output": f"Answer {index}."} for index in range(5)]
+    invalid = [{"instruction": f"Empty {index}?", "output": " "} for index in range(MAX_LISTED + 100)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in valid + invalid), encoding="utf-8")
+    settings = make_settings(**{"data.validation_fraction": 0, "data.test_fraction": 0})
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="WARNING")
+    try:
+        prepared = prepare_data(settings, path, lenient=True)
+    finally:
+        logger.remove(sink)
+    named = [message for message in messages if "Skipped " in message]
+    assert len(named) == PROBLEMS_SHOWN
+    assert f"Skipped {path}:6: output: empty or whitespace-only response" in named[0]
+    assert f"{path}:6 (" not in named[0]  # the source once, not repeated around the problem
+    rest = [message for message in messages if "more invalid records skipped" in message]
+    assert len(rest) == 1
+    assert f"and {len(invalid) - PROBLEMS_SHOWN} more" in rest[0]
+    assert f"the first {MAX_LISTED} of the {len(invalid)} skipped invalid records are listed in" in rest[0]
+    assert len(prepared.report["skipped_records"]) == MAX_LISTED
+    assert prepared.report["counts"]["skipped"] == {"empty_response": len(invalid)}
+
+    with pytest.raises(DataValidationError) as raised:
+        prepare_data(settings, path, output_dir=tmp_path / "strict")
+    message = str(raised.value)
+    assert f"... and {len(invalid) - PROBLEMS_SHOWN} more" in message
+    assert f"the first {MAX_LISTED} of the {len(invalid)} problems are listed in" in message
+    report = json.loads((tmp_path / "strict" / "report.json").read_text(encoding="utf-8"))
+    assert len(report["problems"]) == MAX_LISTED and report["problems_total"] == len(invalid)

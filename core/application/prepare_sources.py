@@ -16,13 +16,13 @@ from loguru import logger
 
 from core.domain.config import Settings
 from core.domain.data_settings import DatasetSource
-from core.domain.errors import DataValidationError
+from core.domain.errors import PROBLEMS_SHOWN, DataValidationError
 from core.domain.manifest import write_json_atomic
 from core.infrastructure.data.mixing import MixResult, SourcePool, mix_sources
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.record_pass import PassSettings, RecordPass
 from core.infrastructure.data.record_store import RecordStore
-from core.infrastructure.data.report import build_failure_report
+from core.infrastructure.data.report import build_failure_report, where_listed
 from core.infrastructure.data.source_pipeline import FormatUnknown, SourceData, read_source, select_records
 from core.infrastructure.data.source_report import source_entry
 from core.infrastructure.data.sources import InputSource
@@ -174,9 +174,7 @@ def read_and_mix(
     if problems and not lenient:
         error = DataValidationError(problems)
         raise strict_failure(directory, mixed.label, mixed.data_format, mixed.format_reason, mixed.outcomes, error)
-    for outcome in mixed.outcomes:
-        if outcome.problems:
-            logger.warning("Skipped {} ({})", outcome.source, "; ".join(str(problem) for problem in outcome.problems))
+    _log_skipped(mixed.outcomes, directory)
     select_records(sources, data.deduplicate, data.seed, store.column("dedup_key"))
     pools = [
         SourcePool(source.input.name, source.available, source.spec.weight, source.spec.repeat) for source in sources
@@ -188,6 +186,21 @@ def read_and_mix(
         for outcome in source.left_out + share.not_used
     ]
     return mixed
+
+
+def _log_skipped(outcomes: list[Outcome], directory: Path) -> None:
+    """Names the first skipped invalid records on the console, then how many more ``report.json`` lists.
+
+    Args:
+        outcomes: Every record's outcome.
+        directory: The prepared directory (where ``report.json`` goes).
+    """
+    invalid = [outcome for outcome in outcomes if outcome.problems]
+    for outcome in invalid[:PROBLEMS_SHOWN]:
+        logger.warning("Skipped {}", "; ".join(str(problem) for problem in outcome.problems))
+    if len(invalid) > PROBLEMS_SHOWN:
+        listed = where_listed(len(invalid), "skipped invalid record", directory / REPORT_FILE)
+        logger.warning("... and {} more invalid records skipped; {}", len(invalid) - PROBLEMS_SHOWN, listed)
 
 
 def _read_one(
@@ -258,6 +271,7 @@ def strict_failure(
         error.problems,
         note=(
             f"read {counts['read']}, valid {counts['valid']}, invalid {counts['invalid_total']} ({per_reason}); "
-            f"every problem is listed in {directory / REPORT_FILE}; --lenient skips and counts them"
+            f"{where_listed(report['problems_total'], 'problem', directory / REPORT_FILE)}; "
+            "--lenient skips and counts them"
         ),
     )

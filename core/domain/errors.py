@@ -9,6 +9,10 @@ class ConfigError(FinetuneStudioError):
     """The configuration is invalid; the message names the field and the allowed values."""
 
 
+PROBLEMS_SHOWN = 50
+"""Invalid records named one by one on the console (every one is in ``report.json``)."""
+
+
 class DataValidationError(FinetuneStudioError):
     """Input data is invalid.
 
@@ -20,8 +24,9 @@ class DataValidationError(FinetuneStudioError):
     def __init__(self, problems: list[str], note: str | None = None) -> None:
         self.problems = list(problems)
         self.note = note
-        shown = "\n".join(self.problems[:50])
-        more = f"\n... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        shown = "\n".join(self.problems[:PROBLEMS_SHOWN])
+        hidden = len(self.problems) - PROBLEMS_SHOWN
+        more = f"\n... and {hidden} more" if hidden > 0 else ""
         summary = f"\n{note}" if note else ""
         super().__init__(f"{len(self.problems)} problem(s) in the input data:\n{shown}{more}{summary}")
 

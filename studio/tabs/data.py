@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from core.domain.errors import ConfigError, DataValidationError
+from core.domain.errors import PROBLEMS_SHOWN, ConfigError, DataValidationError
 from studio import data_view
 from studio.charts import length_histogram
 from studio.context import StudioContext, plain_errors
@@ -323,8 +323,9 @@ def _wire_prepare(settings: Any, controls: _DataControls, views: _DataViews, tra
 
 def _failed_report(dataset: str, error: DataValidationError) -> str:
     """The report shown when strict validation stops: every problem of *this* dataset, and what to do."""
-    shown = "\n".join(f"- {_escaped(problem)}" for problem in error.problems[:50])
-    more = f"\n- ... and {len(error.problems) - 50} more" if len(error.problems) > 50 else ""
+    shown = "\n".join(f"- {_escaped(problem)}" for problem in error.problems[:PROBLEMS_SHOWN])
+    hidden = len(error.problems) - PROBLEMS_SHOWN
+    more = f"\n- ... and {hidden} more" if hidden > 0 else ""
     return (
         f"### Validation failed: {len(error.problems)} problem(s) in `{dataset}`\n\n"
         f"{shown}{more}\n\n"

@@ -170,6 +170,23 @@ def _turns_and_lengths(stats: dict[str, Any], max_length: int, truncation: str) 
     }
 
 
+def where_listed(total: int, what: str, report: Any) -> str:
+    """Says which of ``total`` problems or records the report lists one by one (at most :data:`MAX_LISTED`).
+
+    Args:
+        total: How many there are.
+        what: Their name in the singular (``problem``, ``skipped invalid record``).
+        report: The report's path.
+
+    Returns:
+        ``every <what> is listed in <report>``, or ``the first 2000 of the <total> <what>s are listed
+        in <report>`` with a word on the counts.
+    """
+    if total <= MAX_LISTED:
+        return f"every {what} is listed in {report}"
+    return f"the first {MAX_LISTED} of the {total} {what}s are listed in {report} (the counts per reason are complete)"
+
+
 def _skip_counts(skipped: Counter[str]) -> dict[str, Any]:
     return {"skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values())}
 
