@@ -281,7 +281,7 @@ def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_
     path.write_text("".join(json.dumps(row) + "\n" for row in valid + invalid), encoding="utf-8")
     settings = make_settings(**{"data.validation_fraction": 0, "data.test_fraction": 0})
     messages: list[str] = []
-    sink = logger.add(lambda message: messages.append(str(message)), level="WARNING")
+    sink = logger.add(lambda message: messages.append(str(message)), level="INFO")
     try:
         prepared = prepare_data(settings, path, lenient=True)
     finally:
@@ -296,6 +296,8 @@ def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_
     assert f"the first {MAX_LISTED} of the {len(invalid)} skipped invalid records are listed in" in rest[0]
     assert len(prepared.report["skipped_records"]) == MAX_LISTED
     assert prepared.report["counts"]["skipped"] == {"empty_response": len(invalid)}
+    summary = next(message for message in messages if "Prepared " in message)
+    assert f"kept 5 as 5 samples (train 5, validation 0, test 0), skipped {len(invalid)} (empty_response " in summary
 
     with pytest.raises(DataValidationError) as raised:
         prepare_data(settings, path, output_dir=tmp_path / "strict")

@@ -248,7 +248,8 @@ def _log_summary(directory: Path, report: dict[str, Any]) -> None:
         logger.warning("{}", warning)
     counts, lengths, tokens = report["counts"], report["lengths_before_truncation"], report["tokens"]
     splits = counts["splits"]
-    reasons = f" {counts['skipped']}" if counts["skipped"] else ""
+    per_reason = ", ".join(f"{reason} {count}" for reason, count in counts["skipped"].items())
+    reasons = f" ({per_reason})" if per_reason else ""
     logger.info(
         f"Prepared {directory}: read {counts['read']}, kept {counts['kept']} as {counts['samples']} samples "
         f"(train {splits['train']}, validation {splits['validation']}, test {splits['test']}), "
