@@ -7,6 +7,7 @@ N-column chat. Screenshots of each tab are saved under ``test-artifacts/studio/`
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -430,3 +431,32 @@ def test_chat_stop_ends_generation_and_the_context_is_shown(studio, page) -> Non
     page.locator("#chat-input textarea").fill("Say hello.")
     page.locator("#chat-send").click()
     wait_until(lambda: bot.count() >= 2 and bot.last.inner_text().strip(), 120, message="no second answer")
+
+
+def test_a_short_prompt_beside_a_long_answer_is_shown_at_the_top_of_its_preview_row(
+    studio, page, tmp_path: Path
+) -> None:
+    """Gradio centres table cells vertically; a long answer made its row taller than the preview, hiding the prompt."""
+    blocks, _context, _settings = studio
+    data = tmp_path / "long-answer.jsonl"
+    answer = " ".join(f"Sentence {index} of a long answer that goes on and on." for index in range(120))
+    data.write_text(json.dumps({"instruction": "Short question?", "output": answer}) + "\n", encoding="utf-8")
+
+    page.goto(blocks.local_url)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-source label", has_text="path or Hub dataset").click()
+    page.get_by_label("Local path or Hub dataset id").fill(str(data))
+    page.locator("#load-data").click()
+    page.locator("#preview", has_text="Short question?").wait_for()
+    boxes = page.evaluate(
+        """() => {
+            const leaves = [...document.querySelectorAll('#preview .body-cell span')];
+            const find = text => leaves.find(span => span.innerText.startsWith(text)).getBoundingClientRect();
+            const prompt = find('Short question?'), answer = find('Sentence 0 of');
+            const table = document.querySelector('#preview').getBoundingClientRect();
+            return {prompt: prompt.top, answer: answer.top, answer_bottom: answer.bottom, table: table.bottom};
+        }"""
+    )
+    assert boxes["answer_bottom"] > boxes["table"]  # the answer is taller than the preview
+    assert abs(boxes["prompt"] - boxes["answer"]) < 5 and boxes["prompt"] < boxes["table"], boxes
+    shot(page, "data-long-answer-preview")
