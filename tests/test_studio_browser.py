@@ -90,6 +90,15 @@ def status_word(page) -> str:
     return pill.inner_text() if pill.count() else ""
 
 
+def load_in_data_tab(page, url: str, path: Path) -> None:
+    """Opens the studio's Data tab, names a local file and clicks "Load and preview"."""
+    page.goto(url)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-source label", has_text="path or Hub dataset").click()
+    page.get_by_label("Local path or Hub dataset id").fill(str(path))
+    page.locator("#load-data").click()
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, message: str = "") -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -270,11 +279,7 @@ def test_a_question_answer_csv_is_mapped_in_the_data_tab_and_trained_on(studio, 
     rows = [f"What is item {index}?,Item {index} is a thing number {index}." for index in range(30)]
     csv_file.write_text("question,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
-    page.goto(blocks.local_url)
-    page.get_by_role("tab", name="Data").click()
-    page.locator("#data-source label", has_text="path or Hub dataset").click()
-    page.get_by_label("Local path or Hub dataset id").fill(str(csv_file))
-    page.locator("#load-data").click()
+    load_in_data_tab(page, blocks.local_url, csv_file)
     page.locator("#detected-format", has_text="Using custom").wait_for()
     assert "question" in page.locator("#data-columns").inner_text()
     assert page.locator("#map-instruction input").input_value() == "question"
@@ -442,11 +447,7 @@ def test_a_short_prompt_beside_a_long_answer_is_shown_at_the_top_of_its_preview_
     answer = " ".join(f"Sentence {index} of a long answer that goes on and on." for index in range(120))
     data.write_text(json.dumps({"instruction": "Short question?", "output": answer}) + "\n", encoding="utf-8")
 
-    page.goto(blocks.local_url)
-    page.get_by_role("tab", name="Data").click()
-    page.locator("#data-source label", has_text="path or Hub dataset").click()
-    page.get_by_label("Local path or Hub dataset id").fill(str(data))
-    page.locator("#load-data").click()
+    load_in_data_tab(page, blocks.local_url, data)
     page.locator("#preview", has_text="Short question?").wait_for()
     boxes = page.evaluate(
         """() => {
