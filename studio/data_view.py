@@ -18,6 +18,7 @@ from loguru import logger
 
 from core.application.inspect_data import data_report_markdown, token_view
 from core.domain.config import Settings, settings_from_dict
+from core.domain.errors import PROBLEMS_SHOWN
 from studio.data_sources import data_section
 from studio.job_records import plain_config
 
@@ -242,20 +243,22 @@ def prepare(settings: Settings) -> Any:
     return prepare_data(settings)
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: dict[str, Any], report_path: Path | None = None) -> str:
     """The validation report as Markdown: counts, skipped records with file:line and reasons, token figures.
 
     Args:
         report: ``PreparedData.report``.
+        report_path: The prepared data's ``report.json`` (where the skipped records not shown are).
 
     Returns:
-        Markdown text (the same report ``prepare-data`` writes as ``report.md``).
+        Markdown text (the report ``prepare-data`` writes as ``report.md``, with the first
+        :data:`~core.domain.errors.PROBLEMS_SHOWN` skipped records).
     """
     if not report:
         return "No report."
     try:
         return (
-            data_report_markdown(report)
+            data_report_markdown(report, PROBLEMS_SHOWN, report_path)
             .replace("# Data report", "### Validation report", 1)
             .replace("\n## ", "\n#### ")
         )

@@ -296,6 +296,17 @@ def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_
     assert f"the first {MAX_LISTED} of the {len(invalid)} skipped invalid records are listed in" in rest[0]
     assert len(prepared.report["skipped_records"]) == MAX_LISTED
     assert prepared.report["counts"]["skipped"] == {"empty_response": len(invalid)}
+    markdown = (prepared.directory / "report.md").read_text(encoding="utf-8")
+    assert markdown.count(": empty or whitespace-only response |") == MAX_LISTED
+    assert f"The first {MAX_LISTED} of the {len(invalid)} skipped records are shown; the counts per reason" in markdown
+    from studio.data_view import report_markdown
+
+    shown = report_markdown(prepared.report, prepared.report_path)  # the studio's Data tab: 50, then where the rest are
+    assert shown.count(": empty or whitespace-only response |") == PROBLEMS_SHOWN
+    assert (
+        f"The first {PROBLEMS_SHOWN} of the {len(invalid)} skipped records are shown; the first {MAX_LISTED}" in shown
+    )
+    assert str(prepared.report_path) in shown
     summary = next(message for message in messages if "Prepared " in message)
     assert f"kept 5 as 5 samples (train 5, validation 0, test 0), skipped {len(invalid)} (empty_response " in summary
 

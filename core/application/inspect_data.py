@@ -109,18 +109,20 @@ def preview_records(
     return rows
 
 
-def data_report_markdown(report: dict[str, Any]) -> str:
+def data_report_markdown(report: dict[str, Any], skipped_shown: int | None = None, report_path: Any = None) -> str:
     """The Markdown data report (what ``prepare-data`` writes as ``report.md``).
 
     Args:
         report: ``PreparedData.report``.
+        skipped_shown: List only this many skipped records (the rest are counted, and in ``report_path``).
+        report_path: The prepared data's ``report.json``.
 
     Returns:
         Markdown text.
     """
     from core.infrastructure.data.report import report_markdown
 
-    return report_markdown(report)
+    return report_markdown(report, skipped_shown, report_path)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from typing import Any
 from loguru import logger
 
 from core.application.prepare_sources import (
-    REPORT_FILE,
     MixedSources,
     mix_settings,
     read_and_mix,
@@ -37,6 +36,7 @@ from core.infrastructure.data.fingerprint import compute_fingerprint
 from core.infrastructure.data.kept_records import quality, rows_of, split_records, tokenized_records
 from core.infrastructure.data.prepared import (
     PREPARED_FILE,
+    REPORT_FILE,
     PreparedData,
     finish_prepared,
     load_prepared,
@@ -78,7 +78,7 @@ def _relevant_settings(settings: Settings, specs: list[DatasetSource], lenient: 
 
 
 def _reusable(directory: Path, fingerprint: str) -> PreparedData | None:
-    if not (directory / PREPARED_FILE).is_file() or not (directory / "report.json").is_file():
+    if not (directory / PREPARED_FILE).is_file() or not (directory / REPORT_FILE).is_file():
         return None
     try:
         prepared = load_prepared(directory)

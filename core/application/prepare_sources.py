@@ -19,6 +19,7 @@ from core.domain.data_settings import DatasetSource
 from core.domain.errors import PROBLEMS_SHOWN, DataValidationError
 from core.domain.manifest import write_json_atomic
 from core.infrastructure.data.mixing import MixResult, SourcePool, mix_sources
+from core.infrastructure.data.prepared import REPORT_FILE
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.record_pass import PassSettings, RecordPass
 from core.infrastructure.data.record_store import RecordStore
@@ -26,8 +27,6 @@ from core.infrastructure.data.report import build_failure_report, where_listed
 from core.infrastructure.data.source_pipeline import FormatUnknown, SourceData, read_source, select_records
 from core.infrastructure.data.source_report import source_entry
 from core.infrastructure.data.sources import InputSource
-
-REPORT_FILE = "report.json"
 
 
 @dataclass

@@ -291,7 +291,7 @@ def _prepared_views(data_settings: Any, dataset: str, skip_bad: bool, index: flo
         "field_mapping": data.field_mapping,
         "lenient": skip_bad,
     }
-    report = data_view.report_markdown(prepared.report or prepared.info)
+    report = data_view.report_markdown(prepared.report or prepared.info, prepared.report_path)
     return report, length_histogram(lengths, data.max_seq_length), view, view_caption, used
 
 

@@ -28,6 +28,7 @@ from core.infrastructure.data.record_store import quiet_datasets
 
 SPLITS = ("train", "validation", "test")
 PREPARED_FILE = "prepared.json"
+REPORT_FILE = "report.json"
 
 
 @dataclass
@@ -76,9 +77,14 @@ class PreparedData:
             return [Conversation.model_validate_json(line) for line in handle if line.strip()]
 
     @property
+    def report_path(self) -> Path:
+        """Where the data report (``report.json``) is."""
+        return self.directory / REPORT_FILE
+
+    @property
     def report(self) -> dict[str, Any]:
         """The data report (``report.json``), or an empty mapping."""
-        path = self.directory / "report.json"
+        path = self.report_path
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
@@ -166,7 +172,7 @@ def finish_prepared(
         The prepared dataset.
     """
     if report is not None:
-        write_json_atomic(directory / "report.json", report)
+        write_json_atomic(directory / REPORT_FILE, report)
     if report_markdown is not None:
         (directory / "report.md").write_text(report_markdown, encoding="utf-8")
     meta = {**(info or {}), "fingerprint": fingerprint, "counts": counts}

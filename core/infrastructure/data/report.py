@@ -218,11 +218,14 @@ def _token_summary(samples: dict[str, Any], max_length: int) -> dict[str, Any]:
     }
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: dict[str, Any], skipped_shown: int | None = None, report_path: Any = None) -> str:
     """Renders the report as Markdown (``report.md``).
 
     Args:
         report: The report from :func:`build_report`.
+        skipped_shown: List only this many skipped records (the studio), saying how many more
+            ``report_path`` lists; None: every record the report holds (at most :data:`MAX_LISTED`).
+        report_path: The ``report.json`` the rest are in (with ``skipped_shown``).
 
     Returns:
         Markdown text.
@@ -262,7 +265,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| skip reason | records |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in counts["skipped"].items()]
         lines.append("")
-    return "\n".join([*lines, *sources_markdown(report), *_quality_markdown(report)]) + "\n"
+    quality = _quality_markdown(report) + _skipped_markdown(report, skipped_shown, report_path)
+    return "\n".join([*lines, *sources_markdown(report), *quality]) + "\n"
 
 
 def _quality_markdown(report: dict[str, Any]) -> list[str]:
@@ -286,11 +290,26 @@ def _quality_markdown(report: dict[str, Any]) -> list[str]:
         "|---|---:|",
     ]
     lines += [f"| {row['from']}-{row['to']} | {row['count']} |" for row in tokens["histogram"]]
-    if report["skipped_records"]:
-        lines += ["", "## Skipped records", "", "| source | reason | problems |", "|---|---|---|"]
-        for record in report["skipped_records"]:
-            problems = "; ".join(record["problems"]).replace("|", "\\|")
-            lines.append(f"| {record['source']} | {record['reason']} | {problems} |")
+    return lines
+
+
+def _skipped_markdown(report: dict[str, Any], shown: int | None, report_path: Any) -> list[str]:
+    """The ``## Skipped records`` part: a table of the listed ones and, when there are more, how many."""
+    records = report["skipped_records"][:shown] if shown is not None else report["skipped_records"]
+    if not records:
+        return []
+    lines = ["", "## Skipped records", "", "| source | reason | problems |", "|---|---|---|"]
+    for record in records:
+        problems = "; ".join(record["problems"]).replace("|", "\\|")
+        lines.append(f"| {record['source']} | {record['reason']} | {problems} |")
+    total = report["counts"].get("skipped_total", len(report["skipped_records"]))
+    if total > len(records):
+        listed = (
+            where_listed(total, "skipped record", f"`{report_path}`")  # a path in Markdown: as code
+            if shown is not None
+            else "the counts per reason above are complete"
+        )
+        lines += ["", f"The first {len(records)} of the {total} skipped records are shown; {listed}."]
     return lines
 
 
