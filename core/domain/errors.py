@@ -10,7 +10,7 @@ class ConfigError(FinetuneStudioError):
 
 
 PROBLEMS_SHOWN = 50
-"""Invalid records named one by one on the console (every one is in ``report.json``)."""
+"""Problems and skipped records named one by one on the console and in the studio (the report lists more)."""
 
 
 class DataValidationError(FinetuneStudioError):

@@ -270,7 +270,7 @@ def report_markdown(report: dict[str, Any], skipped_shown: int | None = None, re
 
 
 def _quality_markdown(report: dict[str, Any]) -> list[str]:
-    """The ``## Quality``, ``## Tokens`` and ``## Skipped records`` parts of ``report.md``."""
+    """The ``## Quality`` and ``## Tokens`` parts of ``report.md``."""
     tokens = report["tokens"]
     lines = [
         "## Quality",
