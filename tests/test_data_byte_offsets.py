@@ -20,13 +20,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from core.infrastructure.data import tokenize as tokenize_module
 from core.infrastructure.data.byte_offsets import (
-    byte_answer_ranges,
     byte_length_table,
     byte_lengths,
     char_offsets,
     fast_ids_with_byte_ends,
 )
-from core.infrastructure.data.token_offsets import answer_token_ranges
+from core.infrastructure.data.token_offsets import TokenOffsets, answer_token_ranges
 from core.infrastructure.data.turn_split import tokenize_record
 from core.infrastructure.models.loading import load_tokenizer
 
@@ -72,7 +71,8 @@ def test_spans_from_byte_lengths_equal_the_tokenizers_offsets(tokenizer, pieces,
     assert char_offsets(text, byte_ends) == [tuple(span) for span in encoding.offsets]
     bounds = sorted({cut % (len(text) + 1) for cut in cuts})
     spans = [(start, end) for start, end in zip(bounds[::2], bounds[1::2], strict=False) if end > start]
-    assert byte_answer_ranges(text, byte_ends, spans) == answer_token_ranges(encoding.offsets, spans)
+    from_bytes = TokenOffsets(ids, byte_ends=byte_ends, text=text).answer_ranges(spans)
+    assert from_bytes == answer_token_ranges(encoding.offsets, spans)
 
 
 LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"

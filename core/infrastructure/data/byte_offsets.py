@@ -14,7 +14,6 @@ the tokenizer for offsets.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import weakref
 from typing import Any
@@ -124,24 +123,3 @@ def char_offsets(text: str, byte_ends: list[int]) -> list[tuple[int, int]]:
     char_of_byte = [index for index, character in enumerate(text) for _ in range(len(character.encode("utf-8")))]
     char_of_byte.append(len(text))
     return [(char_of_byte[start], char_of_byte[end - 1] + 1) for start, end in zip(starts, byte_ends, strict=True)]
-
-
-def byte_answer_ranges(text: str, byte_ends: list[int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The token ranges ``[first, last)`` overlapping the answers' character spans (the tokens are contiguous).
-
-    Args:
-        text: The encoded text.
-        byte_ends: Each token's end in the text's UTF-8 bytes.
-        spans: Character spans of the trained answers, in order.
-
-    Returns:
-        Non-empty ranges of token positions.
-    """
-    starts = [0, *byte_ends[:-1]] if byte_ends else []
-    ranges = []
-    for span_start, span_end in spans:
-        first = bisect.bisect_right(byte_ends, byte_position(text, span_start))
-        last = bisect.bisect_left(starts, byte_position(text, span_end))
-        if first < last:
-            ranges.append((first, last))
-    return ranges

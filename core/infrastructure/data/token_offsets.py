@@ -15,7 +15,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from core.infrastructure.data.byte_offsets import byte_answer_ranges, char_offsets
+from core.infrastructure.data.byte_offsets import byte_position, char_offsets
 
 
 class TokenOffsets:
@@ -64,8 +64,10 @@ class TokenOffsets:
         Returns:
             Non-empty ranges of token positions.
         """
-        if self._byte_ends is not None:
-            return byte_answer_ranges(self._text, self._byte_ends, spans)
+        if self._byte_ends is not None:  # contiguous tokens: each starts where the one before ends
+            ends, text = self._byte_ends, self._text
+            byte_spans = [(byte_position(text, start), byte_position(text, end)) for start, end in spans]
+            return overlapping_ranges([0, *ends[:-1]] if ends else [], ends, byte_spans)
         if self._offsets is None and self._encoding is not None:
             ranges = _ranges_at_span_ends(self._encoding, len(self.ids), spans)
             if ranges is not None:
@@ -123,6 +125,22 @@ def answer_token_ranges(offsets: list[tuple[int, int]], spans: list[tuple[int, i
     reaches = ends if all(map(operator.gt, ends, starts)) else [max(end, start + 1) for start, end in offsets]
     if not (_ascending(starts) and _ascending(reaches)):  # offsets out of order: token by token
         return _ranges_token_by_token(offsets, spans)
+    return overlapping_ranges(starts, reaches, spans)
+
+
+def overlapping_ranges(
+    starts: Sequence[int], reaches: Sequence[int], spans: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The rule on tokens in order: the tokens reaching past a span's start and starting before its end.
+
+    Args:
+        starts: Each token's start, ascending.
+        reaches: Each token's end (at least one past its start), ascending.
+        spans: The answers' spans, in the same unit (characters or bytes), in order.
+
+    Returns:
+        Non-empty ranges ``[first, last)`` of token positions.
+    """
     ranges = [
         (bisect.bisect_right(reaches, span_start), bisect.bisect_left(starts, span_end))
         for span_start, span_end in spans
