@@ -62,7 +62,7 @@ def _with_backend_change(tokenizer, change) -> Tokenizer:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pieces=st.lists(st.sampled_from(PIECES), max_size=40), cuts=st.lists(st.integers(0, 300), max_size=8))
 def test_spans_from_byte_lengths_equal_the_tokenizers_offsets(tokenizer, pieces, cuts):
-    """Ids, every token's character span and the answer ranges, multi-byte characters and special tokens included."""
+    """Ids, every token's character span, the answer ranges and the tokens starting at each position, multi-byte characters and special tokens included."""
     backend = tokenizer._tokenizer
     text = "".join(pieces)
     encoding = backend.encode(text, add_special_tokens=False)
@@ -73,6 +73,13 @@ def test_spans_from_byte_lengths_equal_the_tokenizers_offsets(tokenizer, pieces,
     spans = [(start, end) for start, end in zip(bounds[::2], bounds[1::2], strict=False) if end > start]
     from_bytes = TokenOffsets(ids, byte_ends=byte_ends, text=text).answer_ranges(spans)
     assert from_bytes == answer_token_ranges(encoding.offsets, spans)
+    every_position = list(range(len(text) + 1))
+    offsets = [tuple(span) for span in encoding.offsets]
+    starting = TokenOffsets(ids, offsets).tokens_starting_at(every_position)
+    assert TokenOffsets(ids, byte_ends=byte_ends, text=text).tokens_starting_at(every_position) == starting
+    for position, token in zip(every_position, starting, strict=True):
+        if token is not None:  # the rule, stated plainly: the token starts there and the one before ends by then
+            assert offsets[token][0] == position and (token == 0 or offsets[token - 1][1] <= position)
 
 
 LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"

@@ -74,6 +74,35 @@ class TokenOffsets:
                 return ranges
         return answer_token_ranges(self.offsets, spans)
 
+    def tokens_starting_at(self, positions: list[int]) -> list[int | None]:
+        """The token starting exactly at each character position and sharing no character with the one before.
+
+        Args:
+            positions: Character positions in the text.
+
+        Returns:
+            Per position, that token's index, or None when no token starts there so.
+        """
+        if self._byte_ends is not None:  # contiguous tokens: token k + 1 starts where token k ends
+            ends, text = self._byte_ends, self._text
+            found: list[int | None] = []
+            for position in positions:
+                byte = byte_position(text, position)
+                before = bisect.bisect_left(ends, byte)  # the token ending at the byte, if one does
+                if byte == 0:
+                    found.append(0 if ends else None)
+                else:
+                    found.append(before + 1 if before + 1 < len(ends) and ends[before] == byte else None)
+            return found
+        offsets = self.offsets
+        starts = [start for start, _end in offsets]
+        found = []
+        for position in positions:
+            token = bisect.bisect_left(starts, position)
+            starts_here = token < len(starts) and starts[token] == position
+            found.append(token if starts_here and not (token and offsets[token - 1][1] > position) else None)
+        return found
+
 
 def _ranges_at_span_ends(encoding: Any, count: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
     """:func:`answer_token_ranges` from the tokens at each span's ends, or None when a neighbour is unusual.

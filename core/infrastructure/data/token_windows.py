@@ -8,7 +8,6 @@ conversation's tokens of those parts. Their lengths and samples are then slices,
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,26 +79,20 @@ def token_layout(
     profile = template_profile(tokenizer)
     if encoded.starts is None or profile is None or not profile.user_header:
         return None
-    if len(encoded.input_ids) != len(encoded.offsets):  # an EOS was appended after the text
+    if len(encoded.input_ids) != len(encoded.tokens.ids):  # an EOS was appended after the text
         return None
     header, text = profile.user_header, encoded.text
-    token_starts = [start for start, _end in encoded.offsets]
-    added = set(tokenizer.get_added_vocab().values())
-    bounds = []
+    boundaries = []
     for index in exchange_starts:
         content_start = encoded.starts[index]
         boundary = content_start - len(header)
-        if messages[index].role != "user" or content_start < 0 or boundary < 0:
+        if messages[index].role != "user" or content_start < 0 or boundary < 0 or not text.startswith(header, boundary):
             return None
-        position = bisect.bisect_left(token_starts, boundary)
-        if (
-            not text.startswith(header, boundary)
-            or position >= len(token_starts)
-            or token_starts[position] != boundary
-            or encoded.input_ids[position] not in added
-            or (position and encoded.offsets[position - 1][1] > boundary)
-            or (bounds and position <= bounds[-1])
-        ):
+        boundaries.append(boundary)
+    added = set(tokenizer.get_added_vocab().values())
+    bounds: list[int] = []
+    for position in encoded.tokens.tokens_starting_at(boundaries):
+        if position is None or encoded.input_ids[position] not in added or (bounds and position <= bounds[-1]):
             return None
         bounds.append(position)
     return TokenLayout(encoded, [*bounds, len(encoded.input_ids)], trained)
