@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from core.application.prepare_data import prepare_data
 from core.domain.errors import DataValidationError
+from core.infrastructure.data.report import normalize_text
 from tests.conftest import MODEL_CACHE, REPO_ROOT
 
 VALID = {"instruction": "Say hi.", "input": "", "output": "Hi!"}
@@ -317,3 +319,22 @@ def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_
     assert f"the first {MAX_LISTED} of the {len(invalid)} problems are listed in" in message
     report = json.loads((tmp_path / "strict" / "report.json").read_text(encoding="utf-8"))
     assert len(report["problems"]) == MAX_LISTED and report["problems_total"] == len(invalid)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "¿Qué TAL?  «¡Hola!» — 'ok'…",
+        "ＡＢＣ，ｄｅｆ．",
+        "Straße\u3000\u00a0end",
+        "plain ascii, text!",
+        "字「引」号。",
+        "x" + chr(0x2E2E),
+    ],
+)
+def test_normalized_keys_drop_every_unicode_punctuation_mark_after_nfkc_and_lower_casing(text):
+    """Near-duplicate keys: NFKC, lower case, each punctuation character (category P*) a space, whitespace collapsed."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    expected = " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in folded).split())
+    assert normalize_text(text) == expected
+    assert normalize_text(text.upper() + " ") == normalize_text(text.upper())

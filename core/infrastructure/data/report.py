@@ -16,7 +16,21 @@ MAX_LISTED = 2000
 
 HISTOGRAM_BINS = 8
 
-_ASCII_PUNCTUATION = {code: " " for code in range(128) if unicodedata.category(chr(code)).startswith("P")}
+
+class _PunctuationAsSpace(dict):
+    """``str.translate`` table: punctuation (Unicode category P*) becomes a space, other characters stay.
+
+    Filled as characters are met, so each character's category is looked up once per process and
+    the translation itself runs in C.
+    """
+
+    def __missing__(self, code: int) -> int:
+        value = 32 if unicodedata.category(chr(code)).startswith("P") else code
+        self[code] = value
+        return value
+
+
+_PUNCTUATION_AS_SPACE = _PunctuationAsSpace()
 
 
 def exact_key(conversation: Conversation) -> str:
@@ -33,11 +47,9 @@ def normalize_text(text: str) -> str:
     Returns:
         The normalized text.
     """
-    if text.isascii():  # NFKC leaves ASCII as it is; the table holds ASCII's punctuation (same result, faster)
-        text = text.lower().translate(_ASCII_PUNCTUATION)
-    else:
-        text = unicodedata.normalize("NFKC", text).lower()
-        text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
+    if not text.isascii():  # NFKC leaves ASCII as it is
+        text = unicodedata.normalize("NFKC", text)
+    text = text.lower().translate(_PUNCTUATION_AS_SPACE)
     return " ".join(text.split())  # whitespace runs collapsed and the ends stripped (str.isspace is re's \\s)
 
 
