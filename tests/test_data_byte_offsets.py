@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -148,6 +149,14 @@ def _nfc(description):
     description["normalizer"] = {"type": "NFC"}
 
 
+def _lowercase(description):
+    description["normalizer"] = {"type": "Lowercase"}
+
+
+def _nfkc_after_nfc(description):
+    description["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "NFKC"}]}
+
+
 def _prefix_space(description):
     description["pre_tokenizer"]["add_prefix_space"] = True
 
@@ -165,10 +174,38 @@ def _trimmed_offsets(description):
     }
 
 
-@pytest.mark.parametrize("change", [_nfc, _prefix_space, _stripping_token, _trimmed_offsets])
+@pytest.mark.parametrize("change", [_lowercase, _nfkc_after_nfc, _prefix_space, _stripping_token, _trimmed_offsets])
 def test_a_tokenizer_whose_token_bytes_depend_on_context_gets_no_table(tokenizer, change):
     backend = _with_backend_change(tokenizer, change)
     assert byte_length_table(backend) is None
+
+
+@pytest.fixture(scope="module")
+def nfc_backend(tokenizer):
+    return _with_backend_change(tokenizer, _nfc)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.sampled_from([*PIECES, "q", "\u0307", "\u0323", "A\u030a", "\u212b"]), max_size=40))
+def test_an_nfc_tokenizer_gets_spans_only_for_texts_nfc_leaves_as_they_are(nfc_backend, pieces):
+    """Qwen's normalizer: a text NFC changes (composed, reordered marks) takes the tokenizer's offsets; others match."""
+    table = byte_length_table(nfc_backend)
+    assert table is not None
+    text = "".join(pieces)
+    fast = fast_ids_with_byte_ends(nfc_backend, table, text)
+    if unicodedata.normalize("NFC", text) != text:
+        assert fast is None
+        return
+    encoding = nfc_backend.encode(text, add_special_tokens=False)
+    assert fast is not None and fast[0] == encoding.ids
+    assert char_offsets(text, fast[1]) == [tuple(span) for span in encoding.offsets]
+
+
+def test_an_nfc_tokenizer_refuses_reordered_marks_of_the_same_byte_length(nfc_backend):
+    """NFC reorders q + dot above + dot below without changing the byte length: the lengths alone would add up."""
+    table = byte_length_table(nfc_backend)
+    assert fast_ids_with_byte_ends(nfc_backend, table, "q\u0307\u0323 x") is None
+    assert fast_ids_with_byte_ends(nfc_backend, table, "q\u0323\u0307 x") is not None
 
 
 def test_a_sentencepiece_style_vocabulary_gets_no_table():

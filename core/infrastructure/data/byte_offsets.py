@@ -5,11 +5,12 @@ fixed byte string, so the byte span of every token of an encoding is the running
 byte lengths. The Rust tokenizer encodes about a third faster when it tracks no offsets
 (``encode_batch_fast``, measured 0.12 vs 0.16 ms for a 120-token Alpaca record), and the spans then
 cost one table lookup per token. The table is built once per tokenizer, and only when every token's
-bytes are fixed and taken from the text in order: a byte-level vocabulary, no normalizer (Qwen's
-NFC one keeps the tokenizer's offsets), no pre-tokenizer that adds a prefix space, no added token
-that strips whitespace, no post-processor that trims offsets. A text whose token lengths do not
-add up to its own byte length (anything the table did not foresee) gets None, and its caller asks
-the tokenizer for offsets.
+bytes are fixed and taken from the text in order: a byte-level vocabulary, no normalizer but NFC
+(Qwen's; it is used only for a text NFC leaves as it is, which every ASCII text is), no
+pre-tokenizer that adds a prefix space, no added token that strips whitespace, no post-processor
+that trims offsets. A text the normalizer would change, or whose token lengths do not add up to
+its own byte length (anything the table did not foresee), gets None, and its caller asks the
+tokenizer for offsets.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def byte_length_table(backend: Any) -> list[int] | None:
     Returns:
         ``lengths[id]`` for every id, or None.
     """
-    if backend.normalizer is not None or not hasattr(backend, "encode_batch_fast"):  # older tokenizers lack it
+    if not _identity_on_nfc_text(backend.normalizer) or not hasattr(backend, "encode_batch_fast"):  # older lack it
         return None
     pre_tokenizer, post_processor = repr(backend.pre_tokenizer), repr(backend.post_processor)
     if "ByteLevel" not in pre_tokenizer or "add_prefix_space=True" in pre_tokenizer:
@@ -78,6 +79,13 @@ def byte_length_table(backend: Any) -> list[int] | None:
     return table
 
 
+def _identity_on_nfc_text(normalizer: Any) -> bool:
+    """True for no normalizer, or for NFC alone (which leaves a text already in NFC as it is)."""
+    from tokenizers import normalizers
+
+    return normalizer is None or isinstance(normalizer, normalizers.NFC)
+
+
 def fast_ids_with_byte_ends(backend: Any, table: list[int], text: str) -> tuple[list[int], list[int]] | None:
     """The text's token ids (no special tokens added) and each token's end in the text's UTF-8 bytes.
 
@@ -87,8 +95,12 @@ def fast_ids_with_byte_ends(backend: Any, table: list[int], text: str) -> tuple[
         text: The text.
 
     Returns:
-        ``(ids, byte_ends)``, or None when the ids' byte lengths do not add up to the text's.
+        ``(ids, byte_ends)``, or None when the normalizer would change the text or the ids' byte
+        lengths do not add up to the text's.
     """
+    normalizer = backend.normalizer if not text.isascii() else None
+    if normalizer is not None and normalizer.normalize_str(text) != text:
+        return None  # NFC would change the text: its tokens' bytes are not the text's
     ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
     try:
         ends = list(itertools.accumulate(map(table.__getitem__, ids)))
