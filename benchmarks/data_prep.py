@@ -7,11 +7,11 @@ decontamination, splitting, tokenization with loss masks, writing) in a fresh su
 The baseline, in the same run on the same cores, is the plain recipe: ``load_dataset("json")``,
 then ``Dataset.map(tokenizer.apply_chat_template)`` batched with ``num_proc`` = the cores, also a
 fresh subprocess. Both are timed from process start to exit, in three alternating rounds (the
-side going first changes each round); the figures are medians of wall time. Peak memory is the subprocess's own
-``VmHWM`` (``/proc/self/status``; ``ru_maxrss`` would include the parent's), plus the peak of the
-process tree (the subprocess and its workers, sampled every 0.2 s), the highest of the rounds. The 7-record case times the
-whole CLI command (``finetune-studio prepare-data --input small.jsonl``), cold (the first start
-after the project's bytecode was removed) and warm.
+side going first changes each round); the figures are medians of wall time. Peak memory is the
+subprocess's own ``VmHWM`` (``/proc/self/status``; ``ru_maxrss`` would include the parent's), plus
+the peak of the process tree (the subprocess and its workers, sampled every 0.2 s), the highest of
+the rounds. The 7-record case times the whole CLI command (``finetune-studio prepare-data --input
+small.jsonl``), cold (the first start after the project's bytecode was removed) and warm.
 
 ``python -m benchmarks.data_prep [--quick]`` writes ``benchmarks/results/data_prep.json``;
 ``--quick`` uses 2k and 20k records.
@@ -314,7 +314,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         for case in runs:
             figures.append(
                 {
-                    "name": f"{kind} {case['records']}: records/s ours vs datasets.map baseline (all cores)",
+                    "name": f"{kind} {case['records']}: records/s ours vs datasets.map baseline "
+                    f"(all cores, medians of {ROUNDS} alternating rounds)",
                     "value": f"{case['ratio']}x ({case['ours']['records_per_s']} vs "
                     f"{case['baseline']['records_per_s']} records/s; peak RSS {case['ours']['vm_hwm_mb']} MB, "
                     f"tree {case['ours']['tree_peak_mb']} MB)",
