@@ -461,3 +461,39 @@ def test_a_short_prompt_beside_a_long_answer_is_shown_at_the_top_of_its_preview_
     assert boxes["answer_bottom"] > boxes["table"]  # the answer is taller than the preview
     assert abs(boxes["prompt"] - boxes["answer"]) < 5 and boxes["prompt"] < boxes["table"], boxes
     shot(page, "data-long-answer-preview")
+
+
+def test_skipped_records_show_their_reason_on_one_line_beside_long_problems(studio, page, tmp_path: Path) -> None:
+    """Markdown cells may break anywhere: squeezed by long problems, 'broken_order' broke into three lines."""
+    blocks, _context, _settings = studio
+    records = [
+        {"conversations": [{"from": "human", "value": f"Question {n}?"}, {"from": "gpt", "value": f"Answer {n}."}]}
+        for n in range(6)
+    ]
+    broken = [  # an answer first: broken_order, with a long problem text
+        {"conversations": [{"from": "gpt", "value": f"Answer {n} first."}, {"from": "human", "value": "Question?"}]}
+        for n in range(3)
+    ]
+    data = tmp_path / "with-skipped-records.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in [*records, *broken]), encoding="utf-8")
+
+    load_in_data_tab(page, blocks.local_url, data)
+    page.locator("#preview", has_text="Question 1?").wait_for()
+    page.get_by_label("Lenient (skip bad records, report them)").check()
+    page.locator("#prepare-data").click()
+    page.locator("#data-report", has_text="Skipped records").wait_for(timeout=120_000)
+    cells = page.evaluate(
+        """() => {
+            const table = [...document.querySelectorAll('#data-report table')].pop();
+            const [source, reason] = table.querySelectorAll('tbody tr:first-child td');
+            const range = document.createRange();
+            range.selectNodeContents(reason);
+            return {reason: reason.innerText, reason_lines: range.getClientRects().length,
+                    source: source.innerText, source_width: source.getBoundingClientRect().width};
+        }"""
+    )
+    assert cells["reason"] == "broken_order" and cells["source"].replace("\n", "").endswith(".jsonl:7"), cells
+    assert cells["reason_lines"] == 1, cells
+    assert cells["source_width"] >= 140, cells
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#data-report").screenshot(path=str(ARTIFACTS / "data-skipped-records.png"))
