@@ -13,7 +13,7 @@ import pytest
 
 from core.application.prepare_data import prepare_data
 from core.domain.errors import DataValidationError
-from core.infrastructure.data.report import normalize_text
+from core.infrastructure.data.comparison_keys import normalize_text
 from tests.conftest import MODEL_CACHE, REPO_ROOT
 
 VALID = {"instruction": "Say hi.", "input": "", "output": "Hi!"}

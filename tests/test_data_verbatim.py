@@ -18,7 +18,7 @@ import pytest
 from core.domain.records import Conversation, Message, ToolCall
 from core.infrastructure.data import tokenize as tokenize_module
 from core.infrastructure.data import turn_split, verbatim
-from core.infrastructure.data.report import comparison_keys, exact_key, normalized_key, prompt_key
+from core.infrastructure.data.comparison_keys import comparison_keys, exact_key, normalized_key, prompt_key
 from core.infrastructure.data.turn_split import tokenize_record
 from core.infrastructure.data.verbatim import locate_verbatim, template_profile
 from core.infrastructure.models.loading import load_tokenizer

@@ -7,7 +7,7 @@
   held-out split and counted as ``train_overlap``: held-out scores then measure generalisation, not
   recall.
 
-The keys are those of :mod:`core.infrastructure.data.report`, hashed by the record pass
+The keys are those of :mod:`core.infrastructure.data.comparison_keys`, hashed by the record pass
 (:func:`core.infrastructure.data.record_pass.key_hash`): memory holds 8 bytes per record, not texts.
 """
 

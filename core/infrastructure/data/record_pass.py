@@ -3,7 +3,7 @@
 For a batch of spooled records (:mod:`core.infrastructure.data.record_store`) the pass converts and
 validates each record (the problems and skip reasons of :func:`convert_record`), adds the system
 prompt and ``data.train_on``, hashes what deduplication, decontamination and the report compare
-(64-bit hashes of the keys in :mod:`core.infrastructure.data.report`), and tokenizes the record
+(64-bit hashes of the keys in :mod:`core.infrastructure.data.comparison_keys`), and tokenizes the record
 into its training samples (:func:`tokenize_record`). Everything it returns is a column of the
 pass's Arrow table on disk; the main process keeps only hashes and counts.
 """
@@ -21,10 +21,10 @@ import pyarrow as pa
 from datasets import Features, List, Value
 
 from core.domain.records import Conversation, Message
+from core.infrastructure.data.comparison_keys import comparison_keys, exact_key, normalized_key
 from core.infrastructure.data.convert import convert_record
 from core.infrastructure.data.formats import record_converter
 from core.infrastructure.data.problems import Outcome, Problem
-from core.infrastructure.data.report import comparison_keys, exact_key, normalized_key
 from core.infrastructure.data.turn_split import tokenize_record
 
 PASS_FEATURES = Features(

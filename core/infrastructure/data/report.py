@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import Counter
 from typing import Any
 
-from core.domain.records import Conversation
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.source_report import sources_markdown
 
@@ -15,72 +13,6 @@ MAX_LISTED = 2000
 """Most skipped records / examples listed individually in the report (counts are always complete)."""
 
 HISTOGRAM_BINS = 8
-
-
-class _PunctuationAsSpace(dict):
-    """``str.translate`` table: punctuation (Unicode category P*) becomes a space, other characters stay.
-
-    Filled as characters are met, so each character's category is looked up once per process and
-    the translation itself runs in C.
-    """
-
-    def __missing__(self, code: int) -> int:
-        value = 32 if unicodedata.category(chr(code)).startswith("P") else code
-        self[code] = value
-        return value
-
-
-_PUNCTUATION_AS_SPACE = _PunctuationAsSpace()
-
-
-def exact_key(conversation: Conversation) -> str:
-    """Identity of a conversation: roles and contents as they are."""
-    return "\x1e".join(f"{message.role}\x1f{message.content}" for message in conversation.messages)
-
-
-def normalize_text(text: str) -> str:
-    """Lower-cases, drops punctuation and collapses whitespace (for near-duplicate detection).
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The normalized text.
-    """
-    if not text.isascii():  # NFKC leaves ASCII as it is
-        text = unicodedata.normalize("NFKC", text)
-    text = text.lower().translate(_PUNCTUATION_AS_SPACE)
-    return " ".join(text.split())  # whitespace runs collapsed and the ends stripped (str.isspace is re's \\s)
-
-
-def normalized_key(conversation: Conversation) -> str:
-    """Identity of a conversation up to case, punctuation and whitespace."""
-    return "\x1e".join(f"{message.role}\x1f{normalize_text(message.content)}" for message in conversation.messages)
-
-
-def prompt_key(conversation: Conversation) -> str:
-    """Normalized identity of a conversation's prompt (every turn before the last answer)."""
-    return "\x1e".join(
-        f"{message.role}\x1f{normalize_text(message.content)}"
-        for message in conversation.prompt_messages
-        if message.role != "system"
-    )
-
-
-def comparison_keys(conversation: Conversation) -> tuple[str, str, str]:
-    """:func:`exact_key`, :func:`normalized_key` and :func:`prompt_key` at once, every content normalized once.
-
-    Args:
-        conversation: The conversation.
-
-    Returns:
-        ``(exact, normalized, prompt)``.
-    """
-    messages = conversation.messages
-    normalized = [f"{message.role}\x1f{normalize_text(message.content)}" for message in messages]
-    last = max(index for index, message in enumerate(messages) if message.role == "assistant")
-    prompt = [entry for entry, message in zip(normalized[:last], messages, strict=False) if message.role != "system"]
-    return exact_key(conversation), "\x1e".join(normalized), "\x1e".join(prompt)
 
 
 def _histogram(lengths: list[int], max_length: int) -> list[dict[str, Any]]:
