@@ -23,6 +23,7 @@ from core.infrastructure.data import tokenize as tokenize_module
 from core.infrastructure.data.byte_offsets import (
     byte_length_table,
     byte_lengths,
+    byte_positions,
     char_offsets,
     fast_ids_with_byte_ends,
 )
@@ -222,3 +223,12 @@ def test_a_text_whose_token_lengths_do_not_add_up_takes_the_offsets(tokenizer):
     encoded = tokenize_module._encode(tokenizer, "Hello é")
     assert encoded.ids == backend.encode("Hello é", add_special_tokens=False).ids
     assert encoded.offsets == [tuple(span) for span in backend.encode("Hello é", add_special_tokens=False).offsets]
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.sampled_from(PIECES), max_size=30), picks=st.lists(st.integers(0, 400), max_size=12))
+def test_byte_positions_of_unordered_and_repeated_character_positions(pieces, picks):
+    """One pass over the text gives each position's UTF-8 offset, whatever the order of the positions."""
+    text = "".join(pieces)
+    positions = [pick % (len(text) + 1) for pick in picks]
+    assert byte_positions(text, positions) == [len(text[:position].encode("utf-8")) for position in positions]

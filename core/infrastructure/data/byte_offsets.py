@@ -112,9 +112,23 @@ def fast_ids_with_byte_ends(backend: Any, table: list[int], text: str) -> tuple[
     return ids, ends
 
 
-def byte_position(text: str, position: int) -> int:
-    """The UTF-8 byte offset of a character position."""
-    return position if text.isascii() else len(text[:position].encode("utf-8"))
+def byte_positions(text: str, positions: list[int]) -> list[int]:
+    """The UTF-8 byte offset of each character position, in one pass over the text (positions in any order).
+
+    Args:
+        text: The text.
+        positions: Character positions in it.
+
+    Returns:
+        The byte offsets, in the order of ``positions``.
+    """
+    if text.isascii():
+        return list(positions)
+    offsets, last_char, last_byte = {}, 0, 0
+    for position in sorted(set(positions)):
+        last_byte += len(text[last_char:position].encode("utf-8"))
+        offsets[position], last_char = last_byte, position
+    return [offsets[position] for position in positions]
 
 
 def char_offsets(text: str, byte_ends: list[int]) -> list[tuple[int, int]]:

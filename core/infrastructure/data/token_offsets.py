@@ -15,7 +15,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from core.infrastructure.data.byte_offsets import byte_position, char_offsets
+from core.infrastructure.data.byte_offsets import byte_positions, char_offsets
 
 
 class TokenOffsets:
@@ -66,7 +66,8 @@ class TokenOffsets:
         """
         if self._byte_ends is not None:  # contiguous tokens: each starts where the one before ends
             ends, text = self._byte_ends, self._text
-            byte_spans = [(byte_position(text, start), byte_position(text, end)) for start, end in spans]
+            at = byte_positions(text, [position for span in spans for position in span])
+            byte_spans = list(zip(at[::2], at[1::2], strict=True))
             return overlapping_ranges([0, *ends[:-1]] if ends else [], ends, byte_spans)
         if self._offsets is None and self._encoding is not None:
             ranges = _ranges_at_span_ends(self._encoding, len(self.ids), spans)
@@ -86,8 +87,7 @@ class TokenOffsets:
         if self._byte_ends is not None:  # contiguous tokens: token k + 1 starts where token k ends
             ends, text = self._byte_ends, self._text
             found: list[int | None] = []
-            for position in positions:
-                byte = byte_position(text, position)
+            for byte in byte_positions(text, positions):
                 before = bisect.bisect_left(ends, byte)  # the token ending at the byte, if one does
                 if byte == 0:
                     found.append(0 if ends else None)
