@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.infrastructure.data.prefix_ids import PrefixIds
 
 _ABSENT = object()
 _TABLES: weakref.WeakKeyDictionary[Any, list[int] | None] = weakref.WeakKeyDictionary()
@@ -86,13 +89,16 @@ def _identity_on_nfc_text(normalizer: Any) -> bool:
     return normalizer is None or isinstance(normalizer, normalizers.NFC)
 
 
-def fast_ids_with_byte_ends(backend: Any, table: list[int], text: str) -> tuple[list[int], list[int]] | None:
+def fast_ids_with_byte_ends(
+    backend: Any, table: list[int], text: str, prefixes: PrefixIds | None = None
+) -> tuple[list[int], list[int]] | None:
     """The text's token ids (no special tokens added) and each token's end in the text's UTF-8 bytes.
 
     Args:
         backend: The Rust tokenizer.
         table: :func:`byte_lengths` of that tokenizer.
         text: The text.
+        prefixes: The tokenizer's :class:`PrefixIds` (reuses the ids of a prefix met before), if any.
 
     Returns:
         ``(ids, byte_ends)``, or None when the normalizer would change the text or the ids' byte
@@ -101,7 +107,11 @@ def fast_ids_with_byte_ends(backend: Any, table: list[int], text: str) -> tuple[
     normalizer = backend.normalizer if not text.isascii() else None
     if normalizer is not None and normalizer.normalize_str(text) != text:
         return None  # NFC would change the text: its tokens' bytes are not the text's
-    ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    ids = (
+        prefixes.ids(text)
+        if prefixes is not None
+        else backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    )
     try:
         ends = list(itertools.accumulate(map(table.__getitem__, ids)))
     except IndexError:  # an id beyond the table: not a token it knows

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.domain.records import Conversation
 from core.infrastructure.data.byte_offsets import byte_lengths, fast_ids_with_byte_ends
+from core.infrastructure.data.prefix_ids import prefix_ids
 from core.infrastructure.data.token_offsets import TokenOffsets, answer_token_ranges
 from core.infrastructure.data.tool_rendering import template_messages, template_tools
 from core.infrastructure.data.verbatim import locate_verbatim, render_text, template_profile
@@ -45,7 +46,7 @@ def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> TokenOffsets:
     """Token ids of a text with every token's character span (no special tokens added)."""
     backend = _plain_backend(tokenizer)
     table = byte_lengths(tokenizer, backend) if backend is not None else None
-    fast = fast_ids_with_byte_ends(backend, table, text) if table is not None else None
+    fast = fast_ids_with_byte_ends(backend, table, text, prefix_ids(tokenizer, backend)) if table is not None else None
     if fast is not None:  # byte-level BPE: spans from the ids, without the tokenizer tracking offsets
         return TokenOffsets(fast[0], byte_ends=fast[1], text=text)
     if backend is not None:  # the Rust tokenizer itself: what ``tokenizer(text)`` calls, without its wrapping
