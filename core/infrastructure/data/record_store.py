@@ -10,6 +10,7 @@ problems, split) and the pass's numeric columns as arrays, never conversations o
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, load
 SPOOL_BATCH = 1000
 """Records per Arrow batch of the spool."""
 
-PASS_BATCH = 256
+PASS_BATCH = 1000
 """Records per batch of the pass."""
 
 RECORDS_PER_WORKER = 2000
@@ -60,6 +61,18 @@ def quiet_datasets() -> Iterator[None]:
     finally:
         if was_enabled:
             enable_progress_bar()
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while many acyclic objects are made (it runs again afterwards)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def available_cores() -> int:
@@ -176,15 +189,16 @@ class RecordStore:
         Returns:
             A table with one row per requested row.
         """
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
+        in_order = bool(np.all(rows[1:] >= rows[:-1]))  # a split of one source: no reordering copy
+        order = None if in_order else np.argsort(rows, kind="stable")
+        ordered = rows if order is None else rows[order]
         parts = []
         for pass_file in self._files():
             low, high = np.searchsorted(ordered, [pass_file.first, pass_file.first + pass_file.rows])
             if low < high:
                 parts += _rows_of_file(pass_file, ordered[low:high], columns)
         gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
-        return gathered.take(pa.array(np.argsort(order, kind="stable")))
+        return gathered if order is None else gathered.take(pa.array(np.argsort(order, kind="stable")))
 
     def _files(self) -> list[PassFile]:
         """Every pass file with the rows it holds and where each of its batches starts.
@@ -282,18 +296,28 @@ def _rows_of_file(pass_file: PassFile, rows: np.ndarray, columns: list[str]) -> 
 
 
 def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:
-    """One outcome per pass row without its conversation: source, reason, problems, split, row."""
-    valid = pc.invert(pc.is_null(table.data.column("conversation"))).to_numpy(zero_copy_only=False)
-    outcomes = []
-    light = table.select_columns(["source", "reason", "problems", "split"])
-    row = 0
-    for batch in light.iter(batch_size=10_000):
-        for source, reason, problems, split in zip(
-            batch["source"], batch["reason"], batch["problems"], batch["split"], strict=True
-        ):
-            if valid[row]:
-                outcomes.append(Outcome(source, conversation=StoredRecord(offset + row), split=split))
-            else:
-                outcomes.append(Outcome(source, problems=problems_of(problems), reason=reason, split=split))
-            row += 1
-    return outcomes
+    """One outcome per pass row without its conversation: source, reason, problems, split, row.
+
+    Read column by column (the problems of skipped rows only), with the cyclic garbage collector
+    paused: the objects made hold no cycles, and the collector's passes over the growing list took
+    most of the time (200k records: 0.45-0.67 s with them, 0.18-0.21 s without).
+    """
+    with paused_gc():
+        return _outcomes_of(table.data, offset)
+
+
+def _outcomes_of(data: pa.Table, offset: int) -> list[Outcome]:
+    valid = pc.is_valid(data.column("conversation")).to_numpy(zero_copy_only=False)
+    sources, splits = data.column("source").to_pylist(), data.column("split").to_pylist()
+    skipped = np.flatnonzero(~valid)
+    details = zip(
+        data.column("reason").take(skipped).to_pylist(), data.column("problems").take(skipped).to_pylist(), strict=True
+    )
+    skipped_outcomes = {
+        int(row): Outcome(sources[row], problems=problems_of(problems), reason=reason, split=splits[row])
+        for row, (reason, problems) in zip(skipped, details, strict=True)
+    }
+    return [
+        skipped_outcomes[row] if row in skipped_outcomes else Outcome(source, StoredRecord(offset + row), split=split)
+        for row, (source, split) in enumerate(zip(sources, splits, strict=True))
+    ]
