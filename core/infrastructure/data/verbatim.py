@@ -125,11 +125,17 @@ def _direct(tokenizer: Any) -> Callable[[list[dict]], str] | None:
 
     ``apply_chat_template`` normalises its arguments on every call (about half of a rendering's
     time); the probe conversations hold plain string contents, as the records rendered this way do.
+    The template is compiled again in transformers' environment (the same sandbox, filters and
+    globals) with its globals as one plain dict: every render copies them, and copying the chain
+    of dicts transformers' cached template keeps took a third of a short record's rendering
+    (0.015 -> 0.010 ms per Alpaca record).
     """
     try:
         from transformers.utils.chat_template_utils import _compile_jinja_template
 
-        compiled = _compile_jinja_template(tokenizer.chat_template)
+        shared = _compile_jinja_template(tokenizer.chat_template)
+        compiled = shared.environment.from_string(tokenizer.chat_template)
+        compiled.globals = dict(compiled.globals)
     except Exception:  # another transformers, a template per name: apply_chat_template renders
         return None
     variables = {"tools": None, "documents": None, "add_generation_prompt": False, **tokenizer.special_tokens_map}
