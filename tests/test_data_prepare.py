@@ -193,3 +193,25 @@ def test_two_worker_processes_write_what_one_process_writes(make_settings, tmp_p
     for split in ("train", "validation", "test"):
         assert one.conversations(split) == two.conversations(split)
         assert one.tokenized(split).to_dict() == two.tokenized(split).to_dict()
+
+
+def test_spooled_records_come_back_equal_and_foreign_classes_are_refused():
+    """The spool keeps raw records as tuples and outcomes whole; unpickling allows only this project's classes."""
+    import os
+    import pickle
+
+    import pytest
+
+    from core.infrastructure.data.problems import MALFORMED_JSON, Outcome, Problem
+    from core.infrastructure.data.readers import RawRecord
+    from core.infrastructure.data.record_pass import dump_payload, load_payload
+
+    problem = Problem("f.jsonl:2", "record", "malformed JSON: x", MALFORMED_JSON)
+    items = [
+        RawRecord({"instruction": "Task", "output": "Done", "n": [1, 2.5, None]}, "f.jsonl:1", split="train"),
+        RawRecord({}, "f.jsonl:2", problems=[problem]),
+        Outcome("f.jsonl:3", problems=[problem], reason=MALFORMED_JSON),
+    ]
+    assert [load_payload(dump_payload(item)) for item in items] == items
+    with pytest.raises(pickle.UnpicklingError, match=r"spool files hold no posix\.system"):
+        load_payload(pickle.dumps(os.system))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from core.infrastructure.data.problems import Outcome
-from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, load_payload, problems_of
+from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, dump_payload, load_payload, problems_of
 
 SPOOL_BATCH = 1000
 """Records per Arrow batch of the spool."""
@@ -122,7 +121,7 @@ class RecordStore:
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _PAYLOAD_SCHEMA) as writer:
             batch: list[bytes] = []
             for item in items:
-                batch.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+                batch.append(dump_payload(item))
                 if len(batch) == SPOOL_BATCH:
                     writer.write_batch(pa.record_batch([pa.array(batch, pa.large_binary())], schema=_PAYLOAD_SCHEMA))
                     batch = []
