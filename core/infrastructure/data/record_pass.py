@@ -99,7 +99,7 @@ def dump_payload(item: Any) -> bytes:
 
 
 def load_payload(payload: bytes) -> Any:
-    """One spooled record (:func:`dump_payload`), unpickled with only this project's classes allowed (never arbitrary code)."""
+    """One spooled record (:func:`dump_payload`), unpickled allowing only this project's classes (never code)."""
     item = _SpoolUnpickler(io.BytesIO(payload)).load()
     return RawRecord(*item) if type(item) is tuple else item
 

@@ -306,6 +306,7 @@ def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:
 
 
 def _outcomes_of(data: pa.Table, offset: int) -> list[Outcome]:
+    """The outcomes of one pass table's rows (see :func:`_light_outcomes`)."""
     valid = pc.is_valid(data.column("conversation")).to_numpy(zero_copy_only=False)
     sources, splits = data.column("source").to_pylist(), data.column("split").to_pylist()
     skipped = np.flatnonzero(~valid)
