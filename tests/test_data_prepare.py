@@ -215,3 +215,20 @@ def test_spooled_records_come_back_equal_and_foreign_classes_are_refused():
     assert [load_payload(dump_payload(item)) for item in items] == items
     with pytest.raises(pickle.UnpicklingError, match=r"spool files hold no posix\.system"):
         load_payload(pickle.dumps(os.system))
+
+
+def test_splits_are_written_one_record_batch_per_chunk_of_records(make_settings, tmp_path, monkeypatch):
+    """Rows copied from several pass batches are written as one Arrow record batch per chunk, as before."""
+    import pyarrow as pa
+
+    from core.infrastructure.data import prepared_writer, record_store
+
+    path = write_rows(tmp_path / "rows.jsonl", 90)
+    monkeypatch.setattr(record_store, "PASS_BATCH", 7)
+    monkeypatch.setattr(prepared_writer, "CHUNK_ROWS", 16)
+    prepared = prepare_data(make_settings(), input_path=str(path), output_dir=tmp_path / "out")
+    for split in ("train", "validation", "test"):
+        with pa.memory_map(str(prepared.directory / "tokenized" / split / prepared_writer.DATA_FILE)) as source:
+            sizes = [batch.num_rows for batch in pa.ipc.open_stream(source)]
+        rows = prepared.report["counts"]["splits"][split]
+        assert sizes == [min(16, rows - start) for start in range(0, rows, 16)], split

@@ -188,7 +188,7 @@ class RecordStore:
         Returns:
             A table with one row per requested row.
         """
-        in_order = bool(np.all(rows[1:] >= rows[:-1]))  # a split of one source: no reordering copy
+        in_order = bool(np.all(rows[1:] >= rows[:-1]))  # a split of one source: concatenated, not taken
         order = None if in_order else np.argsort(rows, kind="stable")
         ordered = rows if order is None else rows[order]
         parts = []
@@ -197,7 +197,9 @@ class RecordStore:
             if low < high:
                 parts += _rows_of_file(pass_file, ordered[low:high], columns)
         gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
-        return gathered if order is None else gathered.take(pa.array(np.argsort(order, kind="stable")))
+        if order is None:  # one chunk, as a take gives: the splits are written one record batch per chunk of rows
+            return gathered.combine_chunks()
+        return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
     def _files(self) -> list[PassFile]:
         """Every pass file with the rows it holds and where each of its batches starts.
