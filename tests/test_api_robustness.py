@@ -115,6 +115,26 @@ def test_an_empty_prompt_is_completed_from_the_start_of_a_document(robust_server
     assert [choice.index for choice in several.choices] == [0, 1]
 
 
+UNMATCHABLE_STOP = "\u00ea\u00c5\U00026cf6K\u001a\u0002\U00087ae2'y\u0086\U00021999\"\u0014"
+"""A stop string that transformers' stop-string matcher cannot build from the tiny tokenizer's tokens."""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_string_no_token_can_end_is_answered_and_the_server_keeps_serving(robust_server, stream):
+    """Found by schemathesis: such a stop string raised in the batch worker, so every later request timed out (504)."""
+    client = openai.OpenAI(base_url=robust_server["base_url"] + "/v1", api_key=API_KEY, max_retries=0, timeout=20)
+    for stop in ([UNMATCHABLE_STOP], [UNMATCHABLE_STOP, "\n"]):
+        if stream:
+            chunks = client.completions.create(model=MODEL, prompt="Hello", max_tokens=4, stop=stop, stream=True)
+            assert [chunk.choices[0].finish_reason for chunk in chunks][-1] in ("stop", "length")
+        else:
+            response = client.completions.create(model=MODEL, prompt=["Hello", "x"], max_tokens=4, stop=stop)
+            assert all(UNMATCHABLE_STOP not in choice.text for choice in response.choices)
+    chat = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, temperature=0.7, seed=1, stop=stop)
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    assert client.completions.create(model=MODEL, prompt="Hello", max_tokens=2).choices[0].finish_reason
+
+
 def test_a_body_that_never_arrives_is_cut_off_with_408(robust_server):
     request = (
         "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"

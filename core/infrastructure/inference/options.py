@@ -75,3 +75,38 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+def stop_string_criteria(tokenizer: Any, stop: Sequence[str]) -> StoppingCriteria | None:
+    """The early stop (transformers' StopStringCriteria) for the stop strings it can build from the tokens.
+
+    ``StopStringCriteria`` raises for a stop string that no token of the vocabulary can end (a
+    character the tokenizer only writes as bytes split over several tokens, or never writes); a
+    request's stop strings must never fail the generation that serves it (in the API's batch worker
+    that left every later request waiting until its timeout). Such a stop string gets no early
+    stop: the text is still cut before it (:func:`trim_at_stop`), after generating up to the limit.
+
+    Args:
+        tokenizer: The generating model's tokenizer.
+        stop: The stop strings (empty ones are ignored).
+
+    Returns:
+        The criterion for the stop strings it can match, or None when there is none.
+    """
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    markers = list(dict.fromkeys(marker for marker in stop if marker))
+    if not markers:
+        return None
+    try:
+        return StopStringCriteria(tokenizer=tokenizer, stop_strings=markers)
+    except ValueError:
+        pass
+    matchable = []
+    for marker in markers:
+        try:
+            StopStringCriteria(tokenizer=tokenizer, stop_strings=[marker])
+        except ValueError:
+            continue
+        matchable.append(marker)
+    return StopStringCriteria(tokenizer=tokenizer, stop_strings=matchable) if matchable else None

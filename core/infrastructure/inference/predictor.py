@@ -20,7 +20,14 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from core.infrastructure.data.tokenize import render_prompt_ids
 from core.infrastructure.inference.generation import generate_ids
 from core.infrastructure.inference.loading import LoadedModel
-from core.infrastructure.inference.options import CancelOnEvent, Completion, FinishReason, SamplingOptions, trim_at_stop
+from core.infrastructure.inference.options import (
+    CancelOnEvent,
+    Completion,
+    FinishReason,
+    SamplingOptions,
+    stop_string_criteria,
+    trim_at_stop,
+)
 from core.infrastructure.inference.streams import TextStream
 from core.infrastructure.models.loading import base_model_of
 
@@ -167,9 +174,9 @@ class Predictor:
                 "stopping_criteria": criteria,
                 "streamer": streamer,
             }
-            if options.stop:
-                kwargs["stop_strings"] = [marker for marker in options.stop if marker]
-                kwargs["tokenizer"] = tokenizer
+            stop = stop_string_criteria(tokenizer, options.stop)
+            if stop is not None:
+                criteria.append(stop)
             if options.sampling and options.seed is not None:
                 torch.manual_seed(options.seed)
             device = _module_device(module)

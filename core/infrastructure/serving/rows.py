@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from loguru import logger
 from transformers import StoppingCriteria
-from transformers.generation.stopping_criteria import StopStringCriteria
 
+from core.infrastructure.inference.options import stop_string_criteria
 from core.infrastructure.inference.predictor import Completion, Predictor, SamplingOptions
 
 
@@ -155,11 +155,11 @@ class RowTracker(StoppingCriteria):
         self.tokens: list[list[int]] = [[] for _ in self.rows]
         self.done = [False] * len(self.rows)
         self._eos = set(predictor.eos_token_ids)
-        self._stops: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._stops: dict[tuple[str, ...], StoppingCriteria | None] = {}
         for row in self.rows:
             stop = _stop_strings(row.options)
             if stop and stop not in self._stops:
-                self._stops[stop] = StopStringCriteria(tokenizer=predictor.tokenizer, stop_strings=list(stop))
+                self._stops[stop] = stop_string_criteria(predictor.tokenizer, stop)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         """Records each running row's new token and finishes the rows that end here."""
@@ -173,7 +173,8 @@ class RowTracker(StoppingCriteria):
             row.channel.token(token)
             stop = _stop_strings(row.options)
             if stop and stop not in hits:
-                hits[stop] = self._stops[stop](input_ids, scores).tolist()
+                criterion = self._stops[stop]
+                hits[stop] = criterion(input_ids, scores).tolist() if criterion else [False] * len(self.rows)
             if (
                 token in self._eos
                 or (stop and hits[stop][index])
