@@ -54,9 +54,12 @@ def _fresh_venv(space: Path, root: Path) -> Path:
     python = venv / "bin" / "python"
     # dependencies resolved as pip resolves them on a Space, from uv's cache (offline): a requirement that
     # pulls llama-cpp-python or llm (not in the cache, and a long source build) would fail here
-    install = [uv, "pip", "install", "-q", "--offline", "--python", str(python)]
-    install += ["-r", str(space / "requirements.txt")]
-    result = subprocess.run(install, capture_output=True, text=True, timeout=600)
+    install = [uv, "pip", "install", "-q", "--python", str(python), "-r", str(space / "requirements.txt")]
+    result = subprocess.run([*install, "--offline"], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and "the network was disabled" in result.stderr:
+        # a fresh machine: `uv sync --frozen` cached the packages but not the index pages that resolving
+        # by name needs; those come from PyPI (a registry, reachable), the packages from the cache
+        result = subprocess.run(install, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return python
 
