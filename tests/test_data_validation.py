@@ -10,6 +10,8 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.application.prepare_data import prepare_data
 from core.domain.errors import DataValidationError
@@ -334,7 +336,18 @@ def test_many_invalid_records_are_named_up_to_a_cap_and_the_report_says_what_it_
 )
 def test_normalized_keys_drop_every_unicode_punctuation_mark_after_nfkc_and_lower_casing(text):
     """Near-duplicate keys: NFKC, lower case, each punctuation character (category P*) a space, whitespace collapsed."""
-    folded = unicodedata.normalize("NFKC", text).lower()
-    expected = " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in folded).split())
-    assert normalize_text(text) == expected
+    assert normalize_text(text) == _normalized(text)
     assert normalize_text(text.upper() + " ") == normalize_text(text.upper())
+
+
+def _normalized(text: str) -> str:
+    """The definition of the normalized key, character by character."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in folded).split())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_texts_are_normalized_by_the_definition(text):
+    """The bytes path ASCII text takes: every ASCII character, the separators str.split splits at (0x1c-0x1f) too."""
+    assert normalize_text(text) == _normalized(text)

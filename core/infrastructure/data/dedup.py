@@ -91,6 +91,17 @@ def _first_occurrences(keys: np.ndarray, last: bool = False) -> tuple[np.ndarray
     return distinct, first, is_first
 
 
+def _members(keys: np.ndarray, distinct: np.ndarray) -> np.ndarray:
+    """Which keys occur in ``distinct`` (sorted, as ``np.unique`` returns it).
+
+    One binary search per key: ``np.isin`` sorts both arrays again (0.12 s for 10k keys in 180k).
+    """
+    if not len(distinct):
+        return np.zeros(len(keys), dtype=bool)
+    positions = np.minimum(np.searchsorted(distinct, keys), len(distinct) - 1)
+    return distinct[positions] == keys
+
+
 def duplicates_summary(sources: Sequence[str], exact: np.ndarray, normalized: np.ndarray) -> dict[str, Any]:
     """The report's ``duplicates``: exact and normalized duplicates among the kept records, with examples.
 
@@ -128,7 +139,7 @@ def overlap_summary(sources: dict[str, Sequence[str]], prompts: dict[str, np.nda
     result: dict[str, Any] = {"examples": []}
     for split in ("validation", "test"):
         keys = prompts.get(split, np.zeros(0, dtype=np.int64))
-        leaking = np.flatnonzero(np.isin(keys, train_keys))
+        leaking = np.flatnonzero(_members(keys, train_keys))
         result[split] = len(leaking)
         for position in leaking[: max(0, EXAMPLES - len(result["examples"]))]:
             train_source = sources["train"][train_last[np.searchsorted(train_keys, keys[position])]]
