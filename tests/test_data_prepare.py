@@ -174,7 +174,7 @@ def test_prepare_data_imports_no_model_stack(tmp_path):
 
 
 def test_two_worker_processes_write_what_one_process_writes(make_settings, tmp_path, monkeypatch):
-    """The record pass on several cores (datasets.map num_proc) gives the same splits, tokens and report."""
+    """The record pass on two worker processes, in more tasks than workers, gives the same splits, tokens and report."""
     from core.infrastructure.data import record_store
 
     path = write_rows(tmp_path / "rows.jsonl", 60)
@@ -184,6 +184,7 @@ def test_two_worker_processes_write_what_one_process_writes(make_settings, tmp_p
     monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10**9)
     one = prepare_data(settings, input_path=str(path), output_dir=tmp_path / "one")
     monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10)
+    monkeypatch.setattr(record_store, "SPOOL_BATCH", 8)  # 8 tasks
     monkeypatch.setattr(record_store, "available_cores", lambda: 2)
     assert record_store.worker_count(63) == 2
     two = prepare_data(settings, input_path=str(path), output_dir=tmp_path / "two")

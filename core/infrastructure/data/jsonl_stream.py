@@ -47,19 +47,35 @@ def stream_jsonl(path: Path, as_record: Callable[[Any, str], Any], problem_recor
     display = str(path)
     with Path(path).open("rb") as handle:
         for number, raw_line in enumerate(handle, 1):
-            source = f"{display}:{number}"
-            raw_line = raw_line.removesuffix(b"\n")
-            try:
-                line = raw_line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                message = f"not valid UTF-8 (byte 0x{raw_line[error.start]:02x} at column {error.start + 1})"
-                yield problem_record(source, Problem(source, "record", message, NOT_UTF8))
-                continue
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            record = line_record(line, source, as_record, problem_record)
+            record = raw_line_record(raw_line.removesuffix(b"\n"), number, display, as_record, problem_record)
             if record is not None:
                 yield record
+
+
+def raw_line_record(
+    raw_line: bytes, number: int, display: str, as_record: Callable[[Any, str], Any], problem_record: Callable[..., Any]
+) -> Any | None:
+    """The record of one line's bytes (without its newline): decoded, parsed, or a problem; None for a blank line.
+
+    Args:
+        raw_line: The line's bytes.
+        number: Its line number (1-based; the first line may start with a byte order mark).
+        display: The file's name in ``file:line``.
+        as_record: Builds a record from a parsed value and its source.
+        problem_record: Builds a record of a source that carries one problem.
+
+    Returns:
+        The record, or None.
+    """
+    source = f"{display}:{number}"
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        message = f"not valid UTF-8 (byte 0x{raw_line[error.start]:02x} at column {error.start + 1})"
+        return problem_record(source, Problem(source, "record", message, NOT_UTF8))
+    if number == 1:
+        line = line.removeprefix("\ufeff")
+    return line_record(line, source, as_record, problem_record)
 
 
 def line_record(

@@ -213,7 +213,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
     An uncompressed file of JSON lines is read line by line (memory does not grow with the file).
     """
     if compression_of(path) is None and not first_line_text(path).startswith("["):
-        yield from stream_jsonl(path, _as_record, _problem_record)
+        yield from stream_jsonl(path, as_record, problem_record)
         return
     text, bad_lines, damage = _file_text(path)
     records = _array_records if starts_as_array(text) and not _first_line_is_complete(text) else _jsonl_records
@@ -234,12 +234,13 @@ def _jsonl_records(text: str, bad_lines: dict[int, Problem], display: str) -> It
         if number in bad_lines:
             yield RawRecord({}, source, problems=[bad_lines[number]])
             continue
-        record = line_record(line, source, _as_record, _problem_record)
+        record = line_record(line, source, as_record, problem_record)
         if record is not None:
             yield record
 
 
-def _problem_record(source: str, problem: Problem) -> RawRecord:
+def problem_record(source: str, problem: Problem) -> RawRecord:
+    """The record of a source that could not be read: no fields, one problem."""
     return RawRecord({}, source, problems=[problem])
 
 
@@ -269,7 +270,8 @@ def _with_damage(records: Iterator[RawRecord], damage: str | None, display: str,
         yield last
 
 
-def _as_record(value: Any, source: str) -> RawRecord:
+def as_record(value: Any, source: str) -> RawRecord:
+    """The record of a parsed JSON value: its fields, or a ``wrong_type`` problem for a value that is not an object."""
     if isinstance(value, dict):
         return RawRecord(value, source)
     return RawRecord(
@@ -305,7 +307,7 @@ def _array_records(text: str, bad_lines: dict[int, Problem], display: str) -> It
         elif problems:
             yield RawRecord({}, source, problems=problems)
         else:
-            yield _as_record(element.value, source)
+            yield as_record(element.value, source)
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:

@@ -1,6 +1,6 @@
 """The per-record work of ``prepare-data``, done once per record in one pass on every core.
 
-For a batch of spooled records (:mod:`core.infrastructure.data.record_store`) the pass converts and
+For a batch of records (:mod:`core.infrastructure.data.pass_workers`) the pass converts and
 validates each record (the problems and skip reasons of :func:`convert_record`), adds the system
 prompt and ``data.train_on``, hashes what deduplication, decontamination and the report compare
 (64-bit hashes of the keys in :mod:`core.infrastructure.data.comparison_keys`), and tokenizes the record
@@ -162,7 +162,7 @@ def train_last_assistant_only(conversation: Conversation) -> Conversation:
 
 
 class RecordPass:
-    """The function ``datasets.map`` runs on batches of spooled records (picklable for worker processes).
+    """The per-record work, run on batches of records by the pass's workers (:mod:`core.infrastructure.data.pass_workers`).
 
     Args:
         tokenizer: Tokenizer with the chat template to train with.
@@ -174,19 +174,19 @@ class RecordPass:
         self.settings = settings
         self._convert: Any = None
 
-    def __call__(self, batch: dict[str, list[Any]]) -> pa.Table:
-        """Converts, validates, hashes and tokenizes a batch.
+    def table(self, items: list[Any]) -> pa.Table:
+        """Converts, validates, hashes and tokenizes records.
 
         Args:
-            batch: ``{"payload": [pickled RawRecord or converted Outcome, ...]}``.
+            items: Raw records, or converted outcomes.
 
         Returns:
             One row per record with every column of :data:`PASS_FEATURES`, built column by column
             (``datasets``' writer would check and convert every nested list again: 3x the time).
         """
         columns: dict[str, list[Any]] = {name: [] for name in PASS_FEATURES}
-        for payload in batch["payload"]:
-            for name, value in self.record_row(load_payload(payload)).items():
+        for item in items:
+            for name, value in self.record_row(item).items():
                 columns[name].append(value)
         arrays = [pa.array(columns[field.name], type=field.type) for field in _PASS_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=_PASS_SCHEMA)

@@ -1,16 +1,18 @@
 """Records on disk: a source's records are spooled into Arrow, processed in one pass on every core, read back as hashes.
 
 Memory stays flat as the data grows: raw records stream from the reader into an Arrow file of
-pickled records; :class:`~core.infrastructure.data.record_pass.RecordPass` runs over it with
-``datasets.map`` (batched, ``num_proc`` = the cores this process may use), writing its table to
-disk; the main process then holds one light :class:`Outcome` per record (source, reason,
-problems, split) and the pass's numeric columns as arrays, never conversations or token ids.
+pickled records (or, for one uncompressed JSON Lines file, stay in it:
+:mod:`core.infrastructure.data.jsonl_ranges`); :class:`~core.infrastructure.data.record_pass.RecordPass`
+runs over them in tasks of a thousand records on a worker per core
+(:mod:`core.infrastructure.data.pass_workers`), each task writing its rows to an Arrow file; the
+main process then holds one light :class:`Outcome` per record (source, reason, problems, split)
+and the pass's numeric columns as arrays, never conversations or token ids.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,8 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset
 
+from core.infrastructure.data.jsonl_ranges import LineRange
+from core.infrastructure.data.pass_workers import paused_gc, run_pass, stream_batches
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, dump_payload, load_payload, problems_of
 
@@ -34,6 +37,7 @@ PASS_BATCH = 1000
 RECORDS_PER_WORKER = 2000
 """Fewer records than this per core are processed in this process (starting workers costs more)."""
 
+_PASS_SCHEMA = PASS_FEATURES.arrow_schema
 _PAYLOAD_SCHEMA = pa.schema([("payload", pa.large_binary())])
 
 
@@ -60,18 +64,6 @@ def quiet_datasets() -> Iterator[None]:
     finally:
         if was_enabled:
             enable_progress_bar()
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while many acyclic objects are made (it runs again afterwards)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def available_cores() -> int:
@@ -104,9 +96,11 @@ class RecordStore:
         # then add up over a run. The system allocator gives each chunk's memory back.
         pa.set_memory_pool(pa.system_memory_pool())
         self.work_dir = Path(work_dir)
-        self.tables: list[Dataset] = []
+        self.tables: list[pa.Table] = []
+        self._pass_files: list[list[Path]] = []
+        self._spooled_counts: dict[Path, int] = {}
         self._columns: dict[str, np.ndarray] = {}
-        self._file_ranges: list[PassFile] | None = None
+        self._batch_index: PassBatches | None = None
 
     def spool(self, items: Iterable[Any]) -> Path:
         """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
@@ -118,15 +112,18 @@ class RecordStore:
             The spool file.
         """
         path = self.work_dir / f"spool-{len(self.tables)}.arrow"
+        count = 0
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _PAYLOAD_SCHEMA) as writer:
             batch: list[bytes] = []
             for item in items:
+                count += 1
                 batch.append(dump_payload(item))
                 if len(batch) == SPOOL_BATCH:
                     writer.write_batch(pa.record_batch([pa.array(batch, pa.large_binary())], schema=_PAYLOAD_SCHEMA))
                     batch = []
             if batch:
                 writer.write_batch(pa.record_batch([pa.array(batch, pa.large_binary())], schema=_PAYLOAD_SCHEMA))
+        self._spooled_counts[path] = count
         return path
 
     def spooled(self, spool: Path) -> list[Any]:
@@ -152,27 +149,30 @@ class RecordStore:
         Returns:
             The outcomes in record order; a valid record's ``conversation`` is its :class:`StoredRecord`.
         """
-        records = Dataset.from_file(str(spool))
-        workers = worker_count(len(records))
-        if workers:
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
+        inputs = [(str(spool), offset, _PAYLOAD_SCHEMA) for offset, _rows in stream_batches(spool)]
+        return self._process(inputs, self._spooled_counts.get(spool, 0), record_pass)
+
+    def process_lines(self, ranges: list[LineRange], record_pass: RecordPass) -> list[Outcome]:
+        """Like :meth:`process`, for a JSON Lines file the workers read themselves (no spool).
+
+        Args:
+            ranges: The file's lines, a range per task (:func:`~core.infrastructure.data.jsonl_ranges.line_ranges`).
+            record_pass: The per-record work.
+
+        Returns:
+            The outcomes in line order (blank lines have none).
+        """
+        return self._process(ranges, sum(line_range.lines for line_range in ranges), record_pass)
+
+    def _process(self, inputs: list[Any], records: int, record_pass: RecordPass) -> list[Outcome]:
         index = len(self.tables)
-        with quiet_datasets():
-            table = records.map(
-                record_pass,
-                batched=True,
-                batch_size=PASS_BATCH,
-                num_proc=workers,
-                features=PASS_FEATURES,
-                remove_columns=["payload"],
-                cache_file_name=str(self.work_dir / f"pass-{index}.arrow"),
-                new_fingerprint=f"prepare-data-pass-{index}",
-                load_from_cache_file=False,
-            )
+        files = run_pass(inputs, record_pass, self.work_dir / f"pass-{index}", PASS_BATCH, worker_count(records))
+        table = _mapped(files)
         offset = sum(len(earlier) for earlier in self.tables)
         self.tables.append(table)
+        self._pass_files.append(files)
         self._columns.clear()
-        self._file_ranges = None
+        self._batch_index = None
         return _light_outcomes(table, offset)
 
     def read_rows(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
@@ -191,29 +191,32 @@ class RecordStore:
         in_order = bool(np.all(rows[1:] >= rows[:-1]))  # a split of one source: concatenated, not taken
         order = None if in_order else np.argsort(rows, kind="stable")
         ordered = rows if order is None else rows[order]
-        parts = []
-        for pass_file in self._files():
-            low, high = np.searchsorted(ordered, [pass_file.first, pass_file.first + pass_file.rows])
-            if low < high:
-                parts += _rows_of_file(pass_file, ordered[low:high], columns)
+        batches = self._batches()
+        owner = np.searchsorted(batches.firsts, ordered, side="right") - 1  # the batch holding each row
+        bounds = [0, *(np.flatnonzero(owner[1:] != owner[:-1]) + 1).tolist(), len(ordered)]
+        parts = [
+            _rows_of_batch(batches.batches[owner[low]], ordered[low:high], columns)
+            for low, high in itertools.pairwise(bounds)
+            if high > low
+        ]
         gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
         if order is None:  # one chunk, as a take gives: the splits are written one record batch per chunk of rows
             return gathered.combine_chunks()
         return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
-    def _files(self) -> list[PassFile]:
-        """Every pass file with the rows it holds and where each of its batches starts.
+    def _batches(self) -> PassBatches:
+        """Every record batch of the pass files, with its first row.
 
         Built whole before it is kept, so threads reading rows at once never see part of it.
         """
-        if self._file_ranges is None:
-            files, start = [], 0
-            for table in self.tables:
-                for cache_file in table.cache_files:
-                    files.append(_index_file(cache_file["filename"], start))
-                    start += files[-1].rows
-            self._file_ranges = files
-        return self._file_ranges
+        if self._batch_index is None:
+            batches: list[PassBatch] = []
+            for path in (path for paths in self._pass_files for path in paths):
+                first = batches[-1].first + batches[-1].rows if batches else 0
+                batches += _index_file(str(path), first)
+            firsts = np.array([batch.first for batch in batches], dtype=np.int64)
+            self._batch_index = PassBatches(batches, firsts)
+        return self._batch_index
 
     def column(self, name: str) -> np.ndarray:
         """A numeric column of the pass (hashes, lengths, counts) over every source, as one array.
@@ -225,78 +228,72 @@ class RecordStore:
             The values by row.
         """
         if name not in self._columns:
-            parts = [table.data.column(name).to_numpy() for table in self.tables]
+            parts = [table.column(name).to_numpy() for table in self.tables]
             self._columns[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return self._columns[name]
 
     def first_template_error(self) -> str | None:
         """The first chat-template failure of the pass (a template that is not prefix-stable), if any."""
         for table in self.tables:
-            errors = table.data.column("template_error").drop_null()
+            errors = table.column("template_error").drop_null()
             if len(errors):
                 return errors[0].as_py()
         return None
 
 
 @dataclass(frozen=True)
-class PassFile:
-    """One pass file and the place of its record batches.
+class PassBatch:
+    """One record batch of a pass file.
 
     Attributes:
         path: The Arrow stream file.
-        first: Its first row (as :class:`StoredRecord` numbers rows).
-        schema: Its schema.
-        batches: ``(byte offset, first row in the file, rows)`` of every record batch.
+        offset: Where the batch's message starts in it.
+        first: The batch's first row (as :class:`StoredRecord` numbers rows).
+        rows: Rows in the batch.
     """
 
     path: str
+    offset: int
     first: int
-    schema: pa.Schema
-    batches: list[tuple[int, int, int]]
-
-    @property
-    def rows(self) -> int:
-        """Rows in the file."""
-        return self.batches[-1][1] + self.batches[-1][2] if self.batches else 0
+    rows: int
 
 
-def _index_file(path: str, first: int) -> PassFile:
-    """Reads where every record batch of a pass file starts (only the batches' headers are read)."""
-    batches, start = [], 0
-    with pa.memory_map(path) as source:
-        reader = pa.ipc.open_stream(source)
-        while True:
-            offset = source.tell()
-            try:
-                count = reader.read_next_batch().num_rows
-            except StopIteration:
-                break
-            batches.append((offset, start, count))
-            start += count
-    return PassFile(path, first, reader.schema, batches)
+@dataclass(frozen=True)
+class PassBatches:
+    """Every record batch of the pass, in row order.
 
-
-def _rows_of_file(pass_file: PassFile, rows: np.ndarray, columns: list[str]) -> list[pa.RecordBatch]:
-    """Copies sorted rows out of one pass file, batch by batch.
-
-    Each batch is memory-mapped on its own and unmapped once its rows are copied, so the pages read
-    are released at once: rows spread over the whole file (a held-out split) never make the whole
-    file resident (a take over a whole column would copy it all).
+    Attributes:
+        batches: The batches.
+        firsts: Their first rows, as an array (which batch holds a row: one ``searchsorted``).
     """
-    parts = []
-    for offset, start, count in pass_file.batches:
-        low, high = np.searchsorted(rows, [pass_file.first + start, pass_file.first + start + count])
-        if low == high:
-            continue
-        with pa.memory_map(pass_file.path) as source:
-            source.seek(offset)
-            batch = pa.ipc.read_record_batch(pa.ipc.read_message(source), pass_file.schema)
-            parts.append(batch.select(columns).take(pa.array(rows[low:high] - pass_file.first - start)))
-            del batch
-    return parts
+
+    batches: list[PassBatch]
+    firsts: np.ndarray
 
 
-def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:
+def _index_file(path: str, first: int) -> list[PassBatch]:
+    """Every record batch of a pass file, numbering rows from ``first``."""
+    batches = []
+    for offset, rows in stream_batches(path):
+        batches.append(PassBatch(path, offset, first, rows))
+        first += rows
+    return batches
+
+
+def _rows_of_batch(batch: PassBatch, rows: np.ndarray, columns: list[str]) -> pa.RecordBatch:
+    """Copies sorted rows out of one pass batch.
+
+    The batch is memory-mapped on its own and unmapped once its rows are copied, so the pages read
+    are released at once: rows spread over the whole pass (a held-out split) never make every file
+    resident (a take over a whole column would copy it all).
+    """
+    with pa.memory_map(batch.path) as source:
+        source.seek(batch.offset)
+        mapped = pa.ipc.read_record_batch(pa.ipc.read_message(source), _PASS_SCHEMA)
+        return mapped.select(columns).take(pa.array(rows - batch.first))
+
+
+def _light_outcomes(table: pa.Table, offset: int) -> list[Outcome]:
     """One outcome per pass row without its conversation: source, reason, problems, split, row.
 
     Read column by column (the problems of skipped rows only), with the cyclic garbage collector
@@ -304,7 +301,7 @@ def _light_outcomes(table: Dataset, offset: int) -> list[Outcome]:
     most of the time (200k records: 0.45-0.67 s with them, 0.18-0.21 s without).
     """
     with paused_gc():
-        return _outcomes_of(table.data, offset)
+        return _outcomes_of(table, offset)
 
 
 def _outcomes_of(data: pa.Table, offset: int) -> list[Outcome]:
@@ -323,3 +320,9 @@ def _outcomes_of(data: pa.Table, offset: int) -> list[Outcome]:
         skipped_outcomes[row] if row in skipped_outcomes else Outcome(source, StoredRecord(offset + row), split=split)
         for row, (source, split) in enumerate(zip(sources, splits, strict=True))
     ]
+
+
+def _mapped(files: list[Path]) -> pa.Table:
+    """The pass's rows from its files, memory-mapped (nothing is read until a column is)."""
+    tables = [pa.ipc.open_stream(pa.memory_map(str(path))).read_all() for path in files]
+    return pa.concat_tables(tables) if tables else PASS_FEATURES.arrow_schema.empty_table()

@@ -7,6 +7,7 @@ a later source is counted as that source's ``duplicate``.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,15 +19,23 @@ from core.domain.data_settings import DatasetSource
 from core.domain.errors import ConfigError
 from core.infrastructure.data.convert import choose_format, outcomes_without_format
 from core.infrastructure.data.dedup import remove_duplicates
+from core.infrastructure.data.jsonl_ranges import line_ranges, streamed_jsonl_file
+from core.infrastructure.data.jsonl_stream import stream_jsonl
 from core.infrastructure.data.oasst import convert_oasst
 from core.infrastructure.data.problems import MAX_SAMPLES, Outcome
-from core.infrastructure.data.readers import RawRecord
+from core.infrastructure.data.readers import RawRecord, as_record, problem_record, split_from_name
 from core.infrastructure.data.record_pass import RecordPass
 from core.infrastructure.data.record_store import RecordStore
 from core.infrastructure.data.sources import InputSource, resolve_input
 
 DETECTION_SAMPLE = 200
 """Readable records (and records with fields) that format detection looks at."""
+
+SAMPLE_LINES = 5000
+"""Lines of a JSON Lines file within which the sample must be complete for the workers to read the file."""
+
+LINES_PER_TASK = 1000
+"""Lines of a JSON Lines file per task of the pass."""
 
 
 class FormatUnknown(Exception):
@@ -126,11 +135,14 @@ def read_source(
     """
     from core.domain.errors import DataValidationError
 
-    sample: list[RawRecord] = []
-    spool = store.spool(_collecting(source.records(), sample))
+    direct = _read_by_workers(spec, source, store, record_pass)
+    if direct is not None:
+        return direct
+    sample = _Sample()
+    spool = store.spool(sample.collecting(source.records()))
     try:
         chosen, reason = choose_format(
-            sample or store.spooled(spool), source.name, spec.format, spec.field_mapping, source.hub_id
+            sample.records or store.spooled(spool), source.name, spec.format, spec.field_mapping, source.hub_id
         )
     except DataValidationError as error:
         raise FormatUnknown(source, outcomes_without_format(store.spooled(spool)), error.problems) from None
@@ -140,15 +152,60 @@ def read_source(
     return SourceData(spec, source, chosen, reason, outcomes)
 
 
-def _collecting(records: Iterable[RawRecord], sample: list[RawRecord]) -> Iterator[RawRecord]:
-    """Passes the records on, keeping the first readable ones that format detection looks at."""
-    readable = filled = 0
-    for record in records:
-        if not record.problems and (readable < DETECTION_SAMPLE or (filled < DETECTION_SAMPLE and record.data)):
-            sample.append(record)
-            readable += 1
-            filled += bool(record.data)
-        yield record
+def _read_by_workers(
+    spec: DatasetSource, source: InputSource, store: RecordStore, record_pass: Callable[[str], RecordPass]
+) -> SourceData | None:
+    """One uncompressed JSON Lines file whose format its first lines settle: the pass's workers read its lines.
+
+    The format is chosen from the same sample the spool would collect (complete within its first
+    :data:`SAMPLE_LINES` lines); anything else (other files, oasst trees, a sample that takes
+    longer, no format) returns None and goes through the spool.
+    """
+    from core.domain.errors import DataValidationError
+
+    path = streamed_jsonl_file(source)
+    if path is None:
+        return None
+    sample, records = _Sample(), stream_jsonl(path, as_record, problem_record)
+    with contextlib.closing(records):
+        for count, _record in enumerate(sample.collecting(records), 1):
+            if sample.complete or count == SAMPLE_LINES:
+                break
+    if not sample.complete:
+        return None
+    split = split_from_name(path.name)
+    for record in sample.records:
+        record.split = split
+    try:
+        chosen, reason = choose_format(sample.records, source.name, spec.format, spec.field_mapping, source.hub_id)
+    except DataValidationError:
+        return None
+    if chosen == "oasst":
+        return None
+    outcomes = store.process_lines(line_ranges(path, LINES_PER_TASK), record_pass(chosen))
+    return SourceData(spec, source, chosen, reason, outcomes)
+
+
+class _Sample:
+    """The records format detection looks at: the first readable ones, then those with fields, up to :data:`DETECTION_SAMPLE`."""
+
+    def __init__(self) -> None:
+        self.records: list[RawRecord] = []
+        self._filled = 0
+
+    @property
+    def complete(self) -> bool:
+        """True when no later record would join the sample."""
+        return self._filled >= DETECTION_SAMPLE
+
+    def collecting(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
+        """Passes the records on, keeping those the sample takes."""
+        for record in records:
+            readable = len(self.records) < DETECTION_SAMPLE or (not self.complete and record.data)
+            if not record.problems and readable:
+                self.records.append(record)
+                self._filled += bool(record.data)
+            yield record
 
 
 def select_records(
