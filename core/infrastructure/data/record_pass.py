@@ -45,7 +45,7 @@ PASS_FEATURES = Features(
         "cut": Value("bool"),
         "token_reason": Value("string"),
         "template_error": Value("string"),
-        "input_ids": List(List(Value("int64"))),
+        "input_ids": List(List(Value("int32"))),  # as the tokenized splits keep them
         "labels": List(List(Value("int64"))),
         "trained_tokens": List(Value("int64")),
         "truncated": List(Value("bool")),
