@@ -98,3 +98,25 @@ def test_a_file_whose_sample_needs_more_lines_is_spooled(make_settings, tmp_path
     prepared = prepare_data(make_settings(**{"data.lenient": True}), input_path=str(path), output_dir=tmp_path / "out")
     assert calls == []
     assert prepared.report["counts"]["read"] == 265
+
+
+def test_a_worker_that_dies_stops_the_pass_with_a_clear_error(make_settings, tmp_path, monkeypatch):
+    """A worker killed mid-pass (out of memory, kill -9) ends prepare-data with a message, not a hang or a traceback."""
+    import os
+
+    from core.domain.errors import FinetuneStudioError
+    from core.infrastructure.data.record_pass import RecordPass
+
+    path = _damaged_file(tmp_path / "rows.jsonl", 400)
+    parent, table = os.getpid(), RecordPass.table
+
+    def dies_in_a_worker(self, items):
+        return table(self, items) if os.getpid() == parent else os._exit(9)
+
+    monkeypatch.setattr(RecordPass, "table", dies_in_a_worker)
+    monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10)
+    monkeypatch.setattr(record_store, "available_cores", lambda: 2)
+    with pytest.raises(FinetuneStudioError, match="a worker process of the record pass stopped"):
+        prepare_data(make_settings(**{"data.lenient": True}), input_path=str(path), output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.work-*"))  # the work directory is removed

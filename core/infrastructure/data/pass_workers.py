@@ -16,11 +16,14 @@ import gc
 import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from core.domain.errors import FinetuneStudioError
 from core.infrastructure.data.jsonl_ranges import LineRange, range_records
 from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, load_payload
 
@@ -85,8 +88,14 @@ def run_pass(
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
         _INHERITED[:] = [record_pass, batch_size]
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                done = list(pool.imap(_inherited_task, tasks, chunksize=1))
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                done = list(pool.map(_inherited_task, tasks))
+        except BrokenProcessPool:
+            raise FinetuneStudioError(
+                "prepare-data: a worker process of the record pass stopped before its work was done (killed, "
+                "or out of memory?); nothing was written. Free memory, or lower the cores it may use "
+                "(taskset -c 0 finetune-studio prepare-data ...), and run it again"
+            ) from None
         finally:
             _INHERITED.clear()
     else:
