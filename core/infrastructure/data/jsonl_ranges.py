@@ -16,7 +16,14 @@ from pathlib import Path
 
 from core.infrastructure.data.compression import compression_of
 from core.infrastructure.data.jsonl_stream import first_line_text, raw_line_record
-from core.infrastructure.data.readers import RawRecord, as_record, list_data_files, problem_record, split_from_name
+from core.infrastructure.data.readers import (
+    RawRecord,
+    as_record,
+    file_kind,
+    list_data_files,
+    problem_record,
+    split_from_name,
+)
 from core.infrastructure.data.sources import InputSource
 
 
@@ -53,7 +60,7 @@ def streamed_jsonl_file(source: InputSource) -> Path | None:
     if source.path is None or not source.path.exists():
         return None
     files = list_data_files(source.path)
-    if len(files) != 1 or not files[0].name.lower().endswith(".jsonl"):
+    if len(files) != 1 or file_kind(files[0]) != "jsonl":
         return None
     path = files[0]
     if compression_of(path) is not None or first_line_text(path).startswith("["):

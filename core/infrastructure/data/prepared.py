@@ -13,9 +13,10 @@ Splits are ``train``, ``validation`` and ``test``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,24 @@ from datasets import Dataset, load_from_disk
 
 from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation
-from core.infrastructure.data.record_store import quiet_datasets
 
 SPLITS = ("train", "validation", "test")
 PREPARED_FILE = "prepared.json"
 REPORT_FILE = "report.json"
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hides ``datasets``' progress bars for the duration (the CLI logs its own summary)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bar()
 
 
 @dataclass

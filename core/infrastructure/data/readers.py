@@ -117,12 +117,13 @@ def list_data_files(path: Path) -> list[Path]:
         for candidate in sorted(path.rglob("*"))
         if candidate.is_file()
         and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
-        and _kind(candidate) is not None
+        and file_kind(candidate) is not None
     ]
     return files
 
 
-def _kind(path: Path) -> str | None:
+def file_kind(path: Path) -> str | None:
+    """How a data file is read, from its name: ``jsonl`` (also ``.ndjson``), ``json``, ``csv``, ``parquet``, or None."""
     suffix = data_suffix(path)
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
@@ -164,7 +165,7 @@ def iter_records(path: Path | str) -> Iterator[RawRecord]:
     if not files:
         raise DataValidationError([f"{path}: record: no {', '.join(SUPPORTED_SUFFIXES)} files found (also compressed)"])
     for file in files:
-        kind = _kind(file)
+        kind = file_kind(file)
         if kind is None:
             raise DataValidationError(
                 [

@@ -11,10 +11,9 @@ and the pass's numeric columns as arrays, never conversations or token ids.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,20 +49,6 @@ class StoredRecord:
     """
 
     row: int
-
-
-@contextlib.contextmanager
-def quiet_datasets() -> Iterator[None]:
-    """Hides ``datasets``' progress bars for the duration (the CLI logs its own summary)."""
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
-
-    was_enabled = is_progress_bar_enabled()
-    disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            enable_progress_bar()
 
 
 def available_cores() -> int:
@@ -324,5 +309,8 @@ def _outcomes_of(data: pa.Table, offset: int) -> list[Outcome]:
 
 def _mapped(files: list[Path]) -> pa.Table:
     """The pass's rows from its files, memory-mapped (nothing is read until a column is)."""
-    tables = [pa.ipc.open_stream(pa.memory_map(str(path))).read_all() for path in files]
+    tables = []
+    for path in files:
+        with pa.memory_map(str(path)) as source:  # the file is closed; the mapping lives as long as the table
+            tables.append(pa.ipc.open_stream(source).read_all())
     return pa.concat_tables(tables) if tables else PASS_FEATURES.arrow_schema.empty_table()

@@ -32,7 +32,7 @@ DETECTION_SAMPLE = 200
 """Readable records (and records with fields) that format detection looks at."""
 
 SAMPLE_LINES = 5000
-"""Lines of a JSON Lines file within which the sample must be complete for the workers to read the file."""
+"""Records (non-blank lines) of a JSON Lines file within which the sample must be complete for the workers to read it."""
 
 LINES_PER_TASK = 1000
 """Lines of a JSON Lines file per task of the pass."""
@@ -115,9 +115,10 @@ def read_source(
 ) -> SourceData:
     """Reads one source into the store, chooses its format, and converts, validates and tokenizes every record.
 
-    The records stream into the store's spool; the format is chosen from the first readable ones
-    (:data:`DETECTION_SAMPLE`); one pass (:meth:`RecordStore.process`) does the per-record work.
-    Problems are kept, not raised.
+    The records stream into the store's spool (one uncompressed JSON Lines file is read by the
+    pass's workers instead: :func:`_read_by_workers`); the format is chosen from the first readable
+    ones (:data:`DETECTION_SAMPLE`); one pass (:meth:`RecordStore.process`) does the per-record
+    work. Problems are kept, not raised.
 
     Args:
         spec: The source's settings (format, field mapping).
@@ -201,8 +202,8 @@ class _Sample:
     def collecting(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
         """Passes the records on, keeping those the sample takes."""
         for record in records:
-            readable = len(self.records) < DETECTION_SAMPLE or (not self.complete and record.data)
-            if not record.problems and readable:
+            wanted = len(self.records) < DETECTION_SAMPLE or (not self.complete and record.data)
+            if not record.problems and wanted:
                 self.records.append(record)
                 self._filled += bool(record.data)
             yield record
