@@ -16,14 +16,14 @@ tokenizer for offsets.
 from __future__ import annotations
 
 import itertools
-import weakref
 from typing import TYPE_CHECKING, Any
+
+from core.infrastructure.data.tokenizer_cache import PerTokenizer
 
 if TYPE_CHECKING:
     from core.infrastructure.data.prefix_ids import PrefixIds
 
-_ABSENT = object()
-_TABLES: weakref.WeakKeyDictionary[Any, list[int] | None] = weakref.WeakKeyDictionary()
+_TABLES = PerTokenizer()
 
 
 def _byte_alphabet() -> frozenset[str]:
@@ -43,11 +43,7 @@ def byte_lengths(tokenizer: Any, backend: Any) -> list[int] | None:
     Returns:
         ``lengths[id]`` for every id of the vocabulary, or None.
     """
-    table = _TABLES.get(tokenizer, _ABSENT)
-    if table is _ABSENT:
-        table = byte_length_table(backend)
-        _TABLES[tokenizer] = table
-    return table
+    return _TABLES.get_or_build(tokenizer, lambda: byte_length_table(backend))
 
 
 def byte_length_table(backend: Any) -> list[int] | None:

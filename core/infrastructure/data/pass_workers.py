@@ -25,9 +25,7 @@ import pyarrow as pa
 
 from core.domain.errors import FinetuneStudioError
 from core.infrastructure.data.jsonl_ranges import LineRange, range_records
-from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, load_payload
-
-_PASS_SCHEMA = PASS_FEATURES.arrow_schema
+from core.infrastructure.data.record_pass import PASS_SCHEMA, RecordPass, load_payload
 
 SpoolBatch = tuple[str, int, pa.Schema]
 """A task's records as a spool batch: the spool file, the batch's byte offset, the spool's schema."""
@@ -114,7 +112,7 @@ def _task(task: tuple[SpoolBatch | LineRange, str], record_pass: RecordPass, bat
     records, target = task
     with paused_gc():  # the pass makes no reference cycles; the collector's passes were 4 % of a worker's time
         items = range_records(records) if isinstance(records, LineRange) else _spooled(*records)
-        with pa.OSFile(target, "wb") as sink, pa.ipc.new_stream(sink, _PASS_SCHEMA) as writer:
+        with pa.OSFile(target, "wb") as sink, pa.ipc.new_stream(sink, PASS_SCHEMA) as writer:
             for start in range(0, len(items), batch_size):
                 writer.write_table(record_pass.table(items[start : start + batch_size]))
     return target

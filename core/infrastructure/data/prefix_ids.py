@@ -19,8 +19,9 @@ at random, gets no prefix reuse.
 from __future__ import annotations
 
 import re
-import weakref
 from typing import Any
+
+from core.infrastructure.data.tokenizer_cache import PerTokenizer
 
 MAX_PREFIX_CHARS = 8192
 """Longest prefix kept (a system turn with tool descriptions fits)."""
@@ -31,8 +32,7 @@ MAX_PREFIXES = 256
 MAX_SIGHTINGS = 65536
 """Prefix hashes remembered from a first sighting (all forgotten when more arrive)."""
 
-_ABSENT = object()
-_ENCODERS: weakref.WeakKeyDictionary[Any, PrefixIds | None] = weakref.WeakKeyDictionary()
+_ENCODERS = PerTokenizer()
 
 
 class PrefixIds:
@@ -104,12 +104,12 @@ def prefix_ids(tokenizer: Any, backend: Any) -> PrefixIds | None:
     Returns:
         The encoder, or None when the tokenizer's pieces are not encoded independently.
     """
-    encoder = _ENCODERS.get(tokenizer, _ABSENT)
-    if encoder is _ABSENT:
-        pattern = split_pattern(backend)
-        encoder = PrefixIds(backend, pattern) if pattern is not None else None
-        _ENCODERS[tokenizer] = encoder
-    return encoder
+    return _ENCODERS.get_or_build(tokenizer, lambda: _encoder(backend))
+
+
+def _encoder(backend: Any) -> PrefixIds | None:
+    pattern = split_pattern(backend)
+    return PrefixIds(backend, pattern) if pattern is not None else None
 
 
 def split_pattern(backend: Any) -> re.Pattern[str] | None:

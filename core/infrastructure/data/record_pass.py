@@ -53,7 +53,8 @@ PASS_FEATURES = Features(
 )
 """Columns of the pass: a record's outcome, its hashes, its token counts and its samples."""
 
-_PASS_SCHEMA = PASS_FEATURES.arrow_schema
+PASS_SCHEMA = PASS_FEATURES.arrow_schema
+"""The pass's columns as the Arrow schema of its files."""
 
 _EMPTY_ROW: dict[str, Any] = {
     "conversation": None,
@@ -188,8 +189,8 @@ class RecordPass:
         for item in items:
             for name, value in self.record_row(item).items():
                 columns[name].append(value)
-        arrays = [pa.array(columns[field.name], type=field.type) for field in _PASS_SCHEMA]
-        return pa.Table.from_arrays(arrays, schema=_PASS_SCHEMA)
+        arrays = [pa.array(columns[field.name], type=field.type) for field in PASS_SCHEMA]
+        return pa.Table.from_arrays(arrays, schema=PASS_SCHEMA)
 
     def record_row(self, item: Any) -> dict[str, Any]:
         """The pass's row of one record: its outcome, and for a valid record its hashes and samples."""

@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 from core.infrastructure.data.jsonl_ranges import LineRange
 from core.infrastructure.data.pass_workers import paused_gc, run_pass, stream_batches
 from core.infrastructure.data.problems import Outcome
-from core.infrastructure.data.record_pass import PASS_FEATURES, RecordPass, dump_payload, load_payload, problems_of
+from core.infrastructure.data.record_pass import (
+    PASS_SCHEMA,
+    RecordPass,
+    dump_payload,
+    load_payload,
+    problems_of,
+)
 
 SPOOL_BATCH = 1000
 """Records per Arrow batch of the spool."""
@@ -36,7 +42,6 @@ PASS_BATCH = 1000
 RECORDS_PER_WORKER = 2000
 """Fewer records than this per core are processed in this process (starting workers costs more)."""
 
-_PASS_SCHEMA = PASS_FEATURES.arrow_schema
 _PAYLOAD_SCHEMA = pa.schema([("payload", pa.large_binary())])
 
 
@@ -184,7 +189,7 @@ class RecordStore:
             for low, high in itertools.pairwise(bounds)
             if high > low
         ]
-        gathered = pa.Table.from_batches(parts) if parts else PASS_FEATURES.arrow_schema.empty_table().select(columns)
+        gathered = pa.Table.from_batches(parts) if parts else PASS_SCHEMA.empty_table().select(columns)
         if order is None:  # one chunk, as a take gives: the splits are written one record batch per chunk of rows
             return gathered.combine_chunks()
         return gathered.take(pa.array(np.argsort(order, kind="stable")))
@@ -274,7 +279,7 @@ def _rows_of_batch(batch: PassBatch, rows: np.ndarray, columns: list[str]) -> pa
     """
     with pa.memory_map(batch.path) as source:
         source.seek(batch.offset)
-        mapped = pa.ipc.read_record_batch(pa.ipc.read_message(source), _PASS_SCHEMA)
+        mapped = pa.ipc.read_record_batch(pa.ipc.read_message(source), PASS_SCHEMA)
         return mapped.select(columns).take(pa.array(rows - batch.first))
 
 
@@ -313,4 +318,4 @@ def _mapped(files: list[Path]) -> pa.Table:
     for path in files:
         with pa.memory_map(str(path)) as source:  # the file is closed; the mapping lives as long as the table
             tables.append(pa.ipc.open_stream(source).read_all())
-    return pa.concat_tables(tables) if tables else PASS_FEATURES.arrow_schema.empty_table()
+    return pa.concat_tables(tables) if tables else PASS_SCHEMA.empty_table()
