@@ -149,7 +149,7 @@ def test_random_splits_are_deterministic_and_honour_named_splits():
 
 
 def test_prepare_data_imports_no_model_stack(tmp_path):
-    """The CLI's prepare-data tokenizes with the tokenizer alone: torch, peft and accelerate stay unimported."""
+    """The CLI's prepare-data tokenizes with the tokenizer alone: torch, peft, accelerate and datasets stay unimported."""
     import subprocess
     import sys
 
@@ -161,7 +161,7 @@ def test_prepare_data_imports_no_model_stack(tmp_path):
         "from core.cli import main\n"
         f"code = main(['prepare-data', '--input', {str(data)!r}, '--output', {str(tmp_path / 'out')!r},"
         f" 'paths.model_cache={MODEL_CACHE}', 'paths.data_dir={tmp_path / 'data'}'])\n"
-        "loaded = [name for name in ('torch', 'peft', 'accelerate') if name in sys.modules]\n"
+        "loaded = [name for name in ('torch', 'peft', 'accelerate', 'datasets') if name in sys.modules]\n"
         "print('LOADED=' + json.dumps({'code': code, 'loaded': loaded}))\n"
     )
     finished = subprocess.run(
@@ -171,6 +171,26 @@ def test_prepare_data_imports_no_model_stack(tmp_path):
     result = json.loads(finished.stdout.split("LOADED=")[-1])
     assert result == {"code": 0, "loaded": []}
     assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["counts"]["kept"] == 7
+
+
+def test_tokenized_split_schema_is_what_datasets_writes():
+    """The split files' schema and dataset_info.json, written without datasets, are datasets' own for these columns."""
+    from datasets import DatasetInfo, Features, List, Value
+    from datasets.utils.py_utils import asdict
+
+    from core.infrastructure.data import prepared_writer
+
+    features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64")), "length": Value("int64")})
+    assert prepared_writer.SAMPLE_SCHEMA.equals(features.arrow_schema, check_metadata=True)
+    assert features.to_dict() == prepared_writer.SAMPLE_FEATURES
+    info = asdict(DatasetInfo(features=features))
+    assert {key: info[key] for key in sorted(info)} == {
+        "citation": "",
+        "description": "",
+        "features": prepared_writer.SAMPLE_FEATURES,
+        "homepage": "",
+        "license": "",
+    }
 
 
 def test_two_worker_processes_write_what_one_process_writes(make_settings, tmp_path, monkeypatch):

@@ -79,7 +79,7 @@ def run_pass(
         workers: Worker processes (None: this process alone).
 
     Returns:
-        The output files (Arrow streams of :data:`PASS_FEATURES`), in task order.
+        The output files (Arrow streams of :data:`PASS_SCHEMA`), in task order.
     """
     tasks = [(records, f"{stem}-{number:06d}.arrow") for number, records in enumerate(inputs)]
     if workers:

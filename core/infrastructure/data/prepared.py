@@ -19,12 +19,13 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from datasets import Dataset, load_from_disk
+from typing import TYPE_CHECKING, Any
 
 from core.domain.manifest import write_json_atomic
 from core.domain.records import Conversation
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 SPLITS = ("train", "validation", "test")
 PREPARED_FILE = "prepared.json"
@@ -70,6 +71,8 @@ class PreparedData:
         Returns:
             The dataset (empty when the split has no records).
         """
+        from datasets import Dataset, load_from_disk  # not at import: prepare-data writes splits without it
+
         path = self.directory / "tokenized" / split
         if not path.exists():
             return Dataset.from_dict({"input_ids": [], "labels": [], "length": []})
@@ -127,6 +130,8 @@ def save_prepared(
     Returns:
         The prepared dataset.
     """
+    from datasets import Dataset
+
     directory = start_prepared(directory, chat_template)
     counts = {}
     with quiet_datasets():

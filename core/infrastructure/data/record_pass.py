@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from datasets import Features, List, Value
 
 from core.domain.records import Conversation, Message
 from core.infrastructure.data.comparison_keys import comparison_keys, exact_key, normalized_key
@@ -28,33 +27,30 @@ from core.infrastructure.data.problems import Outcome, Problem
 from core.infrastructure.data.readers import RawRecord
 from core.infrastructure.data.turn_split import tokenize_record
 
-PASS_FEATURES = Features(
-    {
-        "source": Value("string"),
-        "reason": Value("string"),
-        "problems": Value("string"),
-        "split": Value("string"),
-        "conversation": Value("string"),
-        "dedup_key": Value("int64"),
-        "exact_key": Value("int64"),
-        "normalized_key": Value("int64"),
-        "prompt_key": Value("int64"),
-        "length": Value("int64"),
-        "assistant_turns": Value("int64"),
-        "assistant_turns_trained": Value("int64"),
-        "cut": Value("bool"),
-        "token_reason": Value("string"),
-        "template_error": Value("string"),
-        "input_ids": List(List(Value("int32"))),  # as the tokenized splits keep them
-        "labels": List(List(Value("int64"))),
-        "trained_tokens": List(Value("int64")),
-        "truncated": List(Value("bool")),
-    }
+PASS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("reason", pa.string()),
+        ("problems", pa.string()),
+        ("split", pa.string()),
+        ("conversation", pa.string()),
+        ("dedup_key", pa.int64()),
+        ("exact_key", pa.int64()),
+        ("normalized_key", pa.int64()),
+        ("prompt_key", pa.int64()),
+        ("length", pa.int64()),
+        ("assistant_turns", pa.int64()),
+        ("assistant_turns_trained", pa.int64()),
+        ("cut", pa.bool_()),
+        ("token_reason", pa.string()),
+        ("template_error", pa.string()),
+        ("input_ids", pa.list_(pa.list_(pa.int32()))),  # as the tokenized splits keep them
+        ("labels", pa.list_(pa.list_(pa.int64()))),
+        ("trained_tokens", pa.list_(pa.int64())),
+        ("truncated", pa.list_(pa.bool_())),
+    ]
 )
-"""Columns of the pass: a record's outcome, its hashes, its token counts and its samples."""
-
-PASS_SCHEMA = PASS_FEATURES.arrow_schema
-"""The pass's columns as the Arrow schema of its files."""
+"""Columns of the pass, the Arrow schema of its files: a record's outcome, its hashes, its token counts and its samples."""
 
 _EMPTY_ROW: dict[str, Any] = {
     "conversation": None,
@@ -182,10 +178,10 @@ class RecordPass:
             items: Raw records, or converted outcomes.
 
         Returns:
-            One row per record with every column of :data:`PASS_FEATURES`, built column by column
+            One row per record with every column of :data:`PASS_SCHEMA`, built column by column
             (``datasets``' writer would check and convert every nested list again: 3x the time).
         """
-        columns: dict[str, list[Any]] = {name: [] for name in PASS_FEATURES}
+        columns: dict[str, list[Any]] = {name: [] for name in PASS_SCHEMA.names}
         for item in items:
             for name, value in self.record_row(item).items():
                 columns[name].append(value)

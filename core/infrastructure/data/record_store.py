@@ -173,7 +173,7 @@ class RecordStore:
 
         Args:
             rows: Rows as :class:`StoredRecord` numbers them.
-            columns: Column names of :data:`PASS_FEATURES`.
+            columns: Column names of :data:`PASS_SCHEMA`.
 
         Returns:
             A table with one row per requested row.
@@ -212,7 +212,7 @@ class RecordStore:
         """A numeric column of the pass (hashes, lengths, counts) over every source, as one array.
 
         Args:
-            name: A numeric column of :data:`PASS_FEATURES`.
+            name: A numeric column of :data:`PASS_SCHEMA`.
 
         Returns:
             The values by row.
