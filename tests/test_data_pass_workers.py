@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,11 +50,31 @@ def test_ranges_of_lines_give_the_records_of_the_stream(tmp_path):
     path = _damaged_file(tmp_path / "train.jsonl", 260)
     streamed = list(iter_records(path))
     for lines_per_range in (1, 7, 1000):
-        ranges = line_ranges(path, lines_per_range)
-        assert sum(line_range.lines for line_range in ranges) == path.read_bytes().count(b"\n") + 1
-        assert [record for line_range in ranges for record in range_records(line_range)] == streamed
+        with path.open("rb") as handle:
+            ranges = line_ranges(handle, lines_per_range)
+            assert sum(line_range.lines for line_range in ranges) == path.read_bytes().count(b"\n") + 1
+            assert [record for line_range in ranges for record in range_records(line_range)] == streamed
     assert {record.split for record in streamed} == {"train"}
     assert any(record.problems for record in streamed)
+
+
+def test_ranges_read_the_file_measured_and_a_failed_read_is_an_unreadable_record(tmp_path):
+    """Lines are read through the open file (its removal mid-run changes nothing); an I/O error is a record's problem."""
+    path = _damaged_file(tmp_path / "rows.jsonl", 50)
+    streamed = list(iter_records(path))
+    with path.open("rb") as handle:
+        ranges = line_ranges(handle, 10)
+        path.unlink()
+        path.write_text('{"instruction": "another file", "output": "x"}\n', encoding="utf-8")
+        assert [record for line_range in ranges for record in range_records(line_range)] == streamed
+    directory = os.open(tmp_path, os.O_RDONLY)  # reading a directory fails with EISDIR
+    try:
+        failed = range_records(dataclasses.replace(ranges[2], descriptor=directory))
+    finally:
+        os.close(directory)
+    assert [(record.source, record.data) for record in failed] == [(f"{path}:21", {})]
+    assert [problem.reason for problem in failed[0].problems] == ["unreadable"]
+    assert "unreadable: [Errno 21] Is a directory" in failed[0].problems[0].message
 
 
 def test_workers_reading_the_file_write_what_the_spool_writes(make_settings, tmp_path, monkeypatch):

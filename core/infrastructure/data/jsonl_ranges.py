@@ -7,15 +7,22 @@ the main process only notes where every thousandth line starts (one read of the 
 parsing), and each worker reads, decodes and parses its own lines with the stream's code
 (:func:`~core.infrastructure.data.jsonl_stream.raw_line_record`): the same records, ``file:line``
 sources and problems as reading the file as a stream.
+
+The workers read through the main process's open file (inherited by the fork; positional reads, so
+no shared offset): the file measured is the file read, even when it is replaced or removed during
+the run. A read that fails anyway (an I/O error) gives an ``unreadable`` record, as the stream does.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from core.infrastructure.data.compression import compression_of
 from core.infrastructure.data.jsonl_stream import first_line_text, raw_line_record
+from core.infrastructure.data.problems import UNREADABLE, Problem
 from core.infrastructure.data.readers import (
     RawRecord,
     as_record,
@@ -32,7 +39,8 @@ class LineRange:
     """Lines of a JSON Lines file, as byte offsets.
 
     Attributes:
-        path: The file.
+        path: The file's name, as sources name it.
+        descriptor: The main process's open file (read by position; inherited by forked workers).
         start: Byte offset of the first line.
         end: Byte offset after the last line (its newline included).
         first_number: Line number of the first line (1-based, as in ``file:line``).
@@ -41,6 +49,7 @@ class LineRange:
     """
 
     path: str
+    descriptor: int
     start: int
     end: int
     first_number: int
@@ -68,29 +77,30 @@ def streamed_jsonl_file(source: InputSource) -> Path | None:
     return path
 
 
-def line_ranges(path: Path, lines_per_range: int) -> list[LineRange]:
+def line_ranges(handle: BinaryIO, lines_per_range: int) -> list[LineRange]:
     """Cuts a file into ranges of ``lines_per_range`` lines (the last one shorter), reading it once.
 
     Args:
-        path: The file.
+        handle: The file, opened for reading bytes by the caller, who keeps it open while the
+            ranges are read.
         lines_per_range: Lines per range.
 
     Returns:
         The ranges, in order (none for an empty file).
     """
-    split = split_from_name(path.name)
+    path, descriptor = str(handle.name), handle.fileno()
+    split = split_from_name(Path(path).name)
     ranges, start, position, number = [], 0, 0, 0
-    with path.open("rb") as handle:
-        for number, raw_line in enumerate(handle, 1):
-            position += len(raw_line)
-            if number % lines_per_range == 0:
-                ranges.append(
-                    LineRange(str(path), start, position, number - lines_per_range + 1, lines_per_range, split)
-                )
-                start = position
+    handle.seek(0)
+    for number, raw_line in enumerate(handle, 1):
+        position += len(raw_line)
+        if number % lines_per_range == 0:
+            first = number - lines_per_range + 1
+            ranges.append(LineRange(path, descriptor, start, position, first, lines_per_range, split))
+            start = position
     if position > start:
         lines = number % lines_per_range
-        ranges.append(LineRange(str(path), start, position, number - lines + 1, lines, split))
+        ranges.append(LineRange(path, descriptor, start, position, number - lines + 1, lines, split))
     return ranges
 
 
@@ -101,11 +111,14 @@ def range_records(line_range: LineRange) -> list[RawRecord]:
         line_range: The lines.
 
     Returns:
-        The records, in line order.
+        The records, in line order; one ``unreadable`` record when the lines cannot be read.
     """
-    with open(line_range.path, "rb") as handle:
-        handle.seek(line_range.start)
-        data = handle.read(line_range.end - line_range.start)
+    try:
+        data = os.pread(line_range.descriptor, line_range.end - line_range.start, line_range.start)
+    except OSError as error:
+        source = f"{line_range.path}:{line_range.first_number}"
+        problem = Problem(source, "record", f"unreadable: {error}", UNREADABLE)
+        return [RawRecord({}, source, split=line_range.split, problems=[problem])]
     raw_lines = data.split(b"\n")
     if data.endswith(b"\n"):
         raw_lines.pop()

@@ -183,7 +183,8 @@ def _read_by_workers(
         return None
     if chosen == "oasst":
         return None
-    outcomes = store.process_lines(line_ranges(path, LINES_PER_TASK), record_pass(chosen))
+    with path.open("rb") as handle:  # open until the pass is done: its workers read through it
+        outcomes = store.process_lines(line_ranges(handle, LINES_PER_TASK), record_pass(chosen))
     return SourceData(spec, source, chosen, reason, outcomes)
 
 
