@@ -84,6 +84,7 @@ def run_pass(
     tasks = [(records, f"{stem}-{number:06d}.arrow") for number, records in enumerate(inputs)]
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
+        pa.array([0])  # pyarrow imports pandas at its first conversion (0.13 s): once here, not once per worker
         _INHERITED[:] = [record_pass, batch_size]
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
