@@ -50,7 +50,7 @@ PASS_SCHEMA = pa.schema(
         ("truncated", pa.list_(pa.bool_())),
     ]
 )
-"""Columns of the pass, the Arrow schema of its files: a record's outcome, its hashes, its token counts and its samples."""
+"""Columns of the pass (the Arrow schema of its files): a record's outcome, hashes, token counts and samples."""
 
 _EMPTY_ROW: dict[str, Any] = {
     "conversation": None,
