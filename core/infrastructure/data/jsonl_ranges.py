@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.infrastructure.data.compression import compression_of
-from core.infrastructure.data.jsonl_stream import first_line_text, raw_line_record
+from core.infrastructure.data.jsonl_stream import raw_line_record
 from core.infrastructure.data.problems import UNREADABLE, Problem
 from core.infrastructure.data.readers import (
     RawRecord,
@@ -29,6 +28,7 @@ from core.infrastructure.data.readers import (
     file_kind,
     list_data_files,
     problem_record,
+    read_line_by_line,
     split_from_name,
 )
 from core.infrastructure.data.sources import InputSource
@@ -71,10 +71,10 @@ def streamed_jsonl_file(source: InputSource) -> Path | None:
     files = list_data_files(source.path)
     if len(files) != 1 or file_kind(files[0]) != "jsonl":
         return None
-    path = files[0]
-    if compression_of(path) is not None or first_line_text(path).startswith("["):
+    try:
+        return files[0] if read_line_by_line(files[0]) else None
+    except OSError:  # unreadable: the stream reports it as the file's problem
         return None
-    return path
 
 
 def line_ranges(handle: BinaryIO, lines_per_range: int) -> list[LineRange]:

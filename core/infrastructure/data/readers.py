@@ -213,12 +213,27 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
 
     An uncompressed file of JSON lines is read line by line (memory does not grow with the file).
     """
-    if compression_of(path) is None and not first_line_text(path).startswith("["):
+    if read_line_by_line(path):
         yield from stream_jsonl(path, as_record, problem_record)
         return
     text, bad_lines, damage = _file_text(path)
     records = _array_records if starts_as_array(text) and not _first_line_is_complete(text) else _jsonl_records
     yield from _with_damage(records(text, bad_lines, str(path)), damage, str(path), text)
+
+
+def read_line_by_line(path: Path) -> bool:
+    """True for a JSON Lines file read as a stream of lines: uncompressed, and not a JSON array saved as ``.jsonl``.
+
+    Args:
+        path: A ``jsonl`` file (:func:`file_kind`).
+
+    Returns:
+        Whether its lines are read one by one (else the whole text is read and repaired).
+
+    Raises:
+        OSError: If the file cannot be read.
+    """
+    return compression_of(path) is None and not first_line_text(path).startswith("[")
 
 
 def _first_line_is_complete(text: str) -> bool:
