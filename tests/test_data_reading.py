@@ -136,6 +136,19 @@ def test_an_unsupported_file_is_a_clear_error_with_exit_2(tmp_path, capfd):
     assert "unsupported file type .txt" in error and "Traceback" not in error
 
 
+def test_a_file_that_fails_to_read_is_a_clear_error_with_exit_2(tmp_path, capfd):
+    """A read failing with an I/O error (here /proc/self/mem, which gives EIO at offset 0) stops with its message."""
+    from core.cli import main
+
+    path = tmp_path / "rows.jsonl"
+    path.symlink_to("/proc/self/mem")
+    for extra in ([], ["--lenient"]):
+        arguments = ["prepare-data", "--input", str(path), *extra, f"paths.data_dir={tmp_path / 'data'}"]
+        assert main(arguments) == 2
+        error = capfd.readouterr().err
+        assert f"{path}:1: record: unreadable: [Errno 5] Input/output error" in error and "Traceback" not in error
+
+
 def test_media_and_preference_records_are_refused_by_name(make_settings, tmp_path):
     chat = [{"role": "user", "content": "<image>What is shown?"}, {"role": "assistant", "content": "A cat."}]
     media = tmp_path / "media.jsonl"

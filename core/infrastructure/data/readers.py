@@ -394,10 +394,16 @@ def read_bytes_digest(path: Path | str, hasher: Any) -> None:
     Args:
         path: File or directory.
         hasher: A ``hashlib`` hash object.
+
+    Raises:
+        DataValidationError: If a data file cannot be read (nothing can be prepared from it).
     """
     path = Path(path)
     for file in list_data_files(path):
         hasher.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                hasher.update(chunk)
+        try:
+            with file.open("rb") as handle:
+                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                    hasher.update(chunk)
+        except OSError as error:
+            raise DataValidationError([f"{file}:1: record: unreadable: {error}"]) from None
