@@ -7,13 +7,15 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from core.application.prepare_data import prepare_data
 from core.domain.errors import DataValidationError
-from core.infrastructure.data import record_store, source_pipeline
+from core.infrastructure.data import pass_workers, record_store, source_pipeline
 from core.infrastructure.data.jsonl_ranges import line_ranges, range_records
 from core.infrastructure.data.readers import iter_records
+from core.infrastructure.data.record_pass import PASS_SCHEMA, PassRow
 
 
 def _damaged_file(path: Path, count: int) -> Path:
@@ -142,3 +144,39 @@ def test_a_worker_that_dies_stops_the_pass_with_a_clear_error(make_settings, tmp
         prepare_data(make_settings(**{"data.lenient": True}), input_path=str(path), output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.work-*"))  # the work directory is removed
+
+
+def test_forked_workers_hash_keys_as_the_process_that_forks_them(make_settings, tmp_path, monkeypatch):
+    """Key hashes (Python's string hash, keyed per process) agree between the workers and the main process.
+
+    Duplicates and leaks are found by comparing hashes made in different workers; a hash keyed per
+    worker would make them all differ.
+    """
+    path = _damaged_file(tmp_path / "rows.jsonl", 200)
+    monkeypatch.setattr(source_pipeline, "LINES_PER_TASK", 37)
+    monkeypatch.setattr(record_store, "RECORDS_PER_WORKER", 10)
+    monkeypatch.setattr(record_store, "available_cores", lambda: 2)
+    compared = []
+
+    def keys(paths):
+        tables = [pa.ipc.open_stream(str(path)).read_all() for path in paths]
+        return pa.concat_tables(tables).select(["dedup_key", "exact_key", "normalized_key", "prompt_key"])
+
+    def spied(inputs, record_pass, stem, batch_size, workers):
+        files = pass_workers.run_pass(inputs, record_pass, stem, batch_size, workers)
+        here = pass_workers.run_pass(inputs, record_pass, stem.with_name(f"{stem.name}-here"), batch_size, None)
+        compared.append((workers, keys(files), keys(here)))
+        return files
+
+    monkeypatch.setattr(record_store, "run_pass", spied)
+    result = prepare_data(make_settings(**{"data.lenient": True}), input_path=str(path), output_dir=tmp_path / "out")
+    ((workers, by_workers, here),) = compared
+    assert workers == 2
+    assert by_workers.equals(here)
+    assert len(set(here.column("exact_key").to_pylist())) > 150
+    assert result.report["counts"]["skipped"]["duplicate"] == 1  # line 301 repeats line 8, in another task
+
+
+def test_pass_rows_are_the_pass_columns_in_order():
+    """A row's fields are the schema's columns, in order (the pass turns rows into columns by position)."""
+    assert PassRow._fields == tuple(PASS_SCHEMA.names)

@@ -108,6 +108,22 @@ def test_chatml_templates_take_the_one_render_way(tokenizers):
     assert locate_verbatim(trimming, template_profile(trimming), messages) is None
 
 
+def test_a_chat_template_replaced_on_a_tokenizer_is_probed_again(embedded_model_dir):
+    """The probes are kept per tokenizer while its chat template stays; replacing the template probes again."""
+    tokenizer = load_tokenizer(embedded_model_dir, "chatml")
+    assert template_profile(tokenizer).generation_header == "<|im_start|>assistant\n"
+    tokenizer.chat_template = CUSTOM_TEMPLATE
+    assert template_profile(tokenizer).generation_header == "[assistant]\n"
+    assert turn_split._slicing_agrees(tokenizer) == turn_split._slicing_agrees(
+        load_tokenizer(embedded_model_dir, CUSTOM_TEMPLATE)
+    )
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes"}]
+    assert (
+        locate_verbatim(tokenizer, template_profile(tokenizer), messages).text
+        == "[user]\nHi<|im_end|>\n[assistant]\nYes<|im_end|>\n"
+    )
+
+
 def test_a_long_conversation_is_rendered_once(tokenizers):
     tokenizer = tokenizers["model"]
     conversation = Conversation(

@@ -250,7 +250,8 @@ def encode_conversation(
     labels = list(input_ids) if train_on_prompt else [IGNORE_INDEX] * len(input_ids)
     for first, last in answers:
         labels[first:last] = input_ids[first:last]
-    input_ids, labels = _with_final_eos(tokenizer, full_text, spans, tokens, input_ids, labels)
+    if located is None:  # located verbatim, every answer's span ends with EOS
+        input_ids, labels = _with_final_eos(tokenizer, full_text, spans, tokens, input_ids, labels)
     starts = located.starts if located is not None else None
     return EncodedConversation(full_text, input_ids, tokens, labels, answers, starts)
 

@@ -29,6 +29,7 @@ from core.infrastructure.data.tokenize import (
     finish_example,
     tokenize_with_reason,
 )
+from core.infrastructure.data.tokenizer_cache import TemplateKey, template_key
 
 Truncation = Literal["split_turns", "keep_first", "truncate", "drop"]
 UNLIMITED = 1 << 30
@@ -164,12 +165,12 @@ def _layout(
     return token_layout(tokenizer, encoded, starts, [_trained_answers(exchange) for exchange in exchanges], messages)
 
 
-_SLICING_AGREES: dict[tuple[Any, ...], bool] = {}
+_SLICING_AGREES: dict[TemplateKey, bool] = {}
 
 
 def _slicing_agrees(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether sliced windows equal rendered ones on probe conversations (once per template)."""
-    key = (tokenizer.chat_template, tokenizer.eos_token, tokenizer.bos_token, type(tokenizer).__name__)
+    key = template_key(tokenizer)
     if key not in _SLICING_AGREES:
         try:
             _SLICING_AGREES[key] = all(_probe_agrees(tokenizer, probe) for probe in _probe_conversations())

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.infrastructure.data.tokenizer_cache import TemplateKey, template_key
+
 _PROBE_TURNS = (
     (("user", "Alpha one"), ("assistant", "Beta two")),
     (("system", "Gamma three"), ("user", "Delta four"), ("assistant", "Epsilon five")),
@@ -57,7 +59,7 @@ class Rendering:
     starts: list[int]
 
 
-_PROFILES: dict[tuple[Any, ...], TemplateProfile | None] = {}
+_PROFILES: dict[TemplateKey, TemplateProfile | None] = {}
 
 
 def render_text(tokenizer: Any, messages: list[dict], add_generation_prompt: bool, tools: list | None = None) -> str:
@@ -85,7 +87,7 @@ def template_profile(tokenizer: Any) -> TemplateProfile | None:
     Returns:
         The profile, or None.
     """
-    key = (tokenizer.chat_template, tokenizer.eos_token, tokenizer.bos_token, type(tokenizer).__name__)
+    key = template_key(tokenizer)
     if key not in _PROFILES:
         _PROFILES[key] = _probe(tokenizer)
     return _PROFILES[key]
@@ -181,7 +183,7 @@ def locate_verbatim(
         text = profile.render(messages)
     else:
         text = render_text(tokenizer, messages, add_generation_prompt=False)
-    eos, header = tokenizer.eos_token, profile.generation_header
+    eos, header = template_key(tokenizer).eos_token, profile.generation_header
     answers = sum(message["role"] == "assistant" for message in messages)
     if text.count(header) != answers:
         return None
