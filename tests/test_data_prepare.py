@@ -239,7 +239,7 @@ def test_spooled_records_come_back_equal_and_foreign_classes_are_refused():
 
 
 def test_splits_are_written_one_record_batch_per_chunk_of_records(make_settings, tmp_path, monkeypatch):
-    """Rows copied from several pass batches are written as one Arrow record batch per chunk, as before."""
+    """Rows copied from several pass batches are written as one Arrow record batch per chunk, in order."""
     import pyarrow as pa
 
     from core.infrastructure.data import prepared_writer, record_store
@@ -253,3 +253,8 @@ def test_splits_are_written_one_record_batch_per_chunk_of_records(make_settings,
             sizes = [batch.num_rows for batch in pa.ipc.open_stream(source)]
         rows = prepared.report["counts"]["splits"][split]
         assert sizes == [min(16, rows - start) for start in range(0, rows, 16)], split
+    monkeypatch.setattr(prepared_writer, "CHUNK_ROWS", 10**6)  # one chunk: the rows in order, nothing read ahead
+    whole = prepare_data(make_settings(), input_path=str(path), output_dir=tmp_path / "whole")
+    for split in ("train", "validation", "test"):
+        assert prepared.tokenized(split).to_dict() == whole.tokenized(split).to_dict(), split
+        assert prepared.conversations(split) == whole.conversations(split), split

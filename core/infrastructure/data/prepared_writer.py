@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,31 @@ def _lines(texts: pa.StringArray) -> memoryview:
     return memoryview(joined.buffers()[2])[offsets[0] : offsets[-1]]
 
 
+def _read_ahead(store: RecordStore, chunks: list[np.ndarray], columns: list[str]) -> Iterator[pa.Table]:
+    """The chunks' rows in order, the next chunk copied out by a thread while this one is written (one ahead at most).
+
+    Copying rows out of the pass and writing them both release the GIL: multi-turn 200k records,
+    ``write_splits`` 1.73 -> 1.30 s.
+    """
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        ahead = pool.submit(store.read_rows, chunks[0], columns)
+        for following in chunks[1:]:
+            table = ahead.result()
+            ahead = pool.submit(store.read_rows, following, columns)
+            yield table
+        yield ahead.result()
+
+
 def _write_samples(target: Path, store: RecordStore, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Writes the samples of the rows as a ``datasets`` split (none when there are none); returns their figures."""
     stats: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIGURES}
     schema = SAMPLE_SCHEMA
     target.mkdir(parents=True)
+    columns = ["input_ids", "labels", "trained_tokens", "truncated"]
     with pa.OSFile(str(target / DATA_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for chunk in _chunks(rows):
-            table = store.read_rows(chunk, ["input_ids", "labels", "trained_tokens", "truncated"])
+        for table in _read_ahead(store, _chunks(rows), columns):
             input_ids = pc.list_flatten(table.column("input_ids"))
             lengths = pc.list_value_length(input_ids).cast(pa.int64())
             labels = pc.list_flatten(table.column("labels"))
