@@ -258,3 +258,30 @@ def test_splits_are_written_one_record_batch_per_chunk_of_records(make_settings,
     for split in ("train", "validation", "test"):
         assert prepared.tokenized(split).to_dict() == whole.tokenized(split).to_dict(), split
         assert prepared.conversations(split) == whole.conversations(split), split
+
+
+def test_the_collector_is_paused_while_preparing_and_runs_again_after(make_settings, tmp_path, monkeypatch):
+    """The cyclic garbage collector pauses for the tokenizer and the records, and runs again, also after a failure."""
+    import gc
+
+    import pytest
+
+    from core.application import prepare_data as use_case
+    from core.domain.errors import DataValidationError
+
+    seen = []
+    original = use_case._prepare
+
+    def spied(*arguments):
+        seen.append(gc.isenabled())
+        return original(*arguments)
+
+    monkeypatch.setattr(use_case, "_prepare", spied)
+    assert gc.isenabled()
+    prepare_data(make_settings(), input_path=str(write_rows(tmp_path / "rows.jsonl", 30)), output_dir=tmp_path / "a")
+    assert seen == [False] and gc.isenabled()
+    bad = write_rows(tmp_path / "bad.jsonl", 30)
+    bad.write_text(bad.read_text(encoding="utf-8") + '{"instruction": "no output"}\n', encoding="utf-8")
+    with pytest.raises(DataValidationError):
+        prepare_data(make_settings(), input_path=str(bad), output_dir=tmp_path / "b")
+    assert seen == [False, False] and gc.isenabled()

@@ -33,6 +33,7 @@ from core.domain.config import Settings, load_settings
 from core.domain.data_settings import DatasetSource
 from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.fingerprint import compute_fingerprint
+from core.infrastructure.data.gc_pause import paused_gc
 from core.infrastructure.data.kept_records import quality, rows_of, split_records, tokenized_records
 from core.infrastructure.data.prepared import (
     PREPARED_FILE,
@@ -144,8 +145,9 @@ def prepare_data(
         return cached
     if not _replaceable(directory):
         raise ConfigError(f"--output: {directory} exists and is not a prepared dataset; name an empty or new directory")
-    tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
-    mixed, counts, report = _prepare(settings, specs, inputs, directory, lenient, tokenizer)
+    with paused_gc():  # the tokenizer's JSON and the records' bookkeeping: many objects, no cycles
+        tokenizer = _load_tokenizer(model_dir, _template_argument(settings))
+        mixed, counts, report = _prepare(settings, specs, inputs, directory, lenient, tokenizer)
     report.update(fingerprint=fingerprint)
     info = {
         "input": mixed.label,

@@ -11,11 +11,8 @@ each task writes its rows to its own Arrow file, read back memory-mapped.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import multiprocessing
 import os
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from core.domain.errors import FinetuneStudioError
+from core.infrastructure.data.gc_pause import paused_gc
 from core.infrastructure.data.jsonl_ranges import LineRange, range_records
 from core.infrastructure.data.record_pass import PASS_SCHEMA, RecordPass, load_payload
 
@@ -32,18 +30,6 @@ SpoolBatch = tuple[str, int, pa.Schema]
 
 _INHERITED: list[Any] = []
 """The pass and its batch size while a pool runs (set before the fork: the workers inherit them)."""
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while many acyclic objects are made (it runs again afterwards)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def stream_batches(path: Path | str) -> list[tuple[int, int]]:

@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.infrastructure.data.gc_pause import paused_gc
 from core.infrastructure.data.jsonl_ranges import LineRange
-from core.infrastructure.data.pass_workers import paused_gc, run_pass, stream_batches
+from core.infrastructure.data.pass_workers import run_pass, stream_batches
 from core.infrastructure.data.problems import Outcome
 from core.infrastructure.data.record_pass import (
     PASS_SCHEMA,
