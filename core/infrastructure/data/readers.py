@@ -386,24 +386,3 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
         return
     for number, row in enumerate(rows, 1):
         yield RawRecord(row, f"{display}:{number}")
-
-
-def read_bytes_digest(path: Path | str, hasher: Any) -> None:
-    """Feeds the names and bytes of every data file under ``path`` into a hashlib object.
-
-    Args:
-        path: File or directory.
-        hasher: A ``hashlib`` hash object.
-
-    Raises:
-        DataValidationError: If a data file cannot be read (nothing can be prepared from it).
-    """
-    path = Path(path)
-    for file in list_data_files(path):
-        hasher.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        try:
-            with file.open("rb") as handle:
-                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                    hasher.update(chunk)
-        except OSError as error:
-            raise DataValidationError([f"{file}:1: record: unreadable: {error}"]) from None

@@ -10,9 +10,9 @@ from typing import Any
 
 from loguru import logger
 
-from core.domain.errors import ConfigError
+from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.demo import DEMO_FILES, demo_path
-from core.infrastructure.data.readers import RawRecord, iter_records, read_bytes_digest
+from core.infrastructure.data.readers import RawRecord, iter_records, list_data_files
 
 DEMO_NAMES = {"demo": "alpaca", "demo-alpaca": "alpaca", "demo-sharegpt": "sharegpt"}
 """Dataset names that resolve to the bundled demo dataset (variant by name)."""
@@ -124,3 +124,24 @@ def resolve_input(dataset: str | Path, hub_split: str = "train") -> InputSource:
     if looks_like_hub:
         return InputSource(name, hub_id=name, hub_split=hub_split)
     raise ConfigError(f"data.dataset: {name}: no such file or directory (nor 'demo' or a Hub dataset id owner/name)")
+
+
+def read_bytes_digest(path: Path | str, hasher: Any) -> None:
+    """Feeds the names and bytes of every data file under ``path`` into a hashlib object.
+
+    Args:
+        path: File or directory.
+        hasher: A ``hashlib`` hash object.
+
+    Raises:
+        DataValidationError: If a data file cannot be read (nothing can be prepared from it).
+    """
+    path = Path(path)
+    for file in list_data_files(path):
+        hasher.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        try:
+            with file.open("rb") as handle:
+                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                    hasher.update(chunk)
+        except OSError as error:
+            raise DataValidationError([f"{file}:1: record: unreadable: {error}"]) from None
