@@ -125,7 +125,8 @@ def finish_conversation(
     """
     checked: list[Message] = []
     roles: list[tuple[str, str, bool]] = []
-    for turn in (Turn(*message) for message in messages):
+    for message in messages:
+        turn = message if type(message) is Turn else Turn(*message)
         stripped = turn.content.strip()
         if not stripped and not turn.calls:
             if turn.role == "system":
@@ -136,8 +137,7 @@ def finish_conversation(
                 collector.add(turn.field, "empty or whitespace-only tool result", EMPTY_PROMPT)
             else:
                 collector.add(turn.field, "empty or whitespace-only prompt", EMPTY_PROMPT)
-        message = Message(role=turn.role, content=stripped, tool_calls=list(turn.calls), trained=turn.trained)  # type: ignore[arg-type]
-        checked.append(message)
+        checked.append(Message(role=turn.role, content=stripped, tool_calls=list(turn.calls), trained=turn.trained))  # type: ignore[arg-type]
         roles.append((turn.role, turn.field, bool(turn.calls)))
     check_order(roles, collector)
     checks = _checks(data, collector)

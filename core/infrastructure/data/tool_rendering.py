@@ -37,6 +37,8 @@ def supports_tools(chat_template: str | None) -> bool:
 
 
 def _call_text(message: Message) -> str:
+    if not message.tool_calls:  # most answers: no join to build
+        return message.content
     calls = "\n".join(
         f"<tool_call>\n{json.dumps({'name': call.name, 'arguments': call.arguments}, ensure_ascii=False)}\n</tool_call>"
         for call in message.tool_calls
@@ -87,6 +89,8 @@ def template_messages(
             rendered[0]["content"] = f"{rendered[0]['content']}\n\n{listing}"
         else:
             rendered.insert(0, {"role": "system", "content": listing})
+    if not any("tool_results" in entry for entry in rendered):
+        return rendered
     return [{key: value for key, value in entry.items() if key != "tool_results"} for entry in rendered]
 
 
