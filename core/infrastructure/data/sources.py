@@ -55,10 +55,10 @@ class InputSource:
         return self._hub_dataset
 
     def digest(self, hasher: Any) -> None:
-        """Feeds the input's identity and content into a hashlib object.
+        """Feeds the input's identity and content into a hash object (``hashlib`` or ``xxhash``).
 
         Args:
-            hasher: A ``hashlib`` hash object.
+            hasher: A hash object (``update``).
         """
         if self.path is not None:
             read_bytes_digest(self.path, hasher)
@@ -127,11 +127,11 @@ def resolve_input(dataset: str | Path, hub_split: str = "train") -> InputSource:
 
 
 def read_bytes_digest(path: Path | str, hasher: Any) -> None:
-    """Feeds the names and bytes of every data file under ``path`` into a hashlib object.
+    """Feeds the names and bytes of every data file under ``path`` into a hash object (``update``).
 
     Args:
         path: File or directory.
-        hasher: A ``hashlib`` hash object.
+        hasher: A hash object (``update``).
 
     Raises:
         DataValidationError: If a data file cannot be read (nothing can be prepared from it).
