@@ -285,3 +285,29 @@ def test_the_collector_is_paused_while_preparing_and_runs_again_after(make_setti
     with pytest.raises(DataValidationError):
         prepare_data(make_settings(), input_path=str(bad), output_dir=tmp_path / "b")
     assert seen == [False, False] and gc.isenabled()
+
+
+def test_pass_files_behind_both_writers_go_while_train_is_written(make_settings, tmp_path, monkeypatch):
+    """A pass file both writers have gone past is deleted before train ends; the splits are those written without."""
+    from core.infrastructure.data import prepared_writer, record_store, source_pipeline
+
+    path = write_rows(tmp_path / "rows.jsonl", 90)
+    monkeypatch.setattr(source_pipeline, "LINES_PER_TASK", 7)  # 13 pass files
+    monkeypatch.setattr(prepared_writer, "CHUNK_ROWS", 16)
+    original = record_store.RecordStore.discard_before
+    monkeypatch.setattr(record_store.RecordStore, "discard_before", lambda store, row: None)
+    kept = prepare_data(make_settings(), input_path=str(path), output_dir=tmp_path / "kept")
+    calls = []
+
+    def recording(store, row):
+        original(store, row)
+        calls.append((row, len(list(store.work_dir.glob("pass-*.arrow")))))
+
+    monkeypatch.setattr(record_store.RecordStore, "discard_before", recording)
+    deleted = prepare_data(make_settings(), input_path=str(path), output_dir=tmp_path / "deleted")
+    last_train_row = 89
+    assert any(row <= last_train_row and files < 13 for row, files in calls), calls  # some went before the end
+    assert calls[-1][1] == 0
+    for split in ("train", "validation", "test"):
+        assert kept.tokenized(split).to_dict() == deleted.tokenized(split).to_dict(), split
+        assert kept.conversations(split) == deleted.conversations(split), split

@@ -191,10 +191,11 @@ def _prepare(
         left_out = mixed.left_out + left_out + dropped
         _log_removed(left_out)
         _require_samples(mixed, kept)
+        record_quality = quality(kept, store)  # read before the writing discards the pass files
         start_prepared(directory, tokenizer.chat_template)
         counts, samples = write_splits(directory, store, {split: rows_of(records) for split, records in kept.items()})
         split_counts = {split: len(records) for split, records in kept.items()}
-        report = _report(settings, mixed, lenient, left_out, split_counts, samples, quality(kept, store), length_stats)
+        report = _report(settings, mixed, lenient, left_out, split_counts, samples, record_quality, length_stats)
     return mixed, counts, report
 
 

@@ -44,7 +44,7 @@ PASS_SCHEMA = pa.schema(
         ("token_reason", pa.string()),
         ("template_error", pa.string()),
         ("input_ids", pa.list_(pa.list_(pa.int32()))),  # as the tokenized splits keep them
-        ("labels", pa.list_(pa.list_(pa.int64()))),
+        ("labels", pa.list_(pa.list_(pa.int32()))),  # token ids or -100; the splits widen them to int64
         ("trained_tokens", pa.list_(pa.int64())),
         ("truncated", pa.list_(pa.bool_())),
     ]

@@ -92,6 +92,7 @@ class RecordStore:
         self._spooled_counts: dict[Path, int] = {}
         self._columns: dict[str, np.ndarray] = {}
         self._batch_index: PassBatches | None = None
+        self._discarded = 0  # pass files deleted so far (in row order)
 
     def spool(self, items: Iterable[Any]) -> Path:
         """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
@@ -206,8 +207,25 @@ class RecordStore:
                 first = batches[-1].first + batches[-1].rows if batches else 0
                 batches += _index_file(str(path), first)
             firsts = np.array([batch.first for batch in batches], dtype=np.int64)
-            self._batch_index = PassBatches(batches, firsts)
+            ends = {batch.path: batch.first + batch.rows for batch in batches}  # a file's batches are consecutive
+            self._batch_index = PassBatches(batches, firsts, [(end, path) for path, end in ends.items()])
         return self._batch_index
+
+    def discard_before(self, row: int) -> None:
+        """Deletes the pass files whose rows all come before ``row`` (nothing will read them again).
+
+        Their pages and disk space are freed while the splits are written. The store's mapped
+        tables are dropped at the first call (they would keep the files' pages): columns read
+        before stay, reading another one raises.
+
+        Args:
+            row: The first row still to be read.
+        """
+        self.tables = []
+        ends = self._batches().file_ends
+        while self._discarded < len(ends) and ends[self._discarded][0] <= row:
+            Path(ends[self._discarded][1]).unlink(missing_ok=True)
+            self._discarded += 1
 
     def column(self, name: str) -> np.ndarray:
         """A numeric column of the pass (hashes, lengths, counts) over every source, as one array.
@@ -219,6 +237,8 @@ class RecordStore:
             The values by row.
         """
         if name not in self._columns:
+            if self._discarded or (self._pass_files and not self.tables):
+                raise RuntimeError(f"column {name!r} asked for after the pass files were discarded")
             parts = [table.column(name).to_numpy() for table in self.tables]
             self._columns[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return self._columns[name]
@@ -256,10 +276,12 @@ class PassBatches:
     Attributes:
         batches: The batches.
         firsts: Their first rows, as an array (which batch holds a row: one ``searchsorted``).
+        file_ends: Every pass file holding rows, in row order, with the row after its last one.
     """
 
     batches: list[PassBatch]
     firsts: np.ndarray
+    file_ends: list[tuple[int, str]]
 
 
 def _index_file(path: str, first: int) -> list[PassBatch]:
