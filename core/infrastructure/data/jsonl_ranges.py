@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.infrastructure.data.jsonl_stream import raw_line_record
-from core.infrastructure.data.problems import UNREADABLE, Problem
+from core.infrastructure.data.problems import unreadable
 from core.infrastructure.data.readers import (
     RawRecord,
     as_record,
@@ -117,7 +117,7 @@ def range_records(line_range: LineRange) -> list[RawRecord]:
         data = os.pread(line_range.descriptor, line_range.end - line_range.start, line_range.start)
     except OSError as error:
         source = f"{line_range.path}:{line_range.first_number}"
-        problem = Problem(source, "record", f"unreadable: {error}", UNREADABLE)
+        problem = unreadable(source, error)
         return [RawRecord({}, source, split=line_range.split, problems=[problem])]
     raw_lines = data.split(b"\n")
     if data.endswith(b"\n"):

@@ -14,7 +14,7 @@ import json
 import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,10 +103,10 @@ class _TrainProgress:
         ascending = bool(np.all(rows[1:] > rows[:-1]))
         self._marks: list[int] | None = [0, 0] if ascending else None
 
-    def writer(self, split: str, number: int) -> Any:
-        """The callback of writer ``number`` (0: samples, 1: conversations) for ``split`` (None: not train)."""
+    def writer(self, split: str, number: int) -> Callable[[int], None]:
+        """The callback of writer ``number`` (0: samples, 1: conversations) for ``split`` (a no-op but for train)."""
         if split != "train" or self._marks is None:
-            return None
+            return lambda row: None
         return lambda row: self._passed(number, row)
 
     def _passed(self, number: int, row: int) -> None:
@@ -133,13 +133,12 @@ def _chunks(rows: np.ndarray) -> list[np.ndarray]:
     return [rows[start : start + CHUNK_ROWS] for start in range(0, len(rows), CHUNK_ROWS)]
 
 
-def _write_conversations(path: Path, store: RecordStore, rows: np.ndarray, passed: Any) -> None:
+def _write_conversations(path: Path, store: RecordStore, rows: np.ndarray, passed: Callable[[int], None]) -> None:
     chunks = _chunks(rows)
     with path.open("wb") as handle:
         for chunk, following in zip(chunks, _next_starts(chunks), strict=True):
             texts = store.read_rows(chunk, ["conversation"]).column("conversation").combine_chunks()
-            if passed is not None:
-                passed(following)
+            passed(following)
             handle.write(_lines(texts))
 
 
@@ -170,10 +169,12 @@ def _read_ahead(store: RecordStore, chunks: list[np.ndarray], columns: list[str]
         yield ahead.result()
 
 
-def _write_samples(target: Path, store: RecordStore, rows: np.ndarray, passed: Any) -> dict[str, np.ndarray]:
+def _write_samples(
+    target: Path, store: RecordStore, rows: np.ndarray, passed: Callable[[int], None]
+) -> dict[str, np.ndarray]:
     """Writes the samples of the rows as a ``datasets`` split (none when there are none); returns their figures.
 
-    ``passed`` (train only) hears, once a chunk is read, the first row the next one reads.
+    ``passed`` hears, once a chunk is read, the first row the next one reads (a no-op but for train).
     """
     stats: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIGURES}
     schema = SAMPLE_SCHEMA
@@ -182,8 +183,7 @@ def _write_samples(target: Path, store: RecordStore, rows: np.ndarray, passed: A
     chunks = _chunks(rows)
     with pa.OSFile(str(target / DATA_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for table, following in zip(_read_ahead(store, chunks, columns), _next_starts(chunks), strict=True):
-            if passed is not None:  # the read-ahead reads from ``following`` on
-                passed(following)
+            passed(following)  # the read-ahead reads from ``following`` on
             input_ids = pc.list_flatten(table.column("input_ids"))
             lengths = pc.list_value_length(input_ids).cast(pa.int64())
             labels = pc.list_flatten(table.column("labels")).cast(_LABELS)  # the pass keeps them as int32

@@ -47,6 +47,11 @@ class Problem:
         return f"{self.source}: {self.field}: {self.message}"
 
 
+def unreadable(source: str, error: OSError) -> Problem:
+    """The problem of a record or file that could not be read (an I/O error)."""
+    return Problem(source, "record", f"unreadable: {error}", UNREADABLE)
+
+
 class RecordProblems(Exception):
     """Raised by a converter when a record is invalid; carries every problem found in it.
 

@@ -31,7 +31,7 @@ from core.infrastructure.data.json_arrays import (
     starts_as_array,
 )
 from core.infrastructure.data.jsonl_stream import first_line_text, line_record, stream_jsonl
-from core.infrastructure.data.problems import MALFORMED_JSON, NOT_UTF8, UNREADABLE, WRONG_TYPE, Problem
+from core.infrastructure.data.problems import MALFORMED_JSON, NOT_UTF8, UNREADABLE, WRONG_TYPE, Problem, unreadable
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 """File types the readers understand (``.ndjson`` is read as JSONL)."""
@@ -182,7 +182,7 @@ def iter_records(path: Path | str) -> Iterator[RawRecord]:
                 count += 1
                 yield record
         except OSError as error:
-            problem = Problem(f"{file}:1", "record", f"unreadable: {error}", UNREADABLE)
+            problem = unreadable(f"{file}:1", error)
             count += 1
             yield RawRecord({}, f"{file}:1", split=split, problems=[problem])
         if not count:

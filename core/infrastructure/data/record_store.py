@@ -93,6 +93,7 @@ class RecordStore:
         self._columns: dict[str, np.ndarray] = {}
         self._batch_index: PassBatches | None = None
         self._discarded = 0  # pass files deleted so far (in row order)
+        self._tables_dropped = False  # discard_before was called: no column can be read any more
 
     def spool(self, items: Iterable[Any]) -> Path:
         """Writes records (raw records, or converted outcomes) to a new spool file, streaming.
@@ -221,7 +222,7 @@ class RecordStore:
         Args:
             row: The first row still to be read.
         """
-        self.tables = []
+        self.tables, self._tables_dropped = [], True
         ends = self._batches().file_ends
         while self._discarded < len(ends) and ends[self._discarded][0] <= row:
             Path(ends[self._discarded][1]).unlink(missing_ok=True)
@@ -237,7 +238,7 @@ class RecordStore:
             The values by row.
         """
         if name not in self._columns:
-            if self._discarded or (self._pass_files and not self.tables):
+            if self._tables_dropped:
                 raise RuntimeError(f"column {name!r} asked for after the pass files were discarded")
             parts = [table.column(name).to_numpy() for table in self.tables]
             self._columns[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

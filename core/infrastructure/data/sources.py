@@ -12,6 +12,7 @@ from loguru import logger
 
 from core.domain.errors import ConfigError, DataValidationError
 from core.infrastructure.data.demo import DEMO_FILES, demo_path
+from core.infrastructure.data.problems import unreadable
 from core.infrastructure.data.readers import RawRecord, iter_records, list_data_files
 
 DEMO_NAMES = {"demo": "alpaca", "demo-alpaca": "alpaca", "demo-sharegpt": "sharegpt"}
@@ -144,4 +145,4 @@ def read_bytes_digest(path: Path | str, hasher: Any) -> None:
                 for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
                     hasher.update(chunk)
         except OSError as error:
-            raise DataValidationError([f"{file}:1: record: unreadable: {error}"]) from None
+            raise DataValidationError([str(unreadable(f"{file}:1", error))]) from None
